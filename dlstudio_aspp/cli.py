@@ -1,0 +1,113 @@
+"""``dlstudio-aspp``: the command line. torch and DLStudio are imported inside the
+sub-commands, so ``dlstudio-aspp --help`` answers at once.
+
+Errors the user can fix (``ValueError``, ``FileNotFoundError``) print one line and
+exit with status 2; set ``DLSTUDIO_ASPP_DEBUG=1`` for the full traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+DEFAULT_DATA = "./data/PurdueShapes5MultiObject/"
+
+
+def exit_on_user_error() -> None:
+    """Make ``ValueError`` / ``FileNotFoundError`` end a script with one line, not a traceback."""
+    if os.environ.get("DLSTUDIO_ASPP_DEBUG"):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, (ValueError, FileNotFoundError, FloatingPointError)):
+            print(f"error: {value}", file=sys.stderr)
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", default="mse", help="mse | dice | dice+mse:<scale> | dice+mse:auto (default: mse)")
+    p.add_argument("--no-aspp", action="store_true", help="stock mUNet instead of mUNet+ASPP")
+    p.add_argument("--rates", default="2,4,6", help="ASPP dilation rates (default: 2,4,6)")
+    p.add_argument("--depth", type=int, default=16, help="mUNet depth (default: 16)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations")
+    p.add_argument("--subset", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--normalize-masks", action="store_true", help="train against {0,1} masks")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parse_rates(text: str) -> List[int]:
+    try:
+        rates = [int(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"--rates must be comma-separated ints such as 2,4,6, got {text!r}") from None
+    return rates
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, training, experiments, reports, COCO and SAM tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the main job: fetch the real data, train a short run and evaluate it",
+                       description="Fetch PurdueShapes5MultiObject (if missing), train mUNet+ASPP for a short run, "
+                                   "score it on the whole test set and write everything to --out.")
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"dataroot (default: {DEFAULT_DATA})")
+    p.add_argument("--train-file", default="PurdueShapes5MultiObject-10000-train.gz")
+    p.add_argument("--test-file", default="PurdueShapes5MultiObject-1000-test.gz")
+    p.add_argument("--out", default="outputs/run", help="output folder (default: outputs/run)")
+    _add_train_args(p)
+    p.set_defaults(max_iters=1000, func="run")
+
+    p = sub.add_parser("fetch-shapes", help="download the real PurdueShapes5MultiObject files",
+                       description="Put PurdueShapes5MultiObject-{10000-train,1000-test,20-train,20-test}.gz in DEST: "
+                                   "from the Purdue tarball, else from the DLStudio 1.0.9 sdist on PyPI; sha256-checked.")
+    p.add_argument("dest", nargs="?", default=DEFAULT_DATA)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Purdue server")
+    p.set_defaults(func="fetch_shapes")
+
+    p = sub.add_parser("make-shapes", help="write a SYNTHETIC dataset in the PurdueShapes5MultiObject format",
+                       description="Synthetic stand-in, same file format as the real data (labelled SYNTHETIC).")
+    p.add_argument("dest")
+    p.add_argument("--train", type=int, default=200)
+    p.add_argument("--test", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func="make_shapes")
+
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        from . import commands
+
+        return int(getattr(commands, args.func)(args) or 0)
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        if os.environ.get("DLSTUDIO_ASPP_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run with the same arguments (and --resume where offered) to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""What each ``dlstudio-aspp`` sub-command does (the parsers live in :mod:`dlstudio_aspp.cli`)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def fetch_shapes(args) -> int:
+    from .data.sources import fetch_shapes as fetch
+
+    got = fetch(args.dest, timeout=args.timeout)
+    sources = sorted(set(got.values()))
+    print(f"PurdueShapes5MultiObject ready in {args.dest} (source: {', '.join(sources)})")
+    return 0
+
+
+def make_shapes(args) -> int:
+    from .data.sources import SYNTHETIC_NOTE, make_shapes as make
+
+    paths = make(args.dest, train=args.train, test=args.test, seed=args.seed)
+    print(f"{SYNTHETIC_NOTE}:")
+    for p in paths.values():
+        print(f"  {p}")
+    return 0
+
+
+def make_dlstudio(data: str, out: Path, args, image_size=(64, 64), classes=None):
+    """A DLStudio instance for a run folder, from the common training arguments."""
+    from .dlstudio_glue import load_dlstudio
+
+    DLStudio = load_dlstudio()
+    if not data.endswith("/"):
+        data += "/"
+    out.mkdir(parents=True, exist_ok=True)
+    return DLStudio(dataroot=data, image_size=list(image_size), path_saved_model=str(out / "saved_model"),
+                    momentum=args.momentum, learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                    classes=tuple(classes or ("rectangle", "triangle", "disk", "oval", "star")),
+                    use_gpu=not args.cpu)
+
+
+def train_options(args) -> dict:
+    return dict(seed=args.seed, max_iters=args.max_iters, subset=args.subset, log_every=args.log_every,
+                progress=not args.no_progress, resume=args.resume, amp=args.amp, normalize_masks=args.normalize_masks)
+
+
+def run(args) -> int:
+    from .cli import parse_rates
+    from .data.sources import SHA256, fetch_shapes as fetch, is_synthetic
+
+    data = args.data if args.data.endswith("/") else args.data + "/"
+    if args.train_file in SHA256 and not all((Path(data) / f).is_file() for f in (args.train_file, args.test_file)):
+        fetch(data)
+    if is_synthetic(data):
+        print(f"NOTE: {data} holds SYNTHETIC data (see SYNTHETIC.txt)")
+    from .segmentation import SemanticSegmentationASPP
+
+    out = Path(args.out)
+    dls = make_dlstudio(data, out, args)
+    seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
+    train = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="train", dataset_file=args.train_file)
+    test = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="test", dataset_file=args.test_file)
+    seg.load_PurdueShapes5MultiObject_dataset(train, test)
+    model = seg.mUNetASPP(skip_connections=True, depth=args.depth, aspp=not args.no_aspp, aspp_rates=parse_rates(args.rates))
+    print(seg.describe(model, dls.image_size))
+    seg.run_code_for_training_for_semantic_segmentation(model, loss=args.loss, perf_file=str(out / "performance_numbers.txt"),
+                                                        **train_options(args))
+    seg.run_code_for_testing_semantic_segmentation(model, progress=not args.no_progress)
+    print(f"outputs in {out}/: saved_model, its .history.json/.csv, .metrics.json, .test_grid.png")
+    return 0

@@ -1,0 +1,174 @@
+"""PurdueShapes5MultiObject, loaded once into compact uint8 arrays.
+
+Stock ``DLStudio.SemanticSegmentation.PurdueShapes5MultiObjectDataset`` unpickles the
+``.gz`` file on every run except the 10000-image one, which it caches as a 450 MB
+``torch_saved_*.pt`` in the working directory; on torch >= 2.6 reading that cache back
+fails (``torch.load`` defaults to ``weights_only=True``). This class takes the same
+constructor arguments and returns the same items, but caches the decoded arrays as a
+compressed ``.npz`` read with ``allow_pickle=False``, which is safe and fast.
+
+File format (shared with :mod:`dlstudio_aspp.data.synthetic`): a gzip'd pickle of
+``(dataset, label_map)`` where ``dataset[i] = [R, G, B, mask, bboxes]``:
+R, G, B are H*W lists of ints, ``mask`` is a (5, H, W) uint8 array whose channel k
+holds 0 or ``50*(k+1)``, and ``bboxes`` is a dict ``k -> [[x1, y1, x2, y2], ...]``
+keyed by shape index 0..4.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import zlib
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+CACHE_VERSION = 1
+FETCH_HINT = "get the data with `dlstudio-aspp fetch-shapes ./data/PurdueShapes5MultiObject/`"
+
+
+def check_dataroot(dataroot: str, dataset_file: str) -> Path:
+    """Validate DLStudio's ``dataroot + dataset_file`` and return the file's path."""
+    if not dataroot:
+        raise ValueError(f"DLStudio was built without a dataroot; pass dataroot='./data/PurdueShapes5MultiObject/' ({FETCH_HINT})")
+    if not os.path.isdir(dataroot):
+        raise FileNotFoundError(f"dataroot {dataroot!r} does not exist: {FETCH_HINT}")
+    if not dataroot.endswith(("/", os.sep)):
+        raise ValueError(
+            f"dataroot {dataroot!r} must end with '/': DLStudio builds paths as dataroot + dataset_file; "
+            f"use dataroot={dataroot + '/'!r}"
+        )
+    path = Path(dataroot + dataset_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {str(path)!r} is missing: {FETCH_HINT}")
+    return path
+
+
+def read_pickle_gz(path: Path) -> Tuple[dict, dict]:
+    """Read and check a PurdueShapes5MultiObject ``.gz``; one-line errors on bad files."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
+        raise ValueError(
+            f"{path} is not a complete gzip file ({type(exc).__name__}: {exc}); delete it and "
+            f"re-run `dlstudio-aspp fetch-shapes {path.parent}/`"
+        ) from None
+    try:
+        obj = pickle.loads(raw, encoding="latin1")
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise ValueError(f"{path} does not hold a pickle ({type(exc).__name__}); {FETCH_HINT}") from None
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict) and isinstance(obj[1], dict)):
+        raise ValueError(f"{path} should hold a pickled (dataset dict, label_map dict), got {type(obj).__name__}; {FETCH_HINT}")
+    dataset, label_map = obj
+    if not dataset:
+        raise ValueError(f"{path} holds an empty dataset; {FETCH_HINT}")
+    first = dataset[next(iter(dataset))]
+    if not (isinstance(first, (list, tuple)) and len(first) == 5 and np.asarray(first[3]).ndim == 3):
+        raise ValueError(f"{path}: each entry should be [R, G, B, mask (C,H,W), bbox dict]; {FETCH_HINT}")
+    return dataset, label_map
+
+
+def decode(dataset: dict, image_size) -> Dict[str, np.ndarray]:
+    """Turn the pickled entries into compact arrays.
+
+    Returns ``images`` (N, 3, H, W) uint8, ``masks`` (N, C, H, W) uint8, ``boxes``
+    (N, C, K, 4) int16 padded with -1, ``counts`` (N, C) int16 boxes per class.
+    """
+    h, w = image_size
+    keys = sorted(dataset)
+    n = len(keys)
+    first_mask = np.asarray(dataset[keys[0]][3])
+    c = first_mask.shape[0]
+    if first_mask.shape[1:] != (h, w):
+        raise ValueError(f"masks are {first_mask.shape[1:]} but DLStudio's image_size is {tuple(image_size)}; set image_size={list(first_mask.shape[1:])}")
+    images = np.empty((n, 3, h, w), np.uint8)
+    masks = np.empty((n, c, h, w), np.uint8)
+    k_max = max(1, max(len(v) for e in dataset.values() for v in e[4].values()))
+    boxes = np.full((n, c, k_max, 4), -1, np.int16)
+    counts = np.zeros((n, c), np.int16)
+    for i, key in enumerate(keys):
+        entry = dataset[key]
+        for ch in range(3):
+            images[i, ch] = np.asarray(entry[ch], dtype=np.uint8).reshape(h, w)
+        masks[i] = np.asarray(entry[3], dtype=np.uint8)
+        for cls, blist in entry[4].items():
+            counts[i, cls] = len(blist)
+            for j, b in enumerate(blist):
+                boxes[i, cls, j] = b
+    return {"images": images, "masks": masks, "boxes": boxes, "counts": counts}
+
+
+def _cache_path(src: Path) -> Path:
+    st = src.stat()
+    tag = hashlib.sha1(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()[:12]
+    local = src.parent / ".dlstudio_aspp_cache"
+    if os.access(src.parent, os.W_OK):
+        return local / f"{src.name}.{tag}.npz"
+    home = Path(os.environ.get("DLSTUDIO_ASPP_CACHE", Path.home() / ".cache" / "dlstudio_aspp"))
+    return home / f"{src.name}.{tag}.npz"
+
+
+def load_arrays(path: Path, image_size, use_cache: bool = True) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Arrays and label map for ``path``, from the ``.npz`` cache when it is fresh."""
+    cache = _cache_path(path)
+    if use_cache and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("images", "masks", "boxes", "counts")}
+            names, values = z["label_names"], z["label_values"]
+        return arrays, {str(k): int(v) for k, v in zip(names, values)}
+    dataset, label_map = read_pickle_gz(path)
+    arrays = decode(dataset, image_size)
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, label_names=np.array(list(label_map)), label_values=np.array(list(label_map.values())), **arrays)
+        os.replace(tmp, cache)
+    return arrays, dict(label_map)
+
+
+class PurdueShapes5MultiObjectDataset(torch.utils.data.Dataset):
+    """Drop-in for DLStudio's dataset of the same name; same arguments, same items.
+
+    Item: ``{'image': (3, H, W) float32 in [0, 255], 'mask_tensor': (C, H, W) uint8,
+    'bbox_tensor': (H, C, 4) float32}`` (stock sizes the first bbox axis by the mask's
+    second dimension; slot j of class k holds that class's j-th box).
+
+    Args:
+        dl_studio: the DLStudio instance (``dataroot`` ending in '/', ``image_size``).
+        segmenter: the SemanticSegmentation instance (kept for signature parity).
+        train_or_test: ``'train'`` or ``'test'``.
+        dataset_file: e.g. ``'PurdueShapes5MultiObject-10000-train.gz'``.
+        use_cache: keep a compressed ``.npz`` of the decoded arrays beside the file.
+    """
+
+    def __init__(self, dl_studio, segmenter, train_or_test, dataset_file, use_cache: bool = True):
+        super().__init__()
+        if train_or_test not in ("train", "test"):
+            raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
+        path = check_dataroot(getattr(dl_studio, "dataroot", None), dataset_file)
+        self.image_size = list(getattr(dl_studio, "image_size", [64, 64]))
+        arrays, self.label_map = load_arrays(path, self.image_size, use_cache)
+        self.images = torch.from_numpy(arrays["images"])
+        self.masks = torch.from_numpy(arrays["masks"])
+        self.boxes = torch.from_numpy(arrays["boxes"].astype(np.float32))
+        self.counts = arrays["counts"]
+        self.class_labels = {v: k for k, v in self.label_map.items()}
+        self.num_shapes = len(self.label_map)
+        self.train_or_test = train_or_test
+        self.dataset_file = dataset_file
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, idx: int) -> dict:
+        mask = self.masks[idx]
+        bbox = torch.zeros(mask.shape[1], self.num_shapes, 4, dtype=torch.float)
+        for cls in range(min(self.num_shapes, mask.shape[0])):
+            k = int(self.counts[idx, cls])
+            if k:
+                bbox[:k, cls] = self.boxes[idx, cls, :k]
+        return {"image": self.images[idx].float(), "mask_tensor": mask.clone(), "bbox_tensor": bbox}

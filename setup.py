@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dlstudio-aspp",
+    version="0.1.0",
+    description="ASPP at the mUNet bottleneck, pluggable losses, COCO and SAM tools for DLStudio's semantic segmentation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dlstudio_aspp", "dlstudio_aspp.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "DLStudio>=2.3",
+        "torch",
+        "torchvision",
+        "pycocotools",
+        "numpy",
+        "matplotlib",
+        "pillow",
+        "tqdm",
+        # DLStudio imports these at import time but does not declare them.
+        "pymsgbox",
+        "torchmetrics",
+    ],
+    extras_require={
+        "sam": ["segment-anything"],
+        "test": ["pytest", "segment-anything"],
+    },
+    entry_points={"console_scripts": ["dlstudio-aspp=dlstudio_aspp.cli:main"]},
+)
