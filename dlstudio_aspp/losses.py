@@ -4,7 +4,8 @@ Dice follows the steps the DLStudio users are given. For each sample b and chann
 
     num[b, c] = sum_hw pred * target
     den[b, c] = sum_hw pred * pred + sum_hw target * target
-    dice[b, c] = (2 * num + smooth) / (den + smooth + eps)
+    dice[b, c] = (2 * num + smooth) / (den + smooth)     (smooth > 0)
+    dice[b, c] = 2 * num / (den + eps)                   (smooth = 0: the homework formula)
     loss = mean_{b, c} (1 - dice)
 
 **Empty channels.** Most PurdueShapes images lack some shapes. With ``smooth=0`` (the
@@ -13,8 +14,8 @@ perfect prediction has loss > 0 and that channel carries no gradient. The defaul
 ``smooth=1.0`` adds 1 to numerator and denominator: empty/empty scores dice 1 (loss 0),
 an empty target with a non-zero prediction scores ``1 / (sum pred^2 + 1)`` and pulls the
 prediction towards 0, and a non-empty channel is barely changed (its sums are in the
-thousands on DLStudio's 0..250 masks). The loss is never NaN: ``eps`` keeps the
-denominator positive even with ``smooth=0``.
+thousands on DLStudio's 0..250 masks); a perfect prediction scores exactly 0. The loss
+is never NaN: ``smooth`` (or ``eps`` when ``smooth=0``) keeps the denominator positive.
 
 The squared denominator makes Dice invariant to scaling pred and target together, so it
 works on DLStudio's 0/50(k+1) masks as well as on masks normalised to {0, 1}.
@@ -44,7 +45,9 @@ def dice_per_channel(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6
     target = target.to(pred.dtype)
     num = (pred * target).sum(dim=(2, 3))
     den = (pred * pred).sum(dim=(2, 3)) + (target * target).sum(dim=(2, 3))
-    return (2.0 * num + smooth) / (den + smooth + eps)
+    if smooth == 0:
+        return 2.0 * num / (den + eps)  # the homework formula, exactly
+    return (2.0 * num + smooth) / (den + smooth)
 
 
 def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, smooth: float = 1.0) -> torch.Tensor:

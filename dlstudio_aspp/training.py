@@ -164,7 +164,11 @@ def train(segmenter, net: torch.nn.Module, opts: TrainOptions):
                 return loader
             return torch.utils.data.DataLoader(dataset, batch_size=dls.batch_size, shuffle=True, num_workers=workers)
         sampler = _EpochSampler(len(dataset), opts.seed, epoch, start_batch * dls.batch_size)
-        return torch.utils.data.DataLoader(dataset, batch_size=dls.batch_size, sampler=sampler, num_workers=workers)
+        # Its own generator: making the iterator must not draw from the global RNG,
+        # or a resumed run's dropout would drift from the uninterrupted one.
+        gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)
+        return torch.utils.data.DataLoader(dataset, batch_size=dls.batch_size, sampler=sampler, num_workers=workers,
+                                           generator=gen)
 
     net = copy.deepcopy(net).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=dls.learning_rate, momentum=dls.momentum)
@@ -208,6 +212,7 @@ def train(segmenter, net: torch.nn.Module, opts: TrainOptions):
     title = history["loss_name"]
     start_time = time.perf_counter()
     done = opts.max_iters is not None and it >= opts.max_iters
+    position = (start_epoch, start_batch)  # where the next iteration starts
     net.train()
     with open(perf_path, perf_mode) as perf:
         for epoch in range(start_epoch, epochs):
@@ -249,11 +254,14 @@ def train(segmenter, net: torch.nn.Module, opts: TrainOptions):
                     perf.flush()
                     history["running"].append([it, avg])
                     running = 0.0
+                position = (epoch, i + 1)
                 if opts.checkpoint_every and it % opts.checkpoint_every == 0:
-                    checkpoint(epoch, i + 1)
+                    checkpoint(*position)
                 if opts.max_iters is not None and it >= opts.max_iters:
                     done = True
                     break
+            else:
+                position = (epoch + 1, 0)
     if bar is not None:
         bar.close()
     history["seconds"] = time.perf_counter() - start_time
@@ -263,5 +271,5 @@ def train(segmenter, net: torch.nn.Module, opts: TrainOptions):
     segmenter.save_model(net)
     _write_history(history, model_path)
     if opts.checkpoint_every:
-        checkpoint(epochs, 0)
+        checkpoint(*position)
     return net, history

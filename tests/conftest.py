@@ -11,6 +11,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 COCO_TINY = SHARED / "data" / "coco_tiny"
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Stock DLStudio writes into the working directory; keep that out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def real_shapes(tmp_path_factory) -> str:
     """Folder (ending in '/') holding the four real PurdueShapes5MultiObject files."""

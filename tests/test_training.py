@@ -1,0 +1,137 @@
+import json
+
+import pytest
+import torch
+
+from conftest import make_dls, make_segmenter
+from dlstudio_aspp.dlstudio_glue import load_dlstudio
+from dlstudio_aspp.model import mUNetASPP
+from dlstudio_aspp.training import NonFiniteLossError
+
+TRAIN, TEST = "PurdueShapes5MultiObject-20-train.gz", "PurdueShapes5MultiObject-20-test.gz"
+
+
+def test_mse_default_matches_stock_loop(real_shapes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    DLStudio = load_dlstudio()
+    torch.manual_seed(0)
+    net = mUNetASPP(aspp=False)
+    # stock: its own class and method, losses recorded through nn.MSELoss
+    stock_losses = []
+
+    class Recording(torch.nn.MSELoss):
+        def forward(self, a, b):
+            out = super().forward(a, b)
+            stock_losses.append(out.item())
+            return out
+
+    dls = make_dls(real_shapes, tmp_path / "stock", use_gpu=True)  # stock sets .device only when use_gpu
+    (tmp_path / "stock").mkdir()
+    stock = DLStudio.SemanticSegmentation(dl_studio=dls, max_num_objects=5)
+    ds = DLStudio.SemanticSegmentation.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=stock, train_or_test="train", dataset_file=TRAIN)
+    stock.train_dataloader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, num_workers=0)
+    monkeypatch.setattr(torch.nn, "MSELoss", Recording)
+    torch.manual_seed(1)
+    stock.run_code_for_training_for_semantic_segmentation(net)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    stock_weights = torch.load(tmp_path / "stock" / "saved_model", weights_only=True)
+
+    seg = make_segmenter(real_shapes, tmp_path / "ours", TRAIN, TEST)
+    torch.manual_seed(1)
+    history = seg.run_code_for_training_for_semantic_segmentation(net, progress=False)
+    ours = torch.load(tmp_path / "ours" / "saved_model", weights_only=True)
+    assert len(stock_losses) == 5
+    assert history["loss"] == stock_losses
+    assert all(torch.equal(stock_weights[k], ours[k]) for k in stock_weights)
+    assert (tmp_path / "performance_numbers_1.txt").is_file()
+
+
+def test_history_files_and_components(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="dice+mse:auto", seed=0,
+                                                            progress=False, log_every=2)
+    assert len(h["loss"]) == 6 and len(h["components"]["dice"]) == 6
+    saved = json.loads((tmp_path / "saved_model.history.json").read_text())
+    assert saved["loss"] == h["loss"] and saved["dice_scale"] == h["dice_scale"]
+    csv = (tmp_path / "saved_model.history.csv").read_text().splitlines()
+    assert csv[0] == "iteration,epoch,loss,dice,dice_scale,mse" and len(csv) == 7
+    assert (tmp_path / "performance_numbers_1.txt").read_text().count("\n") == 3  # every 2 of 6 iterations
+    card = json.loads((tmp_path / "saved_model.json").read_text())
+    assert card["mask_values"] == [50, 100, 150, 200, 250] and card["normalize_masks"] is False
+
+
+def test_seed_reproduces_exactly(synthetic_shapes, tmp_path):
+    runs = []
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4, aspp_dropout=0.3)
+    for k in range(2):
+        seg = make_segmenter(synthetic_shapes, tmp_path / str(k), "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+        torch.manual_seed(k)  # different global state: the seed option must override it
+        seg.run_code_for_training_for_semantic_segmentation(net, seed=7, max_iters=4, progress=False)
+        runs.append(seg)
+    assert runs[0].history["loss"] == runs[1].history["loss"]
+
+
+def _crashing_loss(at):
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise RuntimeError("simulated crash")
+        return torch.nn.functional.mse_loss(out, target)
+
+    return loss
+
+
+def test_resume_after_crash_gives_same_weights(synthetic_shapes, tmp_path):
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4, aspp_dropout=0.2)
+    files = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    full = make_segmenter(synthetic_shapes, tmp_path / "full", *files, epochs=2)
+    full.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, progress=False)
+    part = make_segmenter(synthetic_shapes, tmp_path / "part", *files, epochs=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        part.run_code_for_training_for_semantic_segmentation(net, loss=_crashing_loss(9), seed=3, checkpoint_every=4, progress=False)
+    ck = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)
+    assert ck["iteration"] == 8 and ck["epoch"] == 1 and ck["batch"] == 2
+    part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, resume=True, progress=False)
+    assert part.history["loss"] == full.history["loss"]
+    a = torch.load(tmp_path / "full" / "saved_model", weights_only=True)
+    b = torch.load(tmp_path / "part" / "saved_model", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert part.history["loss"] == full.history["loss"]
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        v = torch.nn.functional.mse_loss(out, target)
+        return v * float("nan") if calls["n"] == 3 else v
+
+    with pytest.raises(NonFiniteLossError, match="nan at iteration 3 .*saved_model.ckpt"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, checkpoint_every=2, progress=False)
+    ck = torch.load(tmp_path / "saved_model.ckpt", weights_only=True)
+    assert ck["iteration"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_options_are_checked(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    with pytest.raises(ValueError, match="max_iters"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=0)
+    with pytest.raises(TypeError):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), bogus=1)
+    with pytest.raises(ValueError, match="unknown loss"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="l1")
+
+
+def test_subset_and_normalized_masks(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="dice", subset=8, seed=0,
+                                                            normalize_masks=True, progress=False)
+    assert len(h["loss"]) == 2
+    assert json.loads((tmp_path / "saved_model.json").read_text())["normalize_masks"] is True
