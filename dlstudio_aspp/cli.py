@@ -86,6 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func="make_shapes")
 
+    p = sub.add_parser("experiments", help="run the grid: losses x ASPP on/off x seeds, resumable",
+                       description="Every loss x ASPP on/off x seed, one folder per run under OUT/runs. Finished runs "
+                                   "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
+                                   "(the users' protocol, for a GPU), quick (~20 min on 2 CPU cores), smoke (seconds).")
+    p.add_argument("out", help="the grid's folder")
+    p.add_argument("--preset", default="quick", choices=["homework", "quick", "smoke"])
+    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])
+    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}; for coco: the build-coco folder)")
+    p.add_argument("--train-file", default=None)
+    p.add_argument("--test-file", default=None)
+    p.add_argument("--losses", default=None, help="comma-separated, e.g. mse,dice,dice+mse:20,dice+mse:auto")
+    p.add_argument("--aspp", default=None, choices=["both", "on", "off"])
+    p.add_argument("--rates", default=None, help="ASPP rates, e.g. 2,4,6")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    for name, kind in (("epochs", int), ("max-iters", int), ("batch-size", int), ("lr", float), ("momentum", float),
+                       ("depth", int), ("train-subset", int), ("test-subset", int), ("log-every", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="overrides the preset")
+    p.add_argument("--normalize-masks", action="store_true", default=None)
+    p.add_argument("--amp", action="store_true", default=None)
+    p.add_argument("--cpu", action="store_true", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.set_defaults(func="experiments")
+
+    p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
+                       description="Loss curves (best/worst seed, overlay), ASPP on vs off, a qualitative grid, "
+                                   "metrics and Dice-scale tables, all from the runs on disk, tied together in report.md.")
+    p.add_argument("run_dir")
+    p.set_defaults(func="report")
+
     return parser
 
 

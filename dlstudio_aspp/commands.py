@@ -68,3 +68,43 @@ def run(args) -> int:
     seg.run_code_for_testing_semantic_segmentation(model, progress=not args.no_progress)
     print(f"outputs in {out}/: saved_model, its .history.json/.csv, .metrics.json, .test_grid.png")
     return 0
+
+
+def _ints(text):
+    from .cli import parse_rates
+
+    return parse_rates(text) if text is not None else None
+
+
+def experiments(args) -> int:
+    from .experiments import GridConfig, run_grid
+    from .report import make_report
+
+    overrides = dict(dataset=args.dataset, data=args.data, train_file=args.train_file, test_file=args.test_file,
+                     losses=args.losses.split(",") if args.losses else None,
+                     aspp={"both": [True, False], "on": [True], "off": [False]}.get(args.aspp),
+                     rates=_ints(args.rates), seeds=_ints(args.seeds), epochs=args.epochs, max_iters=args.max_iters,
+                     batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, depth=args.depth,
+                     train_subset=args.train_subset, test_subset=args.test_subset, log_every=args.log_every,
+                     normalize_masks=args.normalize_masks, amp=args.amp, cpu=args.cpu,
+                     progress=False if args.no_progress else None)
+    if args.dataset == "coco" and not args.data:
+        raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+    cfg = GridConfig.from_preset(args.preset, **overrides)
+    if cfg.dataset == "shapes" and args.data is None:
+        from .data.sources import SHA256, fetch_shapes as fetch
+
+        if cfg.train_file in SHA256 and not (Path(cfg.data) / cfg.train_file).is_file():
+            fetch(cfg.data)
+    folders = run_grid(cfg, args.out)
+    print(f"{len(folders)} runs in {args.out}/runs")
+    if not args.no_report:
+        print(f"report: {make_report(args.out)}")
+    return 0
+
+
+def report(args) -> int:
+    from .report import make_report
+
+    print(f"report: {make_report(args.run_dir)}")
+    return 0

@@ -1,0 +1,77 @@
+"""Our training loop against stock's method and against the bare model step.
+
+Same model (mUNetASPP, depth 16), same data (the first N*batch real training images),
+same batch size (4), N iterations, in the same run. Reports images per second.
+
+Usage: python benchmarks/bench_training.py [--iters N]
+"""
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, table  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=40)
+    args = ap.parse_args()
+    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
+    from dlstudio_aspp.dlstudio_glue import load_dlstudio
+    from dlstudio_aspp.model import mUNetASPP
+    from dlstudio_aspp.segmentation import SemanticSegmentationASPP
+
+    DLStudio = load_dlstudio()
+    src = cache_dir() / "shapes"
+    fetch_shapes(src, log=lambda s: None)
+    os.chdir(tempfile.mkdtemp(prefix="bench_training_"))
+    bs, n = 4, args.iters
+    dls = DLStudio(dataroot=str(src) + "/", image_size=[64, 64], path_saved_model="m", momentum=0.9, learning_rate=1e-4,
+                   epochs=1, batch_size=bs, use_gpu=True)
+    ours = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
+    full = ours.PurdueShapes5MultiObjectDataset(dls, ours, "train", "PurdueShapes5MultiObject-10000-train.gz")
+    data = torch.utils.data.Subset(full, range(n * bs))
+    stock = DLStudio.SemanticSegmentation(dl_studio=dls, max_num_objects=5)
+    for seg in (ours, stock):
+        seg.train_dataloader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=True, num_workers=0)
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=16)
+
+    def bare():
+        m = copy.deepcopy(net).train()
+        opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
+        batches = [(b["image"], b["mask_tensor"].float()) for b in torch.utils.data.DataLoader(data, batch_size=bs)]
+        t = time.perf_counter()
+        for x, y in batches:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+        return time.perf_counter() - t
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    runs = {"bare": [], "stock": [], "ours": []}
+    for _ in range(2):  # interleaved, best of two
+        runs["bare"].append(bare())
+        runs["stock"].append(timed(lambda: stock.run_code_for_training_for_semantic_segmentation(net)))
+        runs["ours"].append(timed(lambda: ours.run_code_for_training_for_semantic_segmentation(
+            net, progress=True, checkpoint_every=0)))
+    best = {k: min(v) for k, v in runs.items()}
+    ips = {k: n * bs / v for k, v in best.items()}
+    print(f"machine: {machine()}; {n} iterations of batch {bs}, 64x64, mUNetASPP depth 16")
+    table([[k, f"{best[k]:.1f}", f"{ips[k]:.2f}", f"{ips[k] / ips['bare']:.3f}", f"{ips[k] / ips['stock']:.3f}"]
+           for k in ("bare", "stock", "ours")], ["loop", "seconds", "images/s", "vs bare step", "vs stock"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""``dlstudio-aspp report RUN_DIR``: plots, tables and ``report.md`` from the runs on disk.
+
+Every number in the report is read from the run folders written by
+:mod:`dlstudio_aspp.experiments`; nothing is typed in by hand.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from .evaluation import colour_masks
+from .losses import loss_label
+
+
+def load_runs(root: Path) -> List[dict]:
+    """Finished runs under ``root/runs``: summary, history, metrics and folder of each."""
+    runs = []
+    for folder in sorted((root / "runs").glob("*")):
+        if not (folder / "summary.json").is_file():
+            continue
+        run = json.loads((folder / "summary.json").read_text())
+        run["history"] = json.loads((folder / "saved_model.history.json").read_text())
+        run["metrics"] = json.loads((folder / "saved_model.metrics.json").read_text())
+        run["folder"] = folder
+        runs.append(run)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs under {root}/runs; run `dlstudio-aspp experiments {root}` first")
+    return runs
+
+
+def running_mean(values, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` iterations (shorter at the start): the running loss."""
+    v = np.asarray(values, dtype=float)
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _window(runs) -> int:
+    n = min(len(r["history"]["loss"]) for r in runs)
+    return max(1, min(100, n // 10))
+
+
+def _groups(runs):
+    """(loss, aspp) -> runs, in grid order: losses as first seen, ASPP on before off."""
+    g = defaultdict(list)
+    for r in runs:
+        g[(r["loss"], r["aspp"])].append(r)
+    losses = list(dict.fromkeys(r["loss"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
+    return {k: g[k] for k in sorted(g, key=lambda k: (losses.index(k[0]), not k[1]))}
+
+
+def _log_if_needed(ax, curves) -> None:
+    lo = min(float(np.min(c)) for c in curves)
+    hi = max(float(np.max(c)) for c in curves)
+    if lo > 0 and hi / lo > 20:
+        ax.set_yscale("log")
+
+
+def plot_best_worst(runs, out: Path) -> List[Path]:
+    """Per loss: best and worst seed (by final running loss), spread shaded, ASPP on and off side by side."""
+    plt = _plt()
+    w = _window(runs)
+    groups = _groups(runs)
+    paths = []
+    for loss in dict.fromkeys(r["loss"] for r in runs):
+        settings = [a for a in (True, False) if (loss, a) in groups]
+        fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
+        for ax, aspp in zip(axes[0], settings):
+            members = groups[(loss, aspp)]
+            n = min(len(r["history"]["loss"]) for r in members)
+            curves = np.stack([running_mean(r["history"]["loss"][:n], w) for r in members])
+            x = np.arange(1, n + 1)
+            order = np.argsort(curves[:, -1])
+            best, worst = members[order[0]], members[order[-1]]
+            ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25, label=f"spread over {len(members)} seeds")
+            ax.plot(x, curves[order[0]], label=f"best (seed {best['seed']})")
+            ax.plot(x, curves[order[-1]], label=f"worst (seed {worst['seed']})", linestyle="--")
+            _log_if_needed(ax, [curves])
+            ax.set(title=f"{loss}, ASPP {'on' if aspp else 'off'}", xlabel="iteration",
+                   ylabel=f"training loss (running mean of {w})")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out / f"loss_best_worst_{loss_label(loss)}.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def plot_overlay(runs, out: Path) -> Path:
+    """All losses on one log-scale figure (mean over seeds), ASPP on solid, off dashed."""
+    plt = _plt()
+    w = _window(runs)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (loss, aspp), members in _groups(runs).items():
+        n = min(len(r["history"]["loss"]) for r in members)
+        mean = np.mean([running_mean(r["history"]["loss"][:n], w) for r in members], axis=0)
+        ax.plot(np.arange(1, n + 1), np.clip(mean, 1e-6, None), linestyle="-" if aspp else "--",
+                label=f"{loss}, ASPP {'on' if aspp else 'off'}")
+    ax.set_yscale("log")
+    ax.set(title="Training loss of every loss (mean over seeds)", xlabel="iteration", ylabel=f"loss (running mean of {w}, log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out / "loss_overlay.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def plot_aspp(runs, out: Path) -> Path:
+    """Test mIoU per loss, ASPP on against off (mean and std over seeds)."""
+    plt = _plt()
+    losses = list(dict.fromkeys(r["loss"] for r in runs))
+    groups = _groups(runs)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(losses)), 4))
+    width = 0.38
+    for j, aspp in enumerate((True, False)):
+        vals = [[r["metrics"]["miou"] for r in groups.get((l, aspp), [])] for l in losses]
+        means = [np.nanmean(v) if v else np.nan for v in vals]
+        stds = [np.nanstd(v) if v else 0 for v in vals]
+        ax.bar(np.arange(len(losses)) + (j - 0.5) * width, means, width, yerr=stds, capsize=3,
+               label=f"ASPP {'on' if aspp else 'off'}")
+    ax.set_xticks(np.arange(len(losses)), losses)
+    ax.set(title="Test mIoU, ASPP on vs off (mean ± std over seeds)", ylabel="mIoU")
+    ax.legend()
+    fig.tight_layout()
+    p = out / "aspp_on_vs_off.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def plot_qualitative(runs, out: Path) -> Path:
+    """Rows: fixed test images. Columns: input, ground truth, each loss x ASPP prediction (lowest seed)."""
+    import torch
+
+    plt = _plt()
+    from .metrics import binarize
+
+    chosen = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        chosen.setdefault((r["loss"], r["aspp"]), r)
+    keys = sorted(chosen, key=lambda k: (not k[1], list(_groups(runs)).index(k)))
+    first = np.load(chosen[keys[0]]["folder"] / "samples.npz")
+    rows = len(first["indices"])
+    cols = 2 + len(keys)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + 0.5), squeeze=False)
+    for r in range(rows):
+        axes[r, 0].imshow(first["images"][r].transpose(1, 2, 0))
+        axes[r, 1].imshow(colour_masks(first["masks"][r] > 0))
+        for c, key in enumerate(keys, start=2):
+            run = chosen[key]
+            s = np.load(run["folder"] / "samples.npz")
+            thr = torch.tensor(run["metrics"]["binarize"]["thresholds"])
+            pred = binarize(torch.from_numpy(s["outputs"][r:r + 1]), thr)[0].numpy()
+            axes[r, c].imshow(colour_masks(pred))
+        for c in range(cols):
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(f"test #{int(first['indices'][r])}", fontsize=8)
+    titles = ["input", "ground truth"] + [f"{l}\nASPP {'on' if a else 'off'}" for l, a in keys]
+    for c, t in enumerate(titles):
+        axes[0, c].set_title(t, fontsize=8)
+    fig.tight_layout()
+    p = out / "qualitative.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def _ms(values) -> str:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def metrics_table(runs) -> str:
+    names = runs[0]["metrics"]["class_names"]
+    head = ["loss", "ASPP", "seeds", "mIoU", "mean Dice"] + [f"IoU {n}" for n in names] + [f"Dice {n}" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (loss, aspp), members in _groups(runs).items():
+        m = [r["metrics"] for r in members]
+        cells = [loss, "on" if aspp else "off", str(len(members)), _ms([x["miou"] for x in m]), _ms([x["mean_dice"] for x in m])]
+        cells += [_ms([x["iou"][k] for x in m]) for k in range(len(names))]
+        cells += [_ms([x["dice"][k] for x in m]) for k in range(len(names))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scale_table(runs) -> str:
+    rows = [r for r in runs if r.get("magnitudes")]
+    if not rows:
+        return "_No Dice+MSE runs._"
+    head = ["run", "scale", "auto", "MSE start", "Dice start", "MSE/Dice start", "Dice share start",
+            "MSE end", "Dice end", "MSE/Dice end", "Dice share end"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r["magnitudes"]
+        s, e = m["start"], m["end"]
+        lines.append("| " + " | ".join([r["folder"].name, f"{m['dice_scale']:.4g}", "yes" if m["auto_scale"] else "no",
+                                        f"{s['mse']:.4g}", f"{s['dice']:.3f}", f"{s['mse_over_dice']:.4g}", f"{s['dice_share']:.1%}",
+                                        f"{e['mse']:.4g}", f"{e['dice']:.3f}", f"{e['mse_over_dice']:.4g}", f"{e['dice_share']:.1%}"]) + " |")
+    return "\n".join(lines)
+
+
+def make_report(root: str | Path) -> Path:
+    """Write the figures, tables and ``report.md`` into ``root``; return the report's path."""
+    root = Path(root)
+    runs = load_runs(root)
+    grid = json.loads((root / "grid.json").read_text()) if (root / "grid.json").is_file() else {}
+    figs = root / "figures"
+    figs.mkdir(exist_ok=True)
+    best_worst = plot_best_worst(runs, figs)
+    overlay, aspp, qual = plot_overlay(runs, figs), plot_aspp(runs, figs), plot_qualitative(runs, figs)
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    n_iters = sorted({len(r["history"]["loss"]) for r in runs})
+    parts = [
+        "# Segmentation experiments",
+        "",
+        f"Dataset: **{grid.get('dataset', '?')}** (`{grid.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
+        f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch {grid.get('batch_size')}, "
+        f"lr {grid.get('lr')}, momentum {grid.get('momentum')}, depth {grid.get('depth')}, ASPP rates {grid.get('rates')}; "
+        f"test images scored per run: {runs[0]['metrics']['num_images']}.",
+        "",
+        "## Training loss: best and worst seed",
+        "",
+        *[f"![{p.stem}]({rel(p)})" for p in best_worst],
+        "",
+        "## All losses together",
+        "",
+        f"![overlay]({rel(overlay)})",
+        "",
+        "## Test metrics (mean ± std over seeds)",
+        "",
+        "Binarised at half of each class's mask value; classes absent from prediction and target are not scored.",
+        "",
+        metrics_table(runs),
+        "",
+        f"![aspp]({rel(aspp)})",
+        "",
+        "## Qualitative results (fixed test images, lowest seed of each setting)",
+        "",
+        f"![qualitative]({rel(qual)})",
+        "",
+        "## Dice scale factor: measured magnitudes of the two terms",
+        "",
+        "Mean over the first and last 20 iterations. 'Dice share' is scale·Dice / (MSE + scale·Dice): "
+        "how much of the total loss the Dice term makes up. Dice is bounded by about 1 while MSE on "
+        "0..250 masks is not, so without a scale Dice would be a rounding error in the total.",
+        "",
+        scale_table(runs),
+    ]
+    sam = root / "sam" / "sam_metrics.md"
+    if sam.is_file():
+        parts += ["", "## SAM comparison", "", sam.read_text()]
+        parts += [f"![{p.stem}]({rel(p)})" for p in sorted((root / "sam").glob("*.png"))]
+    path = root / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
