@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dlstudio_aspp.experiments import GridConfig, magnitudes, run_grid, run_name
+from dlstudio_aspp.model import mUNetASPP
+from dlstudio_aspp.report import make_report, running_mean
+
+
+def grid(synthetic_shapes, **kw):
+    return GridConfig.from_preset("smoke", data=synthetic_shapes, train_file="PurdueShapes5MultiObject-24-train.gz",
+                                  test_file="PurdueShapes5MultiObject-8-test.gz", losses=["mse", "dice+mse:auto"],
+                                  seeds=[0, 1], max_iters=3, log_every=1, progress=False, cpu=True, **kw)
+
+
+def test_same_initial_weights_with_aspp_on_and_off():
+    torch.manual_seed(3)
+    on = mUNetASPP(depth=4).state_dict()
+    torch.manual_seed(3)
+    off = mUNetASPP(depth=4, aspp=False).state_dict()
+    assert all(torch.equal(on[k], off[k]) for k in off)
+
+
+def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
+    cfg = grid(synthetic_shapes)
+    folders = run_grid(cfg, tmp_path)
+    assert len(folders) == 8 and all((f / "summary.json").is_file() for f in folders)
+    assert {f.name for f in folders} >= {run_name("dice+mse:auto", True, 1), run_name("mse", False, 0)}
+    s = json.loads((tmp_path / "runs" / run_name("dice+mse:auto", True, 0) / "summary.json").read_text())
+    assert s["magnitudes"]["auto_scale"] and s["magnitudes"]["dice_scale"] > 1
+    assert set(s["magnitudes"]["start"]) >= {"mse", "dice", "mse_over_dice"}
+    capsys.readouterr()
+    # finished runs are skipped; a removed summary is redone from its checkpoint
+    (folders[0] / "summary.json").unlink()
+    run_grid(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 7 and "resumed from" in out
+    report = make_report(tmp_path)
+    text = report.read_text()
+    for part in ("loss_best_worst_mse.png", "loss_overlay.png", "aspp_on_vs_off.png", "qualitative.png",
+                 "| mse | on | 2 |", "| dice+mse:auto | off | 2 |", "MSE/Dice start"):
+        assert part in text
+    import matplotlib.pyplot as plt
+
+    q = plt.imread(tmp_path / "figures" / "qualitative.png")
+    assert q.shape[0] > 4 * 100 and q.std() > 0.01
+    # the table's numbers come from the runs on disk
+    vals = [json.loads((tmp_path / "runs" / run_name("mse", True, s) / "saved_model.metrics.json").read_text())["miou"]
+            for s in (0, 1)]
+    assert f"| mse | on | 2 | {np.mean(vals):.3f} ± {np.std(vals):.3f} |" in text
+
+
+def test_grid_refuses_changed_settings(synthetic_shapes, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps({"depth": 99}))
+    with pytest.raises(ValueError, match="other settings .*depth"):
+        run_grid(grid(synthetic_shapes), tmp_path)
+
+
+def test_bad_preset_and_loss():
+    with pytest.raises(ValueError, match="valid: homework, quick"):
+        GridConfig.from_preset("fast")
+    with pytest.raises(ValueError, match="unknown loss"):
+        GridConfig(losses=["l1"]).validate()
+
+
+def test_report_needs_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="experiments"):
+        make_report(tmp_path)
+
+
+def test_running_mean_and_magnitudes():
+    assert running_mean([1, 3, 5, 7], 2).tolist() == [1, 2, 4, 6]
+    h = {"components": {"mse": [100.0] * 30, "dice": [0.5] * 30, "dice_scale": [20.0] * 30}, "options": {"loss": "dice+mse:20"}}
+    m = magnitudes(h)
+    assert m["start"]["mse_over_dice"] == 200 and m["start"]["dice_share"] == pytest.approx(10 / 110)
+    assert not m["auto_scale"] and magnitudes({"components": {}}) == {}
