@@ -110,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
     p.set_defaults(func="experiments")
 
+    p = sub.add_parser("build-coco", help="build a 256x256 segmentation set from COCO",
+                       description="Take COCO images with a non-crowd instance of a chosen class whose bbox is at least "
+                                   "--min-size on both sides, build one mask channel per class with annToMask, resize to "
+                                   "--size and store images, masks and index.json under --out. Re-runs skip finished images.")
+    p.add_argument("--coco-root", required=True, help="holds annotations/instances_{train,val}2017.json and {train,val}2017/")
+    p.add_argument("--classes", nargs="+", default=["cake", "dog", "motorcycle"], help="COCO category names")
+    p.add_argument("--min-size", type=float, default=200)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-per-class", type=int, default=None, help="cap on images per class and split")
+    p.add_argument("--max-per-split", type=int, default=None, help="cap on images per split")
+    p.add_argument("--seed", type=int, default=0, help="picks the images when a cap applies")
+    p.add_argument("--splits", default="train,test", help="train (COCO train2017) and/or test (val2017)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func="build_coco")
+
     p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
                        description="Loss curves (best/worst seed, overlay), ASPP on vs off, a qualitative grid, "
                                    "metrics and Dice-scale tables, all from the runs on disk, tied together in report.md.")

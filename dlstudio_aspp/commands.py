@@ -108,3 +108,13 @@ def report(args) -> int:
 
     print(f"report: {make_report(args.run_dir)}")
     return 0
+
+
+def build_coco(args) -> int:
+    from .data.coco import build_coco as build
+
+    build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
+          max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
+          splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
+    print(f"COCO set ready in {args.out} (index.json)")
+    return 0

@@ -1,0 +1,293 @@
+"""A 256x256 multi-class segmentation set built from COCO, and its DLStudio-style dataset.
+
+Builder (``dlstudio-aspp build-coco``), as a chain of small steps:
+
+1. **Select.** An image is taken when it holds at least one non-crowd instance of a
+   chosen class whose COCO bbox is at least ``min_size`` wide *and* high.
+2. **Mask.** One channel per chosen class: the union of pycocotools ``annToMask`` over
+   *all* that image's instances of the class. Instances below the size threshold are
+   kept in the mask: they only decide which images are taken, and marking them as
+   background would teach the network that those pixels are not the class. Crowd (RLE)
+   regions of a chosen class are kept in its channel for the same reason (they are
+   pixels of that class, if coarsely outlined).
+3. **Resize.** Images with antialiased bilinear interpolation, masks with nearest
+   neighbour, to exactly ``size x size`` (the aspect ratio is not kept, as in the users'
+   recipe); boxes are scaled to match, as ``[x1, y1, x2, y2]`` in pixels.
+4. **Store.** ``images/<split>/<coco id>.png`` (viewable), ``masks/<split>/<coco id>.png``
+   (bit k set where class k is present; 8-bit for up to 8 classes, 16-bit above), and
+   ``index.json``: per image its COCO id and file, classes, scaled boxes; the label map;
+   the builder's settings. Every file is written to a temporary name and renamed, and
+   the index last, so an interrupted build never leaves a file that looks finished; a
+   re-run skips images whose files are already there.
+
+Splits: COCO ``train2017`` becomes ``train`` and ``val2017`` becomes ``test``.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+SPLITS = {"train": "train2017", "test": "val2017"}
+INDEX = "index.json"
+
+
+def label_values(n: int) -> List[int]:
+    """Mask value of each class: 250*(c+1)/n, which is 50, 100, ..., 250 for 5 classes like PurdueShapes."""
+    return [int(round(250 * (c + 1) / n)) for c in range(n)]
+
+
+def load_coco(ann_file: Path):
+    """pycocotools COCO for ``ann_file``, with clear errors for missing or malformed JSON."""
+    from pycocotools.coco import COCO
+
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"annotation file {ann_file} is missing; --coco-root must hold annotations/instances_{{train,val}}2017.json")
+    try:
+        json.loads(ann_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{ann_file} is not valid JSON ({exc}); re-download the COCO annotations") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(ann_file))
+    return coco
+
+
+def category_ids(coco, classes: Sequence[str]) -> List[int]:
+    by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
+    ids = []
+    for name in classes:
+        if name not in by_name:
+            near = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid names include {', '.join(sorted(by_name)[:8])}, ..."
+            raise ValueError(f"unknown COCO class {name!r}{hint}")
+        ids.append(by_name[name])
+    return ids
+
+
+def select_images(coco, cat_ids: Sequence[int], min_size: float) -> Dict[int, List[int]]:
+    """Image id -> indices of the chosen classes that qualify it (a big enough non-crowd instance)."""
+    chosen: Dict[int, List[int]] = {}
+    for c, cid in enumerate(cat_ids):
+        for ann in coco.loadAnns(coco.getAnnIds(catIds=[cid], iscrowd=False)):
+            w, h = ann["bbox"][2], ann["bbox"][3]
+            if w >= min_size and h >= min_size:
+                chosen.setdefault(ann["image_id"], [])
+                if c not in chosen[ann["image_id"]]:
+                    chosen[ann["image_id"]].append(c)
+    return chosen
+
+
+def explain_empty(coco, cat_ids, classes, min_size, split_dir: str) -> str:
+    sizes = []
+    for cid in cat_ids:
+        for ann in coco.loadAnns(coco.getAnnIds(catIds=[cid], iscrowd=False)):
+            sizes.append(min(ann["bbox"][2], ann["bbox"][3]))
+    if not sizes:
+        return f"{split_dir} has no non-crowd instance of {list(classes)}; choose other --classes"
+    return (f"{split_dir}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
+            f"{min_size}x{min_size} (the largest has its smaller side {max(sizes):.0f}); lower --min-size")
+
+
+def apply_caps(chosen: Dict[int, List[int]], n_classes: int, per_class: Optional[int], per_split: Optional[int], seed: int) -> List[int]:
+    """Image ids after the caps, picked by ``seed``; sorted for a deterministic build."""
+    ids = sorted(chosen)
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    if per_class is not None:
+        counts = [0] * n_classes
+        kept = []
+        for i in ids:
+            if any(counts[c] < per_class for c in chosen[i]):
+                kept.append(i)
+                for c in chosen[i]:
+                    counts[c] += 1
+        ids = kept
+    if per_split is not None:
+        ids = ids[:per_split]
+    return sorted(ids)
+
+
+def build_masks(coco, img: dict, cat_ids: Sequence[int]) -> np.ndarray:
+    """(C, H, W) bool at the original size: union of annToMask per class (crowd and small kept)."""
+    out = np.zeros((len(cat_ids), img["height"], img["width"]), dtype=bool)
+    for c, cid in enumerate(cat_ids):
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=None)):
+            out[c] |= coco.annToMask(ann).astype(bool)
+    return out
+
+
+def scaled_boxes(coco, img: dict, cat_ids: Sequence[int], size: int) -> Dict[int, List[List[int]]]:
+    """Class index -> non-crowd instance boxes [x1, y1, x2, y2] in the resized image."""
+    sx, sy = size / img["width"], size / img["height"]
+    boxes: Dict[int, List[List[int]]] = {}
+    for c, cid in enumerate(cat_ids):
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=False)):
+            x, y, w, h = ann["bbox"]
+            box = [int(round(x * sx)), int(round(y * sy)), int(round((x + w) * sx)) - 1, int(round((y + h) * sy)) - 1]
+            boxes.setdefault(c, []).append([min(max(v, 0), size - 1) for v in box])
+    return boxes
+
+
+def resize_pair(image: Image.Image, masks: np.ndarray, size: int):
+    """Image: antialiased bilinear; masks (C, H, W) bool: nearest. Both to exactly size x size."""
+    im = image.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=None)
+    ms = np.stack([np.array(Image.fromarray(m.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+                   for m in masks]) if len(masks) else np.zeros((0, size, size), bool)
+    return im, ms
+
+
+def encode_bits(masks: np.ndarray) -> Image.Image:
+    """(C, H, W) bool -> PNG image whose pixel holds bit c for class c."""
+    dtype = np.uint8 if masks.shape[0] <= 8 else np.uint16
+    if masks.shape[0] > 16:
+        raise ValueError(f"at most 16 classes can be stored, got {masks.shape[0]}")
+    bits = np.zeros(masks.shape[1:], dtype=np.uint32)
+    for c in range(masks.shape[0]):
+        bits |= masks[c].astype(np.uint32) << c
+    return Image.fromarray(bits.astype(dtype))
+
+
+def decode_bits(path: Path, n: int) -> np.ndarray:
+    bits = np.array(Image.open(path)).astype(np.uint32)
+    return np.stack([(bits >> c) & 1 for c in range(n)]).astype(bool)
+
+
+def _save_atomic(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.png")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
+               size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
+               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print) -> dict:
+    """Build the set under ``out`` and return the index (also written as ``out/index.json``)."""
+    coco_root, out = Path(coco_root), Path(out)
+    classes = list(classes)
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"--classes needs distinct COCO category names, got {classes}")
+    bad = [sp for sp in splits if sp not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"--splits must name train and/or test, got {list(splits)}")
+    if size < 8 or size % 8:
+        raise ValueError(f"--size must be a multiple of 8 (mUNet needs it), got {size}")
+    settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
+                    max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
+    if (out / INDEX).is_file():
+        old = json.loads((out / INDEX).read_text())["settings"]
+        if {k: v for k, v in old.items() if k != "coco_root"} != {k: v for k, v in settings.items() if k != "coco_root"}:
+            raise ValueError(f"{out} was built with other settings ({old}); use another --out")
+    values = label_values(len(classes))
+    index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, values)), "splits": {}}
+    counts = {}
+    for split in splits:
+        split_dir = SPLITS[split]
+        coco = load_coco(coco_root / "annotations" / f"instances_{split_dir}.json")
+        if not (coco_root / split_dir).is_dir():
+            raise FileNotFoundError(f"image folder {coco_root / split_dir} is missing; --coco-root must hold {split_dir}/*.jpg")
+        cat_ids = category_ids(coco, classes)
+        chosen = select_images(coco, cat_ids, min_size)
+        if not chosen:
+            raise ValueError(explain_empty(coco, cat_ids, classes, min_size, split_dir))
+        ids = apply_caps(chosen, len(classes), max_per_class, max_per_split, seed)
+        entries = []
+        it = ids
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(ids, desc=f"build-coco {split}", unit="img", mininterval=1.0)
+        for image_id in it:
+            img = coco.loadImgs([image_id])[0]
+            name = f"{image_id:012d}.png"
+            im_path, mask_path = out / "images" / split / name, out / "masks" / split / name
+            if not (im_path.is_file() and mask_path.is_file()):
+                src = coco_root / split_dir / img["file_name"]
+                if not src.is_file():
+                    raise FileNotFoundError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
+                with Image.open(src) as raw:
+                    im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+                _save_atomic(encode_bits(ms), mask_path)
+                _save_atomic(im, im_path)
+            present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
+            entries.append({"coco_id": image_id, "source_file": f"{split_dir}/{img['file_name']}",
+                            "image": f"images/{split}/{name}", "mask": f"masks/{split}/{name}",
+                            "classes": [classes[c] for c in present],
+                            "selected_for": [classes[c] for c in sorted(chosen[image_id])],
+                            "boxes": {str(c): b for c, b in scaled_boxes(coco, img, cat_ids, size).items()}})
+        index["splits"][split] = entries
+        counts[split] = {name: sum(name in e["classes"] for e in entries) for name in classes}
+    index["counts"] = counts
+    tmp = out / (INDEX + ".part")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out / INDEX)
+    for split, per in counts.items():
+        log(f"{split}: {len(index['splits'][split])} images; per class: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    return index
+
+
+def read_index(root) -> dict:
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build the set with `dlstudio-aspp build-coco --out {root}`")
+    return json.loads(path.read_text())
+
+
+class COCOSegmentationDataset(torch.utils.data.Dataset):
+    """The built COCO set with the interface of DLStudio's PurdueShapes5MultiObjectDataset.
+
+    Item: ``{'image': (3, S, S) float32 in [0, 255], 'mask_tensor': (C, S, S) uint8 holding
+    0 or ``label_map[class]``, 'bbox_tensor': (S, C, 4) float32}`` where slot j of class c
+    holds that class's j-th box (stock's layout).
+
+    Args:
+        dl_studio: the DLStudio instance; its ``dataroot`` is the built folder unless ``root`` is given.
+        segmenter: kept for signature parity with stock.
+        train_or_test: ``'train'`` or ``'test'`` (COCO val2017).
+        root: the folder written by ``build-coco``.
+    """
+
+    def __init__(self, dl_studio, segmenter, train_or_test, root=None):
+        super().__init__()
+        if train_or_test not in SPLITS:
+            raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
+        self.root = Path(root or getattr(dl_studio, "dataroot", ""))
+        index = read_index(self.root)
+        if train_or_test not in index["splits"]:
+            raise ValueError(f"{self.root} has no {train_or_test!r} split (built with --splits {','.join(index['splits'])})")
+        self.entries = index["splits"][train_or_test]
+        self.classes = index["classes"]
+        self.label_map = dict(index["label_map"])
+        self.class_labels = {v: k for k, v in self.label_map.items()}
+        self.num_shapes = len(self.classes)
+        self.size = index["settings"]["size"]
+        self.image_size = [self.size, self.size]
+        self.values = torch.tensor([self.label_map[c] for c in self.classes], dtype=torch.uint8).view(-1, 1, 1)
+        want = list(getattr(dl_studio, "image_size", self.image_size))
+        if want != self.image_size:
+            raise ValueError(f"the set at {self.root} is {self.size}x{self.size} but DLStudio's image_size is {want}; "
+                             f"use image_size=[{self.size},{self.size}]")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, idx: int) -> dict:
+        e = self.entries[idx]
+        with Image.open(self.root / e["image"]) as im:
+            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        bits = torch.from_numpy(decode_bits(self.root / e["mask"], self.num_shapes))
+        mask = bits.to(torch.uint8) * self.values
+        bbox = torch.zeros(self.size, self.num_shapes, 4)
+        for c, boxes in e["boxes"].items():
+            for j, b in enumerate(boxes[: self.size]):
+                bbox[j, int(c)] = torch.tensor(b, dtype=torch.float)
+        return {"image": image, "mask_tensor": mask, "bbox_tensor": bbox}

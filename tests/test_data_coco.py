@@ -1,0 +1,183 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import COCO_TINY
+from dlstudio_aspp.data import coco as C
+
+
+def rect_poly(x, y, w, h):
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+def uncompressed_rle(mask):
+    flat = mask.flatten(order="F").astype(np.uint8)
+    counts, cur, run = [], 0, 0
+    for v in flat:
+        if v == cur:
+            run += 1
+        else:
+            counts.append(run)
+            cur, run = v, 1
+    counts.append(run)
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+@pytest.fixture
+def fake_coco(tmp_path):
+    """COCO-format files: polygons, an RLE crowd, instances at 199 and 200, non-square images."""
+    root = tmp_path / "coco"
+    cats = [{"id": 17, "name": "cat", "supercategory": "animal"}, {"id": 18, "name": "dog", "supercategory": "animal"},
+            {"id": 6, "name": "bus", "supercategory": "vehicle"}]
+    crowd = np.zeros((320, 320), bool)
+    crowd[250:300, 20:120] = True
+    big_crowd = np.zeros((300, 300), bool)
+    big_crowd[10:290, 10:290] = True
+    specs = {
+        "train2017": (
+            [(1, 400, 300), (2, 320, 320), (3, 300, 400), (4, 300, 300)],
+            [(1, 18, rect_poly(10, 10, 210, 210), 0), (1, 17, rect_poly(250, 20, 120, 60), 0),   # dog 210: in; small cat kept
+             (2, 17, rect_poly(50, 30, 200, 200), 0), (2, 18, uncompressed_rle(crowd), 1),         # cat exactly 200: in
+             (3, 17, rect_poly(0, 0, 199, 300), 0),                                                # 199 wide: out
+             (4, 18, uncompressed_rle(big_crowd), 1)]),                                           # crowd only: out
+        "val2017": ([(10, 640, 480)], [(10, 6, rect_poly(100, 100, 300, 250), 0), (10, 18, rect_poly(0, 0, 50, 50), 0)]),
+    }
+    for split, (images, anns) in specs.items():
+        (root / split).mkdir(parents=True)
+        imgs = []
+        for iid, w, h in images:
+            Image.fromarray((np.random.default_rng(iid).random((h, w, 3)) * 255).astype(np.uint8)).save(root / split / f"{iid:012d}.jpg")
+            imgs.append({"id": iid, "width": w, "height": h, "file_name": f"{iid:012d}.jpg"})
+        out = []
+        for k, (iid, cid, seg, crowd_flag) in enumerate(anns):
+            if crowd_flag:
+                ys, xs = np.nonzero(np.array(_decode(seg)))
+                bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+            else:
+                p = seg[0]
+                bbox = [p[0], p[1], p[2] - p[0], p[5] - p[1]]
+            out.append({"id": 100 + k, "image_id": iid, "category_id": cid, "segmentation": seg, "iscrowd": crowd_flag,
+                        "bbox": bbox, "area": bbox[2] * bbox[3]})
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps({"images": imgs, "annotations": out, "categories": cats}))
+    return root
+
+
+def _decode(rle):
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode(mask_utils.frPyObjects(rle, *rle["size"]))
+
+
+def test_selection_channels_sizes_and_values(fake_coco, tmp_path):
+    index = C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    train = {e["coco_id"]: e for e in index["splits"]["train"]}
+    assert sorted(train) == [1, 2]
+    assert train[1]["selected_for"] == ["dog"] and sorted(train[1]["classes"]) == ["cat", "dog"]
+    assert train[2]["selected_for"] == ["cat"]
+    assert index["label_map"] == {"dog": 83, "cat": 167, "bus": 250}
+
+    class D:
+        image_size = [64, 64]
+        dataroot = str(tmp_path / "out")
+
+    ds = C.COCOSegmentationDataset(D(), None, "train")
+    item = ds[0]  # image 1, 400x300 -> 64x64
+    assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
+    m = item["mask_tensor"]
+    assert m.shape == (3, 64, 64) and m.dtype == torch.uint8
+    assert set(m[0].unique().tolist()) == {0, 83} and set(m[1].unique().tolist()) == {0, 167} and m[2].max() == 0
+    # dog rectangle x 10..220 of 400, y 10..220 of 300 -> about 33.6 x 44.8 px; small cat (kept) 120x60 -> 19.2 x 12.8
+    assert abs((m[0] > 0).sum().item() - 33.6 * 44.8) < 80
+    assert abs((m[1] > 0).sum().item() - 19.2 * 12.8) < 40
+    dog_box = item["bbox_tensor"][0, 0].tolist()
+    assert dog_box == [2, 2, 34, 46]  # round(10*.16), round(10*.2133), round(220*.16)-1, round(220*.2133)-1
+    # the crowd region of image 2 is in the dog channel
+    assert (ds[1]["mask_tensor"][0] > 0).sum() > 0
+    assert Image.open(tmp_path / "out" / train[1]["image"]).size == (64, 64)
+
+
+def test_rerun_skips_and_settings_are_guarded(fake_coco, tmp_path):
+    out = tmp_path / "out"
+    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    first = (out / "images" / "train" / "000000000001.png").stat().st_mtime_ns
+    (out / "masks" / "train" / "000000000002.png").unlink()  # as if the build died there
+    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    assert (out / "images" / "train" / "000000000001.png").stat().st_mtime_ns == first
+    assert (out / "masks" / "train" / "000000000002.png").is_file()
+    assert not list(out.rglob("*.part*"))
+    with pytest.raises(ValueError, match="other settings"):
+        C.build_coco(fake_coco, out, classes=["dog"], size=64, progress=False, log=lambda s: None)
+
+
+def test_deterministic_caps(fake_coco, tmp_path):
+    a = C.build_coco(fake_coco, tmp_path / "a", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
+    b = C.build_coco(fake_coco, tmp_path / "b", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
+    assert a["splits"] == b["splits"] and len(a["splits"]["train"]) == 1
+
+
+@pytest.mark.parametrize("case,exc,match", [
+    ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "annotation file"),
+    ("no-images", FileNotFoundError, "image folder"), ("bad-json", ValueError, "not valid JSON"),
+    ("threshold", ValueError, "smaller side 210.*lower --min-size"), ("size", ValueError, "multiple of 8"),
+])
+def test_bad_input(fake_coco, tmp_path, case, exc, match):
+    classes, kw = ["dog", "cat", "bus"], {}
+    if case == "unknown":
+        classes = ["dgo"]
+    elif case == "no-ann":
+        (fake_coco / "annotations" / "instances_train2017.json").unlink()
+    elif case == "no-images":
+        (fake_coco / "train2017").rename(fake_coco / "elsewhere")
+    elif case == "bad-json":
+        (fake_coco / "annotations" / "instances_train2017.json").write_text("{not json")
+    elif case == "threshold":
+        kw["min_size"] = 250
+    else:
+        kw["size"] = 100
+    with pytest.raises(exc, match=match):
+        C.build_coco(fake_coco, tmp_path / "o", classes=classes, progress=False, log=lambda s: None, **kw)
+
+
+@pytest.mark.skipif(not COCO_TINY.is_dir(), reason=f"the real COCO sample is not at {COCO_TINY}")
+def test_real_coco_tiny(tmp_path):
+    index = C.build_coco(COCO_TINY, tmp_path / "tiny", classes=["dog", "cat", "motorcycle", "pizza", "bus"],
+                         progress=False, log=lambda s: None)
+    assert index["counts"]["train"] == {"dog": 2, "cat": 2, "motorcycle": 1, "pizza": 0, "bus": 0}
+    assert index["counts"]["test"] == {"dog": 0, "cat": 0, "motorcycle": 0, "pizza": 1, "bus": 1}
+
+    class D:
+        image_size = [256, 256]
+        dataroot = str(tmp_path / "tiny")
+
+    ds = C.COCOSegmentationDataset(D(), None, "train")
+    for i in range(len(ds)):
+        it = ds[i]
+        assert it["image"].shape == (3, 256, 256) and it["mask_tensor"].shape == (5, 256, 256)
+        vals = set(it["mask_tensor"].unique().tolist())
+        assert vals <= {0, 50, 100, 150, 200, 250} and len(vals) >= 2
+    with pytest.raises(ValueError, match="image_size"):
+        D.image_size = [64, 64]
+        C.COCOSegmentationDataset(D(), None, "train")
+
+
+def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
+    from conftest import make_dls
+    from dlstudio_aspp.model import mUNetASPP
+    from dlstudio_aspp.segmentation import SemanticSegmentationASPP
+
+    out = tmp_path / "set"
+    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    dls = make_dls(str(out) + "/", tmp_path, batch_size=2, epochs=8, learning_rate=1e-4)
+    seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
+    tr = C.COCOSegmentationDataset(dls, seg, "train")
+    te = C.COCOSegmentationDataset(dls, seg, "test")
+    seg.load_PurdueShapes5MultiObject_dataset(tr, te, num_workers=0)
+    torch.manual_seed(0)
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), loss="mse", seed=0, progress=False)
+    assert np.mean(h["loss"][-2:]) < 0.7 * np.mean(h["loss"][:2])
+    m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
+    assert m["class_names"] == ["dog", "cat", "bus"] and m["num_images"] == 1
