@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -7,69 +5,6 @@ from PIL import Image
 
 from conftest import COCO_TINY
 from dlstudio_aspp.data import coco as C
-
-
-def rect_poly(x, y, w, h):
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
-
-
-def uncompressed_rle(mask):
-    flat = mask.flatten(order="F").astype(np.uint8)
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
-    return {"counts": counts, "size": list(mask.shape)}
-
-
-@pytest.fixture
-def fake_coco(tmp_path):
-    """COCO-format files: polygons, an RLE crowd, instances at 199 and 200, non-square images."""
-    root = tmp_path / "coco"
-    cats = [{"id": 17, "name": "cat", "supercategory": "animal"}, {"id": 18, "name": "dog", "supercategory": "animal"},
-            {"id": 6, "name": "bus", "supercategory": "vehicle"}]
-    crowd = np.zeros((320, 320), bool)
-    crowd[250:300, 20:120] = True
-    big_crowd = np.zeros((300, 300), bool)
-    big_crowd[10:290, 10:290] = True
-    specs = {
-        "train2017": (
-            [(1, 400, 300), (2, 320, 320), (3, 300, 400), (4, 300, 300)],
-            [(1, 18, rect_poly(10, 10, 210, 210), 0), (1, 17, rect_poly(250, 20, 120, 60), 0),   # dog 210: in; small cat kept
-             (2, 17, rect_poly(50, 30, 200, 200), 0), (2, 18, uncompressed_rle(crowd), 1),         # cat exactly 200: in
-             (3, 17, rect_poly(0, 0, 199, 300), 0),                                                # 199 wide: out
-             (4, 18, uncompressed_rle(big_crowd), 1)]),                                           # crowd only: out
-        "val2017": ([(10, 640, 480)], [(10, 6, rect_poly(100, 100, 300, 250), 0), (10, 18, rect_poly(0, 0, 50, 50), 0)]),
-    }
-    for split, (images, anns) in specs.items():
-        (root / split).mkdir(parents=True)
-        imgs = []
-        for iid, w, h in images:
-            Image.fromarray((np.random.default_rng(iid).random((h, w, 3)) * 255).astype(np.uint8)).save(root / split / f"{iid:012d}.jpg")
-            imgs.append({"id": iid, "width": w, "height": h, "file_name": f"{iid:012d}.jpg"})
-        out = []
-        for k, (iid, cid, seg, crowd_flag) in enumerate(anns):
-            if crowd_flag:
-                ys, xs = np.nonzero(np.array(_decode(seg)))
-                bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-            else:
-                p = seg[0]
-                bbox = [p[0], p[1], p[2] - p[0], p[5] - p[1]]
-            out.append({"id": 100 + k, "image_id": iid, "category_id": cid, "segmentation": seg, "iscrowd": crowd_flag,
-                        "bbox": bbox, "area": bbox[2] * bbox[3]})
-        (root / "annotations").mkdir(exist_ok=True)
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps({"images": imgs, "annotations": out, "categories": cats}))
-    return root
-
-
-def _decode(rle):
-    from pycocotools import mask as mask_utils
-
-    return mask_utils.decode(mask_utils.frPyObjects(rle, *rle["size"]))
 
 
 def test_selection_channels_sizes_and_values(fake_coco, tmp_path):

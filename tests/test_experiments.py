@@ -76,3 +76,18 @@ def test_running_mean_and_magnitudes():
     m = magnitudes(h)
     assert m["start"]["mse_over_dice"] == 200 and m["start"]["dice_share"] == pytest.approx(10 / 110)
     assert not m["auto_scale"] and magnitudes({"components": {}}) == {}
+
+
+def test_grid_and_report_on_a_built_coco_set(fake_coco, tmp_path):
+    from dlstudio_aspp.data.coco import build_coco
+
+    built = tmp_path / "set"
+    build_coco(fake_coco, built, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=str(built), losses=["dice"], seeds=[0], max_iters=1,
+                                 batch_size=2, progress=False, cpu=True)
+    folders = run_grid(cfg, tmp_path / "grid")
+    assert len(folders) == 2
+    m = json.loads((folders[0] / "saved_model.metrics.json").read_text())
+    assert m["class_names"] == ["dog", "cat", "bus"]
+    text = make_report(tmp_path / "grid").read_text()
+    assert "Dataset: **coco**" in text and "| dice | on | 1 |" in text
