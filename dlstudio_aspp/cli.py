@@ -126,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func="build_coco")
 
+    p = sub.add_parser("sam-compare", help="SAM masks next to mUNet's on a few test images, measured against ground truth",
+                       description="Figure (one row per image: SAM overlay | mUNet overlay, ground-truth outlines) and "
+                                   "metrics (IoU, boundary F1, completeness, FP/FN rates) as JSON and markdown. SAM masks "
+                                   "come from a local checkpoint (--sam-checkpoint) or from PNGs saved from the online demo "
+                                   "(--sam-masks DIR, files <index>.png or <index>_<class>.png).")
+    p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
+    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])
+    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}; for coco: the build-coco folder)")
+    p.add_argument("--test-file", default="PurdueShapes5MultiObject-1000-test.gz")
+    p.add_argument("--count", type=int, default=5, help="number of test images (default 5)")
+    p.add_argument("--indices", default=None, help="comma-separated test indices (instead of the first --count)")
+    p.add_argument("--seed", type=int, default=None, help="pick --count images at random with this seed")
+    p.add_argument("--sam-checkpoint", default=None, help="a SAM checkpoint you downloaded (never downloaded here)")
+    p.add_argument("--sam-model", default="vit_b", help="vit_b | vit_l | vit_h | vit_t (MobileSAM) | tiny (random, for tests)")
+    p.add_argument("--sam-masks", default=None, help="folder of PNG masks saved from the SAM online demo")
+    p.add_argument("--everything", action="store_true", help="add a SamAutomaticMaskGenerator column")
+    p.add_argument("--show-input", action="store_true", help="add a column with the input image")
+    p.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels (default 2)")
+    p.add_argument("--sam-size", type=int, default=1024, help="small images are upscaled to about this size for SAM")
+    p.add_argument("--points-per-side", type=int, default=16, help="grid of the everything mode")
+    p.add_argument("--out", default=None, help="output folder (default: <experiments>/sam or <run>/sam)")
+    p.add_argument("--cpu", action="store_true")
+    p.set_defaults(func="sam_compare")
+
     p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
                        description="Loss curves (best/worst seed, overlay), ASPP on vs off, a qualitative grid, "
                                    "metrics and Dice-scale tables, all from the runs on disk, tied together in report.md.")

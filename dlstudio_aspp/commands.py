@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from .cli import DEFAULT_DATA
 
 
 def fetch_shapes(args) -> int:
@@ -117,4 +118,43 @@ def build_coco(args) -> int:
           max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
           splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
     print(f"COCO set ready in {args.out} (index.json)")
+    return 0
+
+
+def sam_compare(args) -> int:
+    from .sam_compare import compare
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run.parent.parent / "sam" if (run.parent.parent / "grid.json").is_file() else run / "sam")
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    card = json.loads((run / "saved_model.json").read_text()) if (run / "saved_model.json").is_file() else {}
+    size = card.get("image_size", [64, 64])
+    if args.dataset == "coco":
+        from .data.coco import COCOSegmentationDataset
+
+        if not args.data:
+            raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+
+        class _Dls:
+            image_size = list(size)
+            dataroot = args.data
+
+        dataset = COCOSegmentationDataset(_Dls(), None, "test", root=args.data)
+    else:
+        from .data.shapes import PurdueShapes5MultiObjectDataset
+
+        class _Dls:
+            image_size = list(size)
+            dataroot = (args.data or DEFAULT_DATA) if (args.data or DEFAULT_DATA).endswith("/") else (args.data or DEFAULT_DATA) + "/"
+
+        dataset = PurdueShapes5MultiObjectDataset(_Dls(), None, "test", args.test_file)
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count, indices=indices, seed=args.seed,
+                     sam_model=args.sam_model, sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks,
+                     everything=args.everything, show_input=args.show_input, tolerance=args.tolerance,
+                     sam_size=args.sam_size, points_per_side=args.points_per_side, device=device)
+    print((out / f"sam_{args.dataset}_metrics.md").read_text())
+    print(f"figure: {result['figure']}")
     return 0

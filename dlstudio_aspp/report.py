@@ -266,10 +266,12 @@ def make_report(root: str | Path) -> Path:
         "",
         scale_table(runs),
     ]
-    sam = root / "sam" / "sam_metrics.md"
-    if sam.is_file():
-        parts += ["", "## SAM comparison", "", sam.read_text()]
-        parts += [f"![{p.stem}]({rel(p)})" for p in sorted((root / "sam").glob("*.png"))]
+    sam_tables = sorted((root / "sam").glob("sam_*_metrics.md"))
+    if sam_tables:
+        parts += ["", "## SAM comparison", ""]
+        for table in sam_tables:
+            fig = table.with_name(table.name.replace("_metrics.md", ".png"))
+            parts += [table.read_text(), f"![{fig.stem}]({rel(fig)})" if fig.is_file() else "", ""]
     path = root / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path

@@ -1,0 +1,211 @@
+"""Segment Anything (SAM) masks next to mUNet's, and scored against the ground truth.
+
+Two ways to get SAM masks:
+
+(a) **Local SAM** (``pip install -e ".[sam]"``, i.e. the ``segment_anything`` package) with
+    a checkpoint you download yourself from the SAM repository
+    (https://github.com/facebookresearch/segment-anything#model-checkpoints:
+    ``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``; MobileSAM's
+    ``mobile_sam.pt`` with ``--sam-model vit_t`` when the ``mobile_sam`` package is
+    installed). Nothing is downloaded by this code.
+
+    - *Box prompts*: each ground-truth object box is one prompt; the mask SAM returns for
+      it takes that box's class. SAM is class-agnostic, so this is how a SAM mask is
+      matched to a class.
+    - *Everything*: ``SamAutomaticMaskGenerator``; the union of its masks, except those
+      covering more than ``everything_max_area`` of the image (the background segment),
+      is scored against the union of the ground-truth classes.
+    - Small images (64x64 PurdueShapes) are upscaled with bicubic interpolation by an
+      integer factor so that the long side is about ``sam_size`` pixels (1024, SAM's own
+      input size); box prompts are scaled by the same factor, and each returned mask is
+      brought back by averaging every factor x factor block and keeping blocks that are
+      at least half covered.
+
+(b) **Masks saved from the online demo**: ``--sam-masks DIR`` holding PNGs named by the
+    test image's dataset index: ``<index>.png`` is a class-agnostic mask for the whole
+    image (scored against the union of the classes), ``<index>_<class>.png`` or
+    ``<index>_<class>_<k>.png`` a mask of one object of that class (unioned per class).
+    A pixel is in the mask where the PNG's alpha channel is above 127 when the image has
+    a varying alpha, else where its grey level is above 127. Masks of another size are
+    resized to the image with nearest neighbour.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
+CHECKPOINT_HELP = ("download the official checkpoint from https://github.com/facebookresearch/segment-anything#model-checkpoints "
+                   "(vit_b: sam_vit_b_01ec64.pth, vit_l: sam_vit_l_0b3195.pth, vit_h: sam_vit_h_4b8939.pth) "
+                   "or MobileSAM's mobile_sam.pt (vit_t), and pass it with --sam-checkpoint")
+
+
+def _segment_anything():
+    try:
+        import segment_anything
+    except ModuleNotFoundError:
+        raise ValueError("SAM needs the segment_anything package: pip install -e \".[sam]\" "
+                         "(or pip install segment-anything); or use --sam-masks with masks saved from the online demo") from None
+    return segment_anything
+
+
+def build_tiny_sam(img_size: int = 256):
+    """A tiny, randomly initialised SAM from segment_anything's own modules (for tests and smoke runs)."""
+    from functools import partial
+
+    _segment_anything()
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    dim, patch = 32, 16
+    return Sam(
+        image_encoder=ImageEncoderViT(img_size=img_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
+                                      out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                      use_rel_pos=False, window_size=0, global_attn_indexes=()),
+        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img_size // patch, img_size // patch),
+                                     input_image_size=(img_size, img_size), mask_in_chans=8),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+                                 transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=dim),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def load_sam(model_type: str, checkpoint, device="cpu"):
+    """Build the SAM architecture ``model_type`` and load ``checkpoint`` (a state_dict) into it."""
+    if model_type not in SAM_MODELS:
+        raise ValueError(f"--sam-model must be one of {', '.join(SAM_MODELS)}, got {model_type!r}")
+    path = Path(checkpoint) if checkpoint else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"SAM checkpoint {checkpoint!r} not found: {CHECKPOINT_HELP}")
+    if model_type == "tiny":
+        sam = build_tiny_sam()
+    elif model_type == "vit_t":
+        try:
+            from mobile_sam import sam_model_registry
+        except ModuleNotFoundError:
+            raise ValueError("--sam-model vit_t (MobileSAM) needs the mobile_sam package: "
+                             "pip install git+https://github.com/ChaoningZhang/MobileSAM") from None
+        sam = sam_model_registry["vit_t"]()
+    else:
+        sam = _segment_anything().sam_model_registry[model_type]()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        sam.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit SAM {model_type} ({str(exc).splitlines()[0]}); check --sam-model") from None
+    return sam.to(device).eval()
+
+
+def upscale_factor(size: int, sam_size: int = 1024) -> int:
+    return max(1, int(round(sam_size / size)))
+
+
+def downscale_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(H*f, W*f) bool -> (H, W) bool: a pixel is kept when at least half of its f x f block is."""
+    if factor == 1:
+        return mask.astype(bool)
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (F.avg_pool2d(t, factor)[0, 0] >= 0.5).numpy()
+
+
+def boxes_by_class(bbox_tensor: torch.Tensor, mask: torch.Tensor) -> Dict[int, List[List[float]]]:
+    """Non-empty [x1, y1, x2, y2] boxes per class from an item's (slots, C, 4) bbox_tensor."""
+    out: Dict[int, List[List[float]]] = {}
+    for c in range(bbox_tensor.shape[1]):
+        if not (mask[c] > 0).any():
+            continue
+        for b in bbox_tensor[:, c]:
+            if b.abs().sum() > 0:
+                out.setdefault(c, []).append([float(v) for v in b])
+    return out
+
+
+class SamRunner:
+    """Box-prompted and automatic SAM masks for one image at a time."""
+
+    def __init__(self, sam, sam_size: int = 1024, points_per_side: int = 16, everything_max_area: float = 0.5):
+        from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+        self.predictor = SamPredictor(sam)
+        self.generator = SamAutomaticMaskGenerator(sam, points_per_side=points_per_side)
+        self.sam_size = sam_size
+        self.everything_max_area = everything_max_area
+
+    def _prepare(self, image: torch.Tensor):
+        """(3, H, W) float [0,255] -> upscaled (H*f, W*f, 3) uint8 and the factor f."""
+        h = image.shape[-2]
+        f = upscale_factor(h, self.sam_size)
+        im = image[None].float()
+        if f > 1:
+            im = F.interpolate(im, scale_factor=f, mode="bicubic", align_corners=False)
+        return im[0].clamp(0, 255).round().byte().permute(1, 2, 0).numpy(), f
+
+    def box_masks(self, image: torch.Tensor, boxes: Dict[int, List[List[float]]], num_classes: int) -> np.ndarray:
+        """(C, H, W) bool: per class, the union of SAM's masks for that class's box prompts."""
+        arr, f = self._prepare(image)
+        h, w = image.shape[-2:]
+        out = np.zeros((num_classes, h, w), bool)
+        if not boxes:
+            return out
+        self.predictor.set_image(arr)
+        for c, blist in boxes.items():
+            for b in blist:
+                box = np.array([b[0] * f, b[1] * f, (b[2] + 1) * f - 1, (b[3] + 1) * f - 1], dtype=np.float32)
+                masks, _, _ = self.predictor.predict(box=box, multimask_output=False)
+                out[c] |= downscale_mask(masks[0], f)
+        return out
+
+    def everything(self, image: torch.Tensor) -> np.ndarray:
+        """(H, W) bool: union of the automatic masks, without background-sized segments."""
+        arr, f = self._prepare(image)
+        keep = np.zeros(arr.shape[:2], bool)
+        for m in self.generator.generate(arr):
+            if m["segmentation"].mean() <= self.everything_max_area:
+                keep |= m["segmentation"]
+        return downscale_mask(keep, f)
+
+
+_NAME = re.compile(r"^(\d+)(?:_(.+?))?(?:_(\d+))?\.png$", re.IGNORECASE)
+
+
+def read_png_mask(path: Path, size) -> np.ndarray:
+    """A saved mask as (H, W) bool at ``size``; alpha when it varies, else grey level > 127."""
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("RGBA", "LA") and np.ptp(np.array(im.getchannel("A"))) > 0:
+            grey = im.getchannel("A")
+        else:
+            grey = im.convert("L")
+        if grey.size != (size[1], size[0]):
+            grey = grey.resize((size[1], size[0]), Image.NEAREST)
+        return np.array(grey) > 127
+
+
+def masks_from_dir(folder, index: int, class_names: Sequence[str], size) -> Dict[str, Optional[np.ndarray]]:
+    """Saved masks of test image ``index``: ``{'classes': (C,H,W) or None, 'agnostic': (H,W) or None}``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--sam-masks folder {folder} does not exist")
+    lookup = {n.lower(): k for k, n in enumerate(class_names)}
+    per_class = np.zeros((len(class_names), *size), bool)
+    found_class, agnostic = False, None
+    for p in sorted(folder.glob(f"{index}*.png")):
+        m = _NAME.match(p.name)
+        if not m or int(m.group(1)) != index:
+            continue
+        if m.group(2) is None:
+            agnostic = read_png_mask(p, size)
+            continue
+        name = m.group(2).lower()
+        if name not in lookup:
+            raise ValueError(f"{p.name}: unknown class {m.group(2)!r}; expected <index>_<class>.png with class one of {list(class_names)}")
+        per_class[lookup[name]] |= read_png_mask(p, size)
+        found_class = True
+    if agnostic is None and not found_class:
+        raise FileNotFoundError(f"no mask for test image {index} in {folder}: expected {index}.png or {index}_<class>.png")
+    return {"classes": per_class if found_class else None, "agnostic": agnostic}

@@ -1,0 +1,169 @@
+"""``dlstudio-aspp sam-compare``: SAM against mUNet on a few test images, side by side and measured.
+
+Writes into ``out``: ``sam_<dataset>.png`` (one row per image: SAM overlay, mUNet overlay,
+ground-truth outlines on both; optional input and "everything" columns),
+``sam_<dataset>_metrics.json`` and ``sam_<dataset>_metrics.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .evaluation import colour_masks, to_rgb
+from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
+
+PANEL_PX = 250  # each panel is PANEL_PX x PANEL_PX pixels in the saved figure
+
+
+def load_run_model(run: Path, device="cpu"):
+    """The trained model of a run folder (``saved_model`` + ``saved_model.json``) and its card."""
+    from .model import mUNetASPP
+
+    card_file, weights = run / "saved_model.json", run / "saved_model"
+    if not (card_file.is_file() and weights.is_file()):
+        raise FileNotFoundError(f"{run} has no saved_model and saved_model.json; pass a run folder from `dlstudio-aspp run` or `experiments`")
+    card = json.loads(card_file.read_text())
+    cfg = {k: v for k, v in card["model"].items() if k in ("skip_connections", "depth", "num_classes", "aspp", "aspp_rates",
+                                                           "aspp_channels", "aspp_pooling", "aspp_dropout")}
+    model = mUNetASPP(**cfg)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.to(device).eval(), card
+
+
+def pick_indices(n: int, count: int, indices: Optional[Sequence[int]], seed: Optional[int]) -> List[int]:
+    if indices:
+        bad = [i for i in indices if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"image indices {bad} are outside the test set (0..{n - 1})")
+        return list(indices)
+    if count < 1:
+        raise ValueError(f"--count must be >= 1, got {count}")
+    if seed is None:
+        return list(range(min(count, n)))
+    return sorted(random.Random(seed).sample(range(n), min(count, n)))
+
+
+def _overlay(image: torch.Tensor, masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Image with class colours blended in and the ground-truth outlines in white."""
+    from .mask_metrics import boundary
+
+    rgb = to_rgb(image)
+    if masks.ndim == 2:
+        masks = masks[None]
+    col = colour_masks(masks)
+    any_mask = masks.any(0)[..., None]
+    out = np.where(any_mask, 0.45 * rgb + 0.55 * col, rgb)
+    edge = boundary(torch.from_numpy(gt)).any(0).numpy()
+    out[edge] = 1.0
+    return out
+
+
+def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = ["SAM (box prompts)", "mUNet"]
+    if everything:
+        cols.append("SAM everything")
+    if show_input:
+        cols = ["input"] + cols
+    n = len(rows)
+    fig, axes = plt.subplots(n, len(cols), figsize=(len(cols) * PANEL_PX / 100, n * PANEL_PX / 100), dpi=100, squeeze=False)
+    for r, row in enumerate(rows):
+        panels = {"input": to_rgb(row["image"]), "SAM (box prompts)": _overlay(row["image"], row["sam"], row["gt"]),
+                  "mUNet": _overlay(row["image"], row["munet"], row["gt"])}
+        if everything:
+            panels["SAM everything"] = _overlay(row["image"], row["everything"], row["gt"])
+        for c, name in enumerate(cols):
+            ax = axes[r, c]
+            ax.imshow(panels[name], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{name}: #{row['index']}", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03, hspace=0.15)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def metrics_markdown(result: dict) -> str:
+    keys = ["iou", "boundary_f1", "completeness", "fp_rate", "fn_rate"]
+    head = ["image", "method"] + ["IoU", f"boundary F1 (±{result['tolerance_px']} px)", "completeness (recall)", "FP rate", "FN rate"]
+    lines = [f"### SAM vs mUNet on {result['dataset']} ({result['sam_source']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["images"]:
+        for method, scores in row["scores"].items():
+            lines.append("| " + " | ".join([str(row["index"]), method] + [_fmt(scores[k]) for k in keys]) + " |")
+    for method, scores in result["mean"].items():
+        lines.append("| " + " | ".join(["**mean**", method] + [_fmt(scores[k]) for k in keys]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=None, seed=None, sam_model: str = "vit_b",
+            sam_checkpoint=None, sam_masks=None, everything: bool = False, show_input: bool = False,
+            tolerance: int = DEFAULT_TOL, sam_size: int = 1024, points_per_side: int = 16, device: str = "cpu") -> dict:
+    """Score SAM and the run's mUNet on ``count`` test images of ``dataset``; write figure and tables to ``out``."""
+    from .metrics import binarize
+
+    if (sam_checkpoint is None) == (sam_masks is None):
+        raise ValueError("give exactly one SAM source: --sam-checkpoint PATH (local SAM) or --sam-masks DIR (saved masks)")
+    model, card = load_run_model(Path(run), device)
+    names = card.get("class_names") or [str(k) for k in range(card["model"].get("num_classes", 5))]
+    thr = torch.tensor([0.5] * len(names)) if card.get("normalize_masks") else torch.tensor([v / 2 for v in card["mask_values"]])
+    runner = None
+    if sam_checkpoint is not None:
+        from .sam import SamRunner, load_sam
+
+        runner = SamRunner(load_sam(sam_model, sam_checkpoint, device), sam_size=sam_size, points_per_side=points_per_side)
+    everything = everything and runner is not None
+    from .sam import boxes_by_class, masks_from_dir
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, records = [], []
+    for idx in pick_indices(len(dataset), count, indices, seed):
+        item = dataset[idx]
+        image, gt = item["image"], (item["mask_tensor"] > 0).numpy()
+        with torch.no_grad():
+            munet = binarize(model(image[None].to(device)).float().cpu(), thr)[0].numpy()
+        row = {"index": idx, "image": image, "gt": gt, "munet": munet}
+        scores = {}
+        if runner is not None:
+            row["sam"] = runner.box_masks(image, boxes_by_class(item["bbox_tensor"], item["mask_tensor"]), len(names))
+            scores["SAM (box prompts)"] = mask_scores(row["sam"], gt, tolerance)
+            if everything:
+                row["everything"] = runner.everything(image)
+                scores["SAM everything (vs union)"] = mask_scores(row["everything"], gt.any(0), tolerance)
+        else:
+            saved = masks_from_dir(sam_masks, idx, names, gt.shape[1:])
+            if saved["classes"] is not None:
+                row["sam"] = saved["classes"]
+                scores["SAM (saved, per class)"] = mask_scores(row["sam"], gt, tolerance)
+            else:
+                row["sam"] = saved["agnostic"]
+                scores["SAM (saved, vs union)"] = mask_scores(row["sam"], gt.any(0), tolerance)
+        scores["mUNet"] = mask_scores(munet, gt, tolerance)
+        rows.append(row)
+        records.append({"index": idx, "scores": scores})
+    methods = list(dict.fromkeys(m for r in records for m in r["scores"]))
+    result = {"dataset": dataset_name, "run": str(run), "tolerance_px": tolerance, "images": records,
+              "sam_source": f"local SAM {sam_model}" if runner is not None else f"saved masks from {sam_masks}",
+              "mean": {m: mean_scores([r["scores"][m] for r in records if m in r["scores"]]) for m in methods}}
+    stem = f"sam_{dataset_name}"
+    result["figure"] = str(save_figure(rows, out / f"{stem}.png", f"{dataset_name}: SAM vs mUNet (white: ground-truth outlines)",
+                                       show_input, everything))
+    (out / f"{stem}_metrics.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}_metrics.md").write_text(metrics_markdown(result))
+    return result

@@ -1,0 +1,113 @@
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlstudio_aspp import cli
+from dlstudio_aspp.experiments import GridConfig, run_grid
+from dlstudio_aspp.report import make_report
+from dlstudio_aspp.sam import build_tiny_sam, downscale_mask, load_sam, masks_from_dir, read_png_mask
+
+TRAIN, TEST = "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz"
+
+
+@pytest.fixture(scope="module")
+def grid_run(synthetic_shapes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    cfg = GridConfig.from_preset("smoke", data=synthetic_shapes, train_file=TRAIN, test_file=TEST, losses=["mse"],
+                                 aspp=[True], seeds=[0], max_iters=1, progress=False, cpu=True)
+    folder = run_grid(cfg, root)[0]
+    return root, folder
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam") / "tiny_sam.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+def test_whole_command_with_a_tiny_random_sam(grid_run, synthetic_shapes, tiny_ckpt, capsys):
+    root, run = grid_run
+    rc = cli.main(["sam-compare", "--run", str(run), "--data", synthetic_shapes, "--test-file", TEST, "--sam-model", "tiny",
+                   "--sam-checkpoint", str(tiny_ckpt), "--sam-size", "256", "--points-per-side", "4", "--everything",
+                   "--show-input", "--cpu"])
+    assert rc == 0
+    assert "| **mean** | SAM (box prompts) |" in capsys.readouterr().out
+    out = root / "sam"  # default: beside the experiments' runs
+    res = json.loads((out / "sam_shapes_metrics.json").read_text())
+    assert [r["index"] for r in res["images"]] == [0, 1, 2, 3, 4]
+    assert set(res["mean"]) == {"SAM (box prompts)", "SAM everything (vs union)", "mUNet"}
+    img = Image.open(out / "sam_shapes.png")
+    assert img.size == (4 * 250, 5 * 250)  # input, SAM, mUNet, everything; 5 rows
+    assert np.asarray(img.convert("L")).std() > 10
+    assert "## SAM comparison" in make_report(root).read_text()
+
+
+def test_saved_demo_masks(grid_run, synthetic_shapes, tmp_path):
+    from dlstudio_aspp.data.shapes import PurdueShapes5MultiObjectDataset
+
+    class D:
+        image_size = [64, 64]
+        dataroot = synthetic_shapes
+
+    ds = PurdueShapes5MultiObjectDataset(D(), None, "test", TEST)
+    names = ["rectangle", "triangle", "disk", "oval", "star"]
+    masks = tmp_path / "demo"
+    masks.mkdir()
+    for i in range(5):
+        gt = ds[i]["mask_tensor"].numpy() > 0
+        if i == 1:  # whole-image RGBA at twice the size, mask in the alpha channel
+            rgba = np.zeros((128, 128, 4), np.uint8)
+            rgba[..., 3] = np.kron(gt.any(0), np.ones((2, 2))).astype(np.uint8) * 255
+            Image.fromarray(rgba, "RGBA").save(masks / "1.png")
+            continue
+        for c in np.nonzero(gt.reshape(5, -1).any(1))[0]:
+            Image.fromarray(gt[c].astype(np.uint8) * 255).save(masks / f"{i}_{names[c]}.png")
+    out = tmp_path / "out"
+    rc = cli.main(["sam-compare", "--run", str(grid_run[1]), "--data", synthetic_shapes, "--test-file", TEST,
+                   "--sam-masks", str(masks), "--out", str(out), "--cpu"])
+    assert rc == 0
+    res = json.loads((out / "sam_shapes_metrics.json").read_text())
+    for row in res["images"]:
+        sam = [v for k, v in row["scores"].items() if k.startswith("SAM")][0]
+        assert sam["iou"] == 1.0 and sam["boundary_f1"] == 1.0 and sam["fp_rate"] == 0.0
+    assert "SAM (saved, vs union)" in res["images"][1]["scores"]
+    assert Image.open(out / "sam_shapes.png").size == (2 * 250, 5 * 250)
+
+
+def test_mask_reading_rules(tmp_path):
+    Image.fromarray(np.array([[0, 200], [128, 127]], np.uint8)).save(tmp_path / "3_disk.png")
+    assert read_png_mask(tmp_path / "3_disk.png", (2, 2)).tolist() == [[False, True], [True, False]]
+    got = masks_from_dir(tmp_path, 3, ["rectangle", "disk"], (4, 4))
+    assert got["agnostic"] is None and got["classes"][1].all() == False and got["classes"][1].sum() == 8  # noqa: E712
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "3_cube.png")
+    with pytest.raises(ValueError, match="unknown class 'cube'"):
+        masks_from_dir(tmp_path, 3, ["rectangle", "disk"], (4, 4))
+    with pytest.raises(FileNotFoundError, match="no mask for test image 9"):
+        masks_from_dir(tmp_path, 9, ["disk"], (4, 4))
+
+
+def test_downscale_is_a_majority_vote():
+    m = np.zeros((4, 4), bool)
+    m[:2, :2] = True
+    m[2, 2] = True  # 1 of 4 in that block
+    assert downscale_mask(m, 2).tolist() == [[True, False], [False, False]]
+
+
+def test_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="segment-anything#model-checkpoints"):
+        load_sam("vit_b", tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="--sam-model must be one of"):
+        load_sam("vit_x", tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"w": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="does not fit SAM tiny"):
+        load_sam("tiny", bad)
+    monkeypatch.setitem(sys.modules, "segment_anything", None)
+    with pytest.raises(ValueError, match=r"pip install -e \"\.\[sam\]\""):
+        build_tiny_sam()
