@@ -51,6 +51,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def _window(runs) -> int:
     n = min(len(r["history"]["loss"]) for r in runs)
     return max(1, min(100, n // 10))
@@ -95,11 +102,7 @@ def plot_best_worst(runs, out: Path) -> List[Path]:
             ax.set(title=f"{loss}, ASPP {'on' if aspp else 'off'}", xlabel="iteration",
                    ylabel=f"training loss (running mean of {w})")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out / f"loss_best_worst_{loss_label(loss)}.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / f"loss_best_worst_{loss_label(loss)}.png"))
     return paths
 
 
@@ -116,11 +119,7 @@ def plot_overlay(runs, out: Path) -> Path:
     ax.set_yscale("log")
     ax.set(title="Training loss of every loss (mean over seeds)", xlabel="iteration", ylabel=f"loss (running mean of {w}, log)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = out / "loss_overlay.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "loss_overlay.png")
 
 
 def plot_aspp(runs, out: Path) -> Path:
@@ -139,11 +138,7 @@ def plot_aspp(runs, out: Path) -> Path:
     ax.set_xticks(np.arange(len(losses)), losses)
     ax.set(title="Test mIoU, ASPP on vs off (mean ± std over seeds)", ylabel="mIoU")
     ax.legend()
-    fig.tight_layout()
-    p = out / "aspp_on_vs_off.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "aspp_on_vs_off.png")
 
 
 def plot_qualitative(runs, out: Path) -> Path:
@@ -176,11 +171,7 @@ def plot_qualitative(runs, out: Path) -> Path:
     titles = ["input", "ground truth"] + [f"{l}\nASPP {'on' if a else 'off'}" for l, a in keys]
     for c, t in enumerate(titles):
         axes[0, c].set_title(t, fontsize=8)
-    fig.tight_layout()
-    p = out / "qualitative.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "qualitative.png")
 
 
 def _ms(values) -> str:
