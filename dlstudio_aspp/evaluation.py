@@ -37,17 +37,20 @@ def to_rgb(image: torch.Tensor) -> np.ndarray:
     return im.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(net: torch.nn.Module, loader, thresholds: torch.Tensor, device=None, class_names: Sequence[str] = (),
              normalized: bool = False, keep: int = 0, progress: bool = True) -> Dict:
     """Score ``net`` on every batch of ``loader``.
 
     Returns the metrics dict of :class:`MultiLabelConfusion` plus ``num_images`` and,
     when ``keep > 0``, ``samples``: the first ``keep`` (image, target, output) triples.
+    On CPU the network runs in channels-last memory format, which oneDNN convolves
+    about a quarter faster; the model is put back afterwards.
     """
-    device = device or next(net.parameters()).device
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     was_training = net.training
-    net.eval()
+    net.eval().to(memory_format=fmt)
     conf = MultiLabelConfusion(thresholds.numel())
     samples: List = []
     n = 0
@@ -56,15 +59,16 @@ def evaluate(net: torch.nn.Module, loader, thresholds: torch.Tensor, device=None
         from tqdm.auto import tqdm
 
         it = tqdm(loader, desc="evaluate", unit="batch", mininterval=1.0, dynamic_ncols=True)
-    for data in it:
-        im, mask = data["image"], data["mask_tensor"]
-        out = net(im.to(device)).float()
-        conf.update(binarize(out, thresholds), mask.to(device))
-        n += im.shape[0]
-        for j in range(im.shape[0]):
-            if len(samples) < keep:
+    try:
+        for data in it:
+            im, mask = data["image"], data["mask_tensor"]
+            out = net(im.to(device).contiguous(memory_format=fmt)).float()
+            conf.update(binarize(out, thresholds), mask.to(device))
+            n += im.shape[0]
+            for j in range(min(im.shape[0], keep - len(samples))):
                 samples.append((im[j].cpu(), mask[j].cpu(), out[j].cpu()))
-    net.train(was_training)
+    finally:
+        net.train(was_training).to(memory_format=torch.contiguous_format)
     metrics = conf.compute(class_names)
     metrics["num_images"] = n
     metrics["binarize"] = {"normalized": normalized, "thresholds": [float(t) for t in thresholds]}
@@ -73,35 +77,52 @@ def evaluate(net: torch.nn.Module, loader, thresholds: torch.Tensor, device=None
     return metrics
 
 
-def save_grid(samples, thresholds: torch.Tensor, class_names: Sequence[str], path, title: str = "") -> Path:
-    """PNG grid, one row per image: input, ground truth, max over channels, each class binarised."""
-    import matplotlib
+def _panel(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) float in [0, 1] -> (size, size, 3) uint8, nearest-neighbour scaled."""
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    h = max(img.shape[:2])
+    if h > size:
+        step = -(-h // size)
+        img = img[::step, ::step]
+    else:
+        rep = size // h
+        img = img.repeat(rep, axis=0).repeat(rep, axis=1)
+    out = np.full((size, size, 3), 255, np.uint8)
+    out[: img.shape[0], : img.shape[1]] = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return out
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+
+def save_grid(samples, thresholds: torch.Tensor, class_names: Sequence[str], path, title: str = "",
+              panel: int = 128) -> Path:
+    """PNG grid, one row per image: input, ground truth, max over channels, each class binarised.
+
+    Drawn with numpy and PIL (no matplotlib figure), so it costs milliseconds.
+    """
+    from PIL import Image, ImageDraw
 
     names = list(class_names) or [str(k) for k in range(thresholds.numel())]
-    cols = 3 + len(names)
-    rows = len(samples)
-    if rows == 0:
+    if not samples:
         raise ValueError("no samples to draw; evaluate with keep >= 1")
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.7 * rows + 0.4), squeeze=False)
+    labels = ["input", "ground truth", "max over channels"] + names
+    pad, head = 4, 30 if title else 16
+    cols, rows = len(labels), len(samples)
+    canvas = np.full((head + rows * (panel + pad), cols * (panel + pad), 3), 255, np.uint8)
     for r, (im, mask, out) in enumerate(samples):
         pred = binarize(out[None], thresholds)[0].numpy()
-        panels = [(to_rgb(im), "input", None), (colour_masks(mask.numpy() > 0), "ground truth", None),
-                  (out.max(0).values.numpy(), "max over channels", "gray")]
-        panels += [(pred[k], names[k], "gray") for k in range(len(names))]
-        for c, (img, label, cmap) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(img, cmap=cmap, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(label, fontsize=8)
+        mx = out.max(0).values.numpy()
+        mx = (mx - mx.min()) / (mx.max() - mx.min()) if mx.max() > mx.min() else mx * 0
+        panels = [to_rgb(im), colour_masks(mask.numpy() > 0), mx] + [pred[k].astype(np.float32) for k in range(len(names))]
+        for c, p in enumerate(panels):
+            y, x = head + r * (panel + pad), c * (panel + pad)
+            canvas[y:y + panel, x:x + panel] = _panel(p, panel)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        draw.text((2, 1), title, fill=(0, 0, 0))
+    for c, label in enumerate(labels):
+        draw.text((c * (panel + pad) + 2, head - 13), label[:20], fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    image.save(path)
     return path
