@@ -17,7 +17,8 @@ from typing import Optional
 
 #: DLStudio release lines whose SemanticSegmentation this package was built against.
 SUPPORTED_DLSTUDIO = ("2.3", "2.4", "2.5")
-KNOWN_GOOD = "2.3.x (class mUnet) and 2.5.x (class mUNet); tested with 2.5.8"
+# The mUNet code of 2.3.6, 2.4.9 and 2.5.8 is line for line the same apart from the name.
+KNOWN_GOOD = "2.3.x (class mUnet), 2.4.x and 2.5.x (class mUNet); tested with 2.5.8"
 
 
 def headless() -> bool:
