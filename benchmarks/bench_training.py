@@ -21,7 +21,7 @@ from _common import machine, table  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
     from dlstudio_aspp.dlstudio_glue import load_dlstudio
@@ -60,12 +60,16 @@ def main():
         fn()
         return time.perf_counter() - t
 
-    runs = {"bare": [], "stock": [], "ours": []}
-    for _ in range(2):  # interleaved, best of two
-        runs["bare"].append(bare())
-        runs["stock"].append(timed(lambda: stock.run_code_for_training_for_semantic_segmentation(net)))
-        runs["ours"].append(timed(lambda: ours.run_code_for_training_for_semantic_segmentation(
-            net, progress=True, checkpoint_every=0)))
+    loops = {
+        "bare": bare,
+        "stock": lambda: timed(lambda: stock.run_code_for_training_for_semantic_segmentation(net)),
+        "ours": lambda: timed(lambda: ours.run_code_for_training_for_semantic_segmentation(net, progress=True, checkpoint_every=0)),
+    }
+    runs = {k: [] for k in loops}
+    order = list(loops)
+    for r in range(3):  # interleaved, order rotated each round, best of three
+        for k in order[r:] + order[:r]:
+            runs[k].append(loops[k]())
     best = {k: min(v) for k, v in runs.items()}
     ips = {k: n * bs / v for k, v in best.items()}
     print(f"machine: {machine()}; {n} iterations of batch {bs}, 64x64, mUNetASPP depth 16")

@@ -137,7 +137,12 @@ def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
                    if old.get(k) != asdict(cfg).get(k)}
         if changed:
             raise ValueError(f"{out} holds a grid with other settings ({', '.join(sorted(changed))}); use another folder")
-    grid_file.write_text(json.dumps(asdict(cfg), indent=2))
+    from .data.sources import SYNTHETIC_NOTE, is_synthetic
+
+    synthetic = cfg.dataset == "shapes" and is_synthetic(cfg.data)
+    if synthetic:
+        print(f"NOTE: {cfg.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
+    grid_file.write_text(json.dumps(dict(asdict(cfg), synthetic=synthetic), indent=2))
 
     DLStudio = load_dlstudio()
     data = cfg.data if cfg.data.endswith("/") else cfg.data + "/"

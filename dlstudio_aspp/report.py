@@ -224,6 +224,8 @@ def make_report(root: str | Path) -> Path:
     parts = [
         "# Segmentation experiments",
         "",
+        ("**SYNTHETIC data** (made by `dlstudio-aspp make-shapes`, not the real PurdueShapes5MultiObject).\n"
+         if grid.get("synthetic") else "") +
         f"Dataset: **{grid.get('dataset', '?')}** (`{grid.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
         f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch {grid.get('batch_size')}, "
         f"lr {grid.get('lr')}, momentum {grid.get('momentum')}, depth {grid.get('depth')}, ASPP rates {grid.get('rates')}; "

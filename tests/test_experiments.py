@@ -39,7 +39,7 @@ def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
     assert out.count("done, skipped") == 7 and "resumed from" in out
     report = make_report(tmp_path)
     text = report.read_text()
-    for part in ("loss_best_worst_mse.png", "loss_overlay.png", "aspp_on_vs_off.png", "qualitative.png",
+    for part in ("**SYNTHETIC data**", "loss_best_worst_mse.png", "loss_overlay.png", "aspp_on_vs_off.png", "qualitative.png",
                  "| mse | on | 2 |", "| dice+mse:auto | off | 2 |", "MSE/Dice start"):
         assert part in text
     import matplotlib.pyplot as plt

@@ -111,3 +111,19 @@ def test_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "segment_anything", None)
     with pytest.raises(ValueError, match=r"pip install -e \"\.\[sam\]\""):
         build_tiny_sam()
+
+
+def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tmp_path):
+    from dlstudio_aspp.data.coco import build_coco
+
+    built = tmp_path / "set"
+    build_coco(fake_coco, built, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=str(built), losses=["mse"], aspp=[True], seeds=[0],
+                                 max_iters=1, batch_size=2, progress=False, cpu=True)
+    run = run_grid(cfg, tmp_path / "grid")[0]
+    rc = cli.main(["sam-compare", "--run", str(run), "--dataset", "coco", "--data", str(built), "--sam-model", "tiny",
+                   "--sam-checkpoint", str(tiny_ckpt), "--sam-size", "256", "--cpu"])
+    assert rc == 0
+    res = json.loads((tmp_path / "grid" / "sam" / "sam_coco_metrics.json").read_text())
+    assert len(res["images"]) == 1  # the fixture's test split has one image; --count is capped by it
+    assert Image.open(tmp_path / "grid" / "sam" / "sam_coco.png").size == (2 * 250, 1 * 250)
