@@ -35,6 +35,17 @@ def card_path(path_saved_model) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def model_config(net) -> dict:
+    """What it takes to rebuild ``net``: mUNetASPP's own config, or that of a stock mUNet."""
+    cfg = getattr(net, "config", None)
+    if cfg:
+        return dict(cfg)
+    if hasattr(net, "skip128dsDN") and hasattr(net, "conv_out"):  # DLStudio's own mUNet
+        return {"class": type(net).__name__, "skip_connections": net.skip128dsDN.skip_connections,
+                "depth": 2 * net.depth, "num_classes": net.conv_out.out_channels, "aspp": False}
+    return {"class": type(net).__name__}
+
+
 def read_card(path_saved_model) -> dict:
     p = card_path(path_saved_model)
     if not p.is_file():
@@ -81,7 +92,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         opts = TrainOptions(loss=loss if loss is not None else "mse", **options)
         dataset = self.train_dataloader.dataset
         card = {
-            "model": getattr(net, "config", {"class": type(net).__name__}),
+            "model": model_config(net),
             "normalize_masks": opts.normalize_masks,
             "mask_values": mask_values(dataset),
             "class_names": class_names(dataset) or list(getattr(self.dl_studio, "class_labels", [])),

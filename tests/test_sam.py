@@ -127,3 +127,14 @@ def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tmp_path):
     res = json.loads((tmp_path / "grid" / "sam" / "sam_coco_metrics.json").read_text())
     assert len(res["images"]) == 1  # the fixture's test split has one image; --count is capped by it
     assert Image.open(tmp_path / "grid" / "sam" / "sam_coco.png").size == (2 * 250, 1 * 250)
+
+
+def test_a_stock_munet_run_is_rebuilt_without_aspp(synthetic_shapes, tmp_path):
+    from conftest import make_segmenter
+    from dlstudio_aspp.model import StockMUNet
+    from dlstudio_aspp.sam_compare import load_run_model
+
+    seg = make_segmenter(synthetic_shapes, tmp_path, TRAIN, TEST)
+    seg.run_code_for_training_for_semantic_segmentation(StockMUNet(depth=4), max_iters=1, progress=False)
+    model, card = load_run_model(tmp_path)
+    assert card["model"]["aspp"] is False and model.aspp is None and model.depth == 2
