@@ -62,6 +62,9 @@ def run(args) -> int:
     train = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="train", dataset_file=args.train_file)
     test = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="test", dataset_file=args.test_file)
     seg.load_PurdueShapes5MultiObject_dataset(train, test)
+    import torch
+
+    torch.manual_seed(args.seed)  # the same initial weights for the same --seed
     model = seg.mUNetASPP(skip_connections=True, depth=args.depth, aspp=not args.no_aspp, aspp_rates=parse_rates(args.rates))
     print(seg.describe(model, dls.image_size))
     seg.run_code_for_training_for_semantic_segmentation(model, loss=args.loss, perf_file=str(out / "performance_numbers.txt"),
