@@ -112,7 +112,6 @@ def save_instead_of_show(dl_studio, out_dir: str | os.PathLike) -> Path:
     same method writes ``display_000.png``, ``display_001.png``, ... instead.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     counter = {"n": 0}
 
     def display_tensor_as_image(tensor, title=""):
@@ -127,6 +126,7 @@ def save_instead_of_show(dl_studio, out_dir: str | os.PathLike) -> Path:
             raise ValueError(f"expected a (3,H,W), (1,H,W) or (H,W) tensor, got {tuple(tensor.shape)}")
         lo, hi = float(t.min()), float(t.max())
         t = (t - lo) / (hi - lo) if hi > lo else t * 0
+        out.mkdir(parents=True, exist_ok=True)
         path = out / f"display_{counter['n']:03d}.png"
         plt.imsave(path, t.numpy(), cmap="gray" if t.dim() == 2 else None)
         counter["n"] += 1

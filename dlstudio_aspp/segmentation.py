@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
-from .dlstudio_glue import default_num_workers
+from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .evaluation import evaluate, save_grid
 from .metrics import format_table, thresholds_for
 from .model import DLStudio, model_summary, mUNetASPP as _mUNetASPP
@@ -60,7 +60,9 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         dl_studio, max_num_objects, dataserver_train, dataserver_test,
         dataset_file_train, dataset_file_test: as stock.
         out_dir: where evaluation grids and metrics go; default: the folder of
-            ``dl_studio.path_saved_model``.
+            ``dl_studio.path_saved_model``. On a machine with no display,
+            ``dl_studio.display_tensor_as_image`` is redirected to PNG files in
+            ``out_dir/displays/``, so stock methods that show images never block.
     """
 
     PurdueShapes5MultiObjectDataset = _FastShapes
@@ -70,6 +72,8 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
                  dataset_file_train=None, dataset_file_test=None, *, out_dir: Optional[str] = None):
         super().__init__(dl_studio, max_num_objects, dataserver_train, dataserver_test, dataset_file_train, dataset_file_test)
         self.out_dir = Path(out_dir) if out_dir else Path(dl_studio.path_saved_model).resolve().parent
+        if headless():  # stock code paths that call plt.show() write PNGs instead
+            save_instead_of_show(dl_studio, self.out_dir / "displays")
         self.history = None
         self.metrics = None
 

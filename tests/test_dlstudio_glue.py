@@ -65,3 +65,19 @@ def test_display_saves_png_instead_of_showing(tmp_path, monkeypatch):
     assert plt.imread(p1).shape[:2] == (8, 8)
     with pytest.raises(ValueError, match="expected a"):
         dls.display_tensor_as_image(torch.rand(2, 2, 2, 2))
+
+
+def test_segmenter_redirects_display_when_headless(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from dlstudio_aspp.segmentation import SemanticSegmentationASPP
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show must not be called"))
+    DLStudio = glue.load_dlstudio()
+    dls = DLStudio(image_size=[8, 8], path_saved_model=str(tmp_path / "m"), use_gpu=False)
+    SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
+    assert not (tmp_path / "displays").exists()
+    path = dls.display_tensor_as_image(torch.rand(3, 8, 8))
+    assert path.parent == tmp_path / "displays" and path.is_file()
