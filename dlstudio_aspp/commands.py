@@ -74,10 +74,10 @@ def run(args) -> int:
     return 0
 
 
-def _ints(text):
+def _ints(text, option):
     from .cli import parse_rates
 
-    return parse_rates(text) if text is not None else None
+    return parse_rates(text, option) if text is not None else None
 
 
 def experiments(args) -> int:
@@ -87,7 +87,7 @@ def experiments(args) -> int:
     overrides = dict(dataset=args.dataset, data=args.data, train_file=args.train_file, test_file=args.test_file,
                      losses=args.losses.split(",") if args.losses else None,
                      aspp={"both": [True, False], "on": [True], "off": [False]}.get(args.aspp),
-                     rates=_ints(args.rates), seeds=_ints(args.seeds), epochs=args.epochs, max_iters=args.max_iters,
+                     rates=_ints(args.rates, "--rates"), seeds=_ints(args.seeds, "--seeds"), epochs=args.epochs, max_iters=args.max_iters,
                      batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, depth=args.depth,
                      train_subset=args.train_subset, test_subset=args.test_subset, log_every=args.log_every,
                      normalize_masks=args.normalize_masks, amp=args.amp, cpu=args.cpu,
@@ -133,27 +133,23 @@ def sam_compare(args) -> int:
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     card = json.loads((run / "saved_model.json").read_text()) if (run / "saved_model.json").is_file() else {}
-    size = card.get("image_size", [64, 64])
+    data = args.data or ("" if args.dataset == "coco" else DEFAULT_DATA)
+    if not data:
+        raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+
+    class _Dls:  # the two DLStudio attributes the datasets read
+        image_size = list(card.get("image_size", [64, 64]))
+        dataroot = data if data.endswith("/") else data + "/"
+
     if args.dataset == "coco":
         from .data.coco import COCOSegmentationDataset
 
-        if not args.data:
-            raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
-
-        class _Dls:
-            image_size = list(size)
-            dataroot = args.data
-
-        dataset = COCOSegmentationDataset(_Dls(), None, "test", root=args.data)
+        dataset = COCOSegmentationDataset(_Dls(), None, "test", root=data)
     else:
         from .data.shapes import PurdueShapes5MultiObjectDataset
 
-        class _Dls:
-            image_size = list(size)
-            dataroot = (args.data or DEFAULT_DATA) if (args.data or DEFAULT_DATA).endswith("/") else (args.data or DEFAULT_DATA) + "/"
-
         dataset = PurdueShapes5MultiObjectDataset(_Dls(), None, "test", args.test_file)
-    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    indices = _ints(args.indices, "--indices")
     result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count, indices=indices, seed=args.seed,
                      sam_model=args.sam_model, sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks,
                      everything=args.everything, show_input=args.show_input, tolerance=args.tolerance,

@@ -77,17 +77,19 @@ class TrainOptions:
         return d
 
 
-def mask_values(dataset) -> list:
-    """Channel k's mask value, from the dataset's ``label_map`` (sorted by value)."""
+def _sorted_labels(dataset) -> list:
+    """(name, mask value) pairs sorted by value, from ``label_map`` (of a Subset's dataset too)."""
     label_map = getattr(dataset, "label_map", None) or getattr(getattr(dataset, "dataset", None), "label_map", None)
-    if not label_map:
-        return [50 * (k + 1) for k in range(5)]
-    return [int(v) for _, v in sorted(label_map.items(), key=lambda kv: kv[1])]
+    return sorted((label_map or {}).items(), key=lambda kv: kv[1])
+
+
+def mask_values(dataset) -> list:
+    """Channel k's mask value; DLStudio's 50*(k+1) when the dataset has no ``label_map``."""
+    return [int(v) for _, v in _sorted_labels(dataset)] or [50 * (k + 1) for k in range(5)]
 
 
 def class_names(dataset) -> list:
-    label_map = getattr(dataset, "label_map", None) or getattr(getattr(dataset, "dataset", None), "label_map", None)
-    return [k for k, _ in sorted(label_map.items(), key=lambda kv: kv[1])] if label_map else []
+    return [k for k, _ in _sorted_labels(dataset)]
 
 
 def prepare_target(mask: torch.Tensor, normalize: bool) -> torch.Tensor:
