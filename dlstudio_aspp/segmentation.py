@@ -154,7 +154,17 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
 
     @staticmethod
     def describe(net, image_size=(64, 64)) -> str:
-        """One line: parameters (and ASPP's share) and forward GFLOPs for one image."""
-        s = model_summary(net, tuple(image_size))
-        return (f"learnable parameters: {s['params']:,} (ASPP: {s['aspp_params']:,}); "
-                f"forward GFLOPs per {image_size[0]}x{image_size[1]} image: {s['gflops']:.3f}")
+        """Parameters and forward GFLOPs per image, with and without the ASPP block."""
+        size = tuple(image_size)
+        on = model_summary(net, size)
+        where = f"forward GFLOPs per {size[0]}x{size[1]} image"
+        aspp = getattr(net, "aspp", None)
+        if aspp is None:
+            return f"learnable parameters: {on['params']:,} (no ASPP); {where}: {on['gflops']:.3f}"
+        net.aspp = None  # the same network with the bottleneck left as stock has it
+        try:
+            off = model_summary(net, size)
+        finally:
+            net.aspp = aspp
+        return (f"learnable parameters: {on['params']:,} with ASPP, {off['params']:,} without (ASPP adds "
+                f"{on['aspp_params']:,}); {where}: {on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without")

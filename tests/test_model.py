@@ -101,3 +101,14 @@ def test_few_sgd_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_describe_reports_with_and_without_aspp():
+    from dlstudio_aspp.segmentation import SemanticSegmentationASPP
+
+    m = mUNetASPP(depth=4)
+    on, off = model_summary(m), model_summary(mUNetASPP(depth=4, aspp=False))
+    text = SemanticSegmentationASPP.describe(m)
+    assert f"{on['params']:,} with ASPP, {off['params']:,} without" in text
+    assert f"{on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without" in text
+    assert m.aspp is not None  # put back
