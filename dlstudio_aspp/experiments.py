@@ -38,7 +38,7 @@ PRESETS = {
                   train_subset=None, test_subset=8, log_every=2),
 }
 DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
-SAMPLE_INDICES = [0, 1, 2, 3]
+SAMPLE_COUNT = 4  # the first test images, kept for the report's qualitative grid
 
 
 @dataclass
@@ -157,10 +157,8 @@ def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
     num_classes = int(train[0]["mask_tensor"].shape[0])
     if cfg.train_subset:
         train = torch.utils.data.Subset(train, range(min(cfg.train_subset, len(train))))
-        train.label_map = train.dataset.label_map
     if cfg.test_subset:
         test = torch.utils.data.Subset(test, range(min(cfg.test_subset, len(test))))
-        test.label_map = test.dataset.label_map
 
     runs = [(loss, aspp, seed) for seed in cfg.seeds for aspp in cfg.aspp for loss in cfg.losses]
     folders = []
@@ -186,8 +184,8 @@ def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
         history = seg.run_code_for_training_for_semantic_segmentation(
             model, loss=loss, seed=seed, max_iters=cfg.max_iters, log_every=cfg.log_every, progress=cfg.progress,
             resume=resume, amp=cfg.amp, normalize_masks=cfg.normalize_masks, perf_file=str(folder / "performance_numbers.txt"))
-        metrics = seg.run_code_for_testing_semantic_segmentation(model, progress=cfg.progress)
-        _save_samples(seg, model, folder, test)
+        metrics = seg.run_code_for_testing_semantic_segmentation(model, progress=cfg.progress, grid_images=SAMPLE_COUNT)
+        _save_samples(seg.samples, folder)
         summary = {"loss": loss, "aspp": aspp, "seed": seed, "order": k, "final_running_loss": _final_running(history),
                    "iterations": len(history["loss"]), "train_seconds": time.perf_counter() - t0,
                    "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "magnitudes": magnitudes(history)}
@@ -201,16 +199,11 @@ def _final_running(history: dict, window: int = 50) -> float:
     return float(np.mean(history["loss"][-window:]))
 
 
-def _save_samples(seg, model, folder: Path, test) -> None:
-    """Outputs of the trained model on fixed test images, for the report's qualitative grid."""
+def _save_samples(samples, folder: Path) -> None:
+    """The evaluation's (image, mask, output) triples of the first test images, for the report."""
     import torch
 
-    idx = [i for i in SAMPLE_INDICES if i < len(test)]
-    items = [test[i] for i in idx]
-    x = torch.stack([it["image"] for it in items])
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        y = model(x.to(device)).float().cpu()
-    np.savez_compressed(folder / "samples.npz", indices=np.array(idx), images=x.numpy().astype(np.uint8),
-                        masks=torch.stack([it["mask_tensor"] for it in items]).numpy(), outputs=y.numpy())
+    np.savez_compressed(folder / "samples.npz", indices=np.arange(len(samples)),
+                        images=torch.stack([s[0] for s in samples]).numpy().astype(np.uint8),
+                        masks=torch.stack([s[1] for s in samples]).numpy(),
+                        outputs=torch.stack([s[2] for s in samples]).numpy())

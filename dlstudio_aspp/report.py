@@ -151,8 +151,10 @@ def plot_qualitative(runs, out: Path) -> Path:
     chosen = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         chosen.setdefault((r["loss"], r["aspp"]), r)
-    keys = sorted(chosen, key=lambda k: (not k[1], list(_groups(runs)).index(k)))
-    first = np.load(chosen[keys[0]]["folder"] / "samples.npz")
+    grid_order = list(_groups(runs))
+    keys = sorted(chosen, key=lambda k: (not k[1], grid_order.index(k)))
+    samples = {k: np.load(chosen[k]["folder"] / "samples.npz") for k in keys}
+    first = samples[keys[0]]
     rows = len(first["indices"])
     cols = 2 + len(keys)
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + 0.5), squeeze=False)
@@ -160,10 +162,8 @@ def plot_qualitative(runs, out: Path) -> Path:
         axes[r, 0].imshow(first["images"][r].transpose(1, 2, 0))
         axes[r, 1].imshow(colour_masks(first["masks"][r] > 0))
         for c, key in enumerate(keys, start=2):
-            run = chosen[key]
-            s = np.load(run["folder"] / "samples.npz")
-            thr = torch.tensor(run["metrics"]["binarize"]["thresholds"])
-            pred = binarize(torch.from_numpy(s["outputs"][r:r + 1]), thr)[0].numpy()
+            thr = torch.tensor(chosen[key]["metrics"]["binarize"]["thresholds"])
+            pred = binarize(torch.from_numpy(samples[key]["outputs"][r:r + 1]), thr)[0].numpy()
             axes[r, c].imshow(colour_masks(pred))
         for c in range(cols):
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])

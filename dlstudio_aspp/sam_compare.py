@@ -115,13 +115,13 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
             sam_checkpoint=None, sam_masks=None, everything: bool = False, show_input: bool = False,
             tolerance: int = DEFAULT_TOL, sam_size: int = 1024, points_per_side: int = 16, device: str = "cpu") -> dict:
     """Score SAM and the run's mUNet on ``count`` test images of ``dataset``; write figure and tables to ``out``."""
-    from .metrics import binarize
+    from .metrics import binarize, thresholds_for
 
     if (sam_checkpoint is None) == (sam_masks is None):
         raise ValueError("give exactly one SAM source: --sam-checkpoint PATH (local SAM) or --sam-masks DIR (saved masks)")
     model, card = load_run_model(Path(run), device)
     names = card.get("class_names") or [str(k) for k in range(card["model"].get("num_classes", 5))]
-    thr = torch.tensor([0.5] * len(names)) if card.get("normalize_masks") else torch.tensor([v / 2 for v in card["mask_values"]])
+    thr = thresholds_for(card["mask_values"], bool(card.get("normalize_masks")))
     runner = None
     if sam_checkpoint is not None:
         from .sam import SamRunner, load_sam

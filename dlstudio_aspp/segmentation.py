@@ -76,6 +76,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
             save_instead_of_show(dl_studio, self.out_dir / "displays")
         self.history = None
         self.metrics = None
+        self.samples = []  # (image, mask, output) of the first test images, from the last evaluation
 
     def load_PurdueShapes5MultiObject_dataset(self, dataserver_train, dataserver_test, num_workers: Optional[int] = None):
         """As stock, with a worker count the machine has (stock asks for 4)."""
@@ -140,7 +141,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
             loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                                  num_workers=default_num_workers(loader.num_workers))
         metrics = evaluate(net, loader, thr, device, names, normalized, keep=grid_images, progress=progress)
-        samples = metrics.pop("samples", [])
+        samples = self.samples = metrics.pop("samples", [])
         out = Path(save_to) if save_to else self.out_dir
         if samples:
             metrics["grid"] = str(save_grid(samples, thr, names, out / f"{model_path.name}.test_grid.png",

@@ -97,11 +97,15 @@ def prepare_target(mask: torch.Tensor, normalize: bool) -> torch.Tensor:
     return (mask > 0).float() if normalize else mask.float()
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
 class _EpochSampler(torch.utils.data.Sampler):
     """A fixed permutation per (seed, epoch), starting at ``start``: exact resume mid-epoch."""
 
     def __init__(self, n: int, seed: int, epoch: int, start: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
         self.order = torch.randperm(n, generator=g)[start:].tolist()
 
     def __iter__(self):
@@ -168,7 +172,7 @@ def train(segmenter, net: torch.nn.Module, opts: TrainOptions):
         sampler = _EpochSampler(len(dataset), opts.seed, epoch, start_batch * dls.batch_size)
         # Its own generator: making the iterator must not draw from the global RNG,
         # or a resumed run's dropout would drift from the uninterrupted one.
-        gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(_epoch_seed(opts.seed, epoch))
         return torch.utils.data.DataLoader(dataset, batch_size=dls.batch_size, sampler=sampler, num_workers=workers,
                                            generator=gen)
 

@@ -53,12 +53,10 @@ def load_coco(ann_file: Path):
     if not ann_file.is_file():
         raise FileNotFoundError(f"annotation file {ann_file} is missing; --coco-root must hold annotations/instances_{{train,val}}2017.json")
     try:
-        json.loads(ann_file.read_text())
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(ann_file))  # parses the (possibly 450 MB) file once
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{ann_file} is not valid JSON ({exc}); re-download the COCO annotations") from None
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(ann_file))
-    return coco
 
 
 def category_ids(coco, classes: Sequence[str]) -> List[int]:
