@@ -18,11 +18,13 @@ Shape:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from .errors import UserError
 
 
 class ASPPConv(nn.Sequential):
@@ -72,19 +74,15 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, *, rates: Sequence[int] = (2, 4, 6),
                  branch_channels: int = 128, image_pooling: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
-        rates = tuple(rates)
-        if len(rates) == 0:
-            raise ValueError("ASPP needs at least one dilation rate, got an empty list; e.g. rates=(2, 4, 6)")
-        bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, int) or r < 1]
-        if bad:
-            raise ValueError(f"ASPP dilation rates must be ints >= 1, got {list(rates)} (bad: {bad})")
+        rates = self.check_rates(rates)
         out_channels = in_channels if out_channels is None else out_channels
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("branch_channels", branch_channels)):
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"ASPP {name} must be a positive int, got {v!r}")
+                raise UserError(f"ASPP {name} must be a positive int, got {v!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"ASPP dropout must be in [0, 1), got {dropout}")
+            raise UserError(f"ASPP dropout must be in [0, 1), got {dropout}")
         self.rates = rates
+        self._warned: set = set()
         branches = [nn.Sequential(nn.Conv2d(in_channels, branch_channels, 1, bias=False),
                                   nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))]
         branches += [ASPPConv(in_channels, branch_channels, r) for r in rates]
@@ -98,6 +96,26 @@ class ASPP(nn.Module):
             nn.Dropout(dropout),
         )
 
+    @staticmethod
+    def check_rates(rates: Sequence[int]) -> tuple:
+        """The rates as a tuple; :class:`UserError` for an empty list or a rate that is not an int >= 1."""
+        rates = tuple(rates)
+        if len(rates) == 0:
+            raise UserError("ASPP needs at least one dilation rate, got an empty list; e.g. rates=(2, 4, 6)")
+        bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, int) or r < 1]
+        if bad:
+            raise UserError(f"ASPP dilation rates must be ints >= 1, got {list(rates)} (bad: {bad})")
+        return rates
+
+    def _warn_wide_rates(self, h: int, w: int) -> None:
+        wide = [r for r in self.rates if r >= min(h, w)]
+        if wide and (h, w) not in self._warned:
+            self._warned.add((h, w))
+            warnings.warn(f"ASPP rates {wide} are at least the bottleneck's side ({h}x{w}): every off-centre tap of "
+                          "those 3x3 kernels falls on padding, so they act as 1x1 convs; use smaller rates",
+                          RuntimeWarning, stacklevel=3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        self._warn_wide_rates(*x.shape[-2:])
         return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))

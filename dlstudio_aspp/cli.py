@@ -1,60 +1,53 @@
-"""``dlstudio-aspp``: the command line. torch and DLStudio are imported inside the
+"""``dlstudio-aspp``: the command line's parsers. What each sub-command does is in
+:mod:`dlstudio_aspp.commands`; torch and DLStudio are imported there, inside the
 sub-commands, so ``dlstudio-aspp --help`` answers at once.
 
-Errors the user can fix (``ValueError``, ``FileNotFoundError``) print one line and
-exit with status 2; set ``DLSTUDIO_ASPP_DEBUG=1`` for the full traceback.
+A :class:`~dlstudio_aspp.errors.UserError` (a mistake the user can fix) prints one line
+and exits with status 2; set ``DLSTUDIO_ASPP_DEBUG=1`` for its traceback. Any other
+exception keeps its traceback. Ctrl-C and SIGTERM stop training after a checkpoint is
+written, and exit with status 130.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
 from typing import List, Optional
 
-DEFAULT_DATA = "./data/PurdueShapes5MultiObject/"
+from . import commands
+from .commands import DEFAULT_DATA, parse_ints
+from .errors import UserError, debug
 
-
-def exit_on_user_error() -> None:
-    """Make ``ValueError`` / ``FileNotFoundError`` end a script with one line, not a traceback."""
-    if os.environ.get("DLSTUDIO_ASPP_DEBUG"):
-        return
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):
-        if issubclass(kind, (ValueError, FileNotFoundError, FloatingPointError)):
-            print(f"error: {value}", file=sys.stderr)
-            return
-        previous(kind, value, tb)
-
-    sys.excepthook = hook
+__all__ = ["build_parser", "main", "parse_ints"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loss", default="mse", help="mse | dice | dice+mse:<scale> | dice+mse:auto (default: mse)")
-    p.add_argument("--no-aspp", action="store_true", help="stock mUNet instead of mUNet+ASPP")
+    p.add_argument("--recipe", default="modern", help="training recipe: modern (default) | stock (the homework's)")
+    p.add_argument("--head", default=None, help="output layer: dense (default with --recipe modern) | bilinear | stock")
+    p.add_argument("--loss", default=None, help="the recipe's loss by default; mse | dice | dice+mse:<scale> | "
+                                                "dice+mse:auto | bce | sigmoid-dice | bce+dice")
+    p.add_argument("--no-aspp", action="store_true", help="stock mUNet's bottleneck instead of ASPP")
     p.add_argument("--rates", default="2,4,6", help="ASPP dilation rates (default: 2,4,6)")
     p.add_argument("--depth", type=int, default=16, help="mUNet depth (default: 16)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations")
     p.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's; stock 1e-4)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--optimizer", default=None, help="sgd | adam | adamw (default: the recipe's)")
+    p.add_argument("--schedule", default=None, help="constant | cosine | onecycle (default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None, help="iterations of linear warm-up")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--normalize-masks", action="store_true", help="train against {0,1} masks")
-    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints (default 100)")
+    p.add_argument("--normalize-masks", action="store_true", default=None, help="train a raw-output loss against {0,1} masks")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
     p.add_argument("--no-progress", action="store_true")
-
-
-def parse_rates(text: str, option: str = "--rates") -> List[int]:
-    """'2,4,6' -> [2, 4, 6]; a one-line error naming ``option`` otherwise."""
-    try:
-        return [int(r) for r in text.split(",") if r.strip()]
-    except ValueError:
-        raise ValueError(f"{option} must be comma-separated ints such as 2,4,6, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,14 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: fetch the real data, train a short run and evaluate it",
-                       description="Fetch PurdueShapes5MultiObject (if missing), train mUNet+ASPP for a short run, "
-                                   "score it on the whole test set and write everything to --out.")
-    p.add_argument("--data", default=DEFAULT_DATA, help=f"dataroot (default: {DEFAULT_DATA})")
+                       description="Fetch PurdueShapes5MultiObject into the default folder (if missing), train mUNet+ASPP "
+                                   "with the modern recipe and the dense output layer, score it on the whole test set and "
+                                   "write everything to --out.")
+    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}, fetched when missing)")
+    p.add_argument("--fetch", action="store_true", help="download the real data into --data when it is missing")
     p.add_argument("--train-file", default="PurdueShapes5MultiObject-10000-train.gz")
     p.add_argument("--test-file", default="PurdueShapes5MultiObject-1000-test.gz")
     p.add_argument("--out", default="outputs/run", help="output folder (default: outputs/run)")
     _add_train_args(p)
-    p.set_defaults(max_iters=1000, func="run")
+    p.set_defaults(max_iters=commands.RUN_ITERS, func="run")
 
     p = sub.add_parser("fetch-shapes", help="download the real PurdueShapes5MultiObject files",
                        description="Put PurdueShapes5MultiObject-{10000-train,1000-test,20-train,20-test}.gz in DEST: "
@@ -89,17 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiments", help="run the grid: losses x ASPP on/off x seeds, resumable",
                        description="Every loss x ASPP on/off x seed, one folder per run under OUT/runs. Finished runs "
                                    "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
-                                   "(the users' protocol, for a GPU), quick (~20 min on 2 CPU cores), smoke (seconds).")
+                                   "(the users' protocol, stock head and recipe, for a GPU), homework-dense (the same "
+                                   "budget with the dense head and the modern recipe), quick (~20 min on 2 CPU cores), "
+                                   "smoke (seconds).")
     p.add_argument("out", help="the grid's folder")
-    p.add_argument("--preset", default="quick", choices=["homework", "quick", "smoke"])
+    p.add_argument("--preset", default="quick")
     p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])
     p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}; for coco: the build-coco folder)")
     p.add_argument("--train-file", default=None)
     p.add_argument("--test-file", default=None)
-    p.add_argument("--losses", default=None, help="comma-separated, e.g. mse,dice,dice+mse:20,dice+mse:auto")
+    p.add_argument("--losses", default=None, help="comma-separated, e.g. mse,dice,dice+mse:20,bce+dice")
     p.add_argument("--aspp", default=None, choices=["both", "on", "off"])
     p.add_argument("--rates", default=None, help="ASPP rates, e.g. 2,4,6")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--recipe", default=None, help="stock | modern (default: the preset's)")
+    p.add_argument("--head", default=None, help="stock | dense | bilinear (default: the preset's)")
     for name, kind in (("epochs", int), ("max-iters", int), ("batch-size", int), ("lr", float), ("momentum", float),
                        ("depth", int), ("train-subset", int), ("test-subset", int), ("log-every", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="overrides the preset")
@@ -139,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--indices", default=None, help="comma-separated test indices (instead of the first --count)")
     p.add_argument("--seed", type=int, default=None, help="pick --count images at random with this seed")
     p.add_argument("--sam-checkpoint", default=None, help="a SAM checkpoint you downloaded (never downloaded here)")
-    p.add_argument("--sam-model", default="vit_b", help="vit_b | vit_l | vit_h | vit_t (MobileSAM) | tiny (random, for tests)")
+    p.add_argument("--sam-model", default="vit_b", help="vit_b | vit_l | vit_h | vit_t (MobileSAM)")
     p.add_argument("--sam-masks", default=None, help="folder of PNG masks saved from the SAM online demo")
     p.add_argument("--everything", action="store_true", help="add a SamAutomaticMaskGenerator column")
     p.add_argument("--show-input", action="store_true", help="add a column with the input image")
@@ -151,12 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="sam_compare")
 
     p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
-                       description="Loss curves (best/worst seed, overlay), ASPP on vs off, a qualitative grid, "
-                                   "metrics and Dice-scale tables, all from the runs on disk, tied together in report.md.")
+                       description="Loss curves (best/worst seed, overlay), ASPP on vs off with paired intervals, a "
+                                   "qualitative grid, metrics and Dice-scale tables, all from the runs on disk, in report.md.")
     p.add_argument("run_dir")
     p.set_defaults(func="report")
 
     return parser
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -165,18 +168,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        from . import commands
-
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # a batch system's stop saves a checkpoint too
+    except ValueError:  # not the main thread
+        previous = None
+    try:
         return int(getattr(commands, args.func)(args) or 0)
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
-        if os.environ.get("DLSTUDIO_ASPP_DEBUG"):
+    except UserError as exc:
+        if debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run with the same arguments (and --resume where offered) to continue", file=sys.stderr)
+        print("interrupted; re-run the same command (with --resume for `run`) to continue", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

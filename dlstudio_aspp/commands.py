@@ -1,10 +1,61 @@
-"""What each ``dlstudio-aspp`` sub-command does (the parsers live in :mod:`dlstudio_aspp.cli`)."""
+"""What each ``dlstudio-aspp`` sub-command does (the parsers live in :mod:`dlstudio_aspp.cli`).
+
+Every command checks all of its settings before it writes anything, so a typo never
+changes an existing folder.
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import List, Optional
 
-from .cli import DEFAULT_DATA
+from .errors import MissingFileError, UserError
+
+DEFAULT_DATA = "./data/PurdueShapes5MultiObject/"
+CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
+#: Iterations of the main job (``dlstudio-aspp run``): about 15 minutes on 2 CPU cores.
+RUN_ITERS = 1500
+
+
+def parse_ints(text: Optional[str], option: str = "--rates") -> Optional[List[int]]:
+    """'2,4,6' -> [2, 4, 6]; a one-line error naming ``option`` otherwise (an empty item included)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",")]
+    try:
+        if not items or any(t == "" for t in items):
+            raise ValueError
+        return [int(t) for t in items]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated ints such as 2,4,6, got {text!r}") from None
+
+
+def _positive(args, *names: str) -> None:
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def _dataroot(data: Optional[str], fetch: bool, train_file: str, test_file: str) -> str:
+    """The data folder for `run` (ending in '/'); fetched when it is the default or --fetch says so."""
+    from .data.sources import SHA256, fetch_shapes
+
+    folder = data or DEFAULT_DATA
+    folder = folder if folder.endswith("/") else folder + "/"
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--data {data} is a file; give the folder that holds {train_file}")
+    if all((path / f).is_file() for f in (train_file, test_file)):
+        return folder
+    if data is not None and not path.is_dir() and not fetch:
+        raise MissingFileError(f"--data {data} does not exist; give an existing folder, or add --fetch to download "
+                               "the real PurdueShapes5MultiObject files there")
+    if train_file in SHA256 and test_file in SHA256:
+        fetch_shapes(folder)
+        return folder
+    missing = [f for f in (train_file, test_file) if not (path / f).is_file()]
+    raise MissingFileError(f"{', '.join(missing)} missing from {folder}; check --train-file/--test-file or run "
+                           f"`dlstudio-aspp fetch-shapes {folder}`")
 
 
 def fetch_shapes(args) -> int:
@@ -26,80 +77,90 @@ def make_shapes(args) -> int:
     return 0
 
 
-def make_dlstudio(data: str, out: Path, args, image_size=(64, 64), classes=None):
-    """A DLStudio instance for a run folder, from the common training arguments."""
+def make_dlstudio(data: str, out: Path, *, lr: float, momentum: float, epochs: int, batch_size: int, cpu: bool,
+                  image_size=(64, 64), classes=None):
+    """A DLStudio instance whose ``path_saved_model`` is ``out/saved_model``."""
     from .dlstudio_glue import load_dlstudio
 
     DLStudio = load_dlstudio()
     if not data.endswith("/"):
         data += "/"
-    out.mkdir(parents=True, exist_ok=True)
     return DLStudio(dataroot=data, image_size=list(image_size), path_saved_model=str(out / "saved_model"),
-                    momentum=args.momentum, learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                    classes=tuple(classes or ("rectangle", "triangle", "disk", "oval", "star")),
-                    use_gpu=not args.cpu)
-
-
-def train_options(args) -> dict:
-    return dict(seed=args.seed, max_iters=args.max_iters, subset=args.subset, log_every=args.log_every,
-                progress=not args.no_progress, resume=args.resume, amp=args.amp, normalize_masks=args.normalize_masks)
+                    momentum=momentum, learning_rate=lr, epochs=epochs, batch_size=batch_size,
+                    classes=tuple(classes or CLASSES), use_gpu=not cpu)
 
 
 def run(args) -> int:
-    from .cli import parse_rates
-    from .data.sources import SHA256, fetch_shapes as fetch, is_synthetic
+    from .training import recipe_options
 
-    data = args.data if args.data.endswith("/") else args.data + "/"
-    if args.train_file in SHA256 and not all((Path(data) / f).is_file() for f in (args.train_file, args.test_file)):
-        fetch(data)
+    _positive(args, "epochs", "batch_size", "max_iters", "subset", "log_every", "depth")
+    rates = parse_ints(args.rates)
+    head = args.head or ("stock" if args.recipe == "stock" else "dense")
+    opts = recipe_options(args.recipe, loss=args.loss, seed=args.seed, max_iters=args.max_iters, subset=args.subset,
+                          log_every=args.log_every, progress=not args.no_progress, resume=args.resume, amp=args.amp,
+                          normalize_masks=args.normalize_masks, optimizer=args.optimizer, schedule=args.schedule,
+                          lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
+                          checkpoint_every=args.checkpoint_every)
+    opts.epochs, opts.momentum = args.epochs, args.momentum
+    opts.lr = opts.lr if opts.lr is not None else 1e-4
+    opts.validate()
+    from .losses import get_loss
+
+    get_loss(opts.loss)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if args.resume and not (out / "saved_model.ckpt").is_file():
+        raise MissingFileError(f"--resume: there is no checkpoint at {out / 'saved_model.ckpt'}; run without --resume to start afresh")
+    from .model import mUNetASPP
+
+    import torch
+
+    torch.manual_seed(args.seed)  # the same initial weights for the same --seed
+    model = mUNetASPP(skip_connections=True, depth=args.depth, aspp=not args.no_aspp, aspp_rates=rates, head=head)
+    data = _dataroot(args.data, args.fetch, args.train_file, args.test_file)
+    from .data.sources import is_synthetic
+
     if is_synthetic(data):
         print(f"NOTE: {data} holds SYNTHETIC data (see SYNTHETIC.txt)")
     from .segmentation import SemanticSegmentationASPP
 
-    out = Path(args.out)
-    dls = make_dlstudio(data, out, args)
+    dls = make_dlstudio(data, out, lr=opts.lr, momentum=args.momentum, epochs=args.epochs, batch_size=args.batch_size,
+                        cpu=args.cpu)
     seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
     train = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="train", dataset_file=args.train_file)
     test = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="test", dataset_file=args.test_file)
     seg.load_PurdueShapes5MultiObject_dataset(train, test)
-    import torch
-
-    torch.manual_seed(args.seed)  # the same initial weights for the same --seed
-    model = seg.mUNetASPP(skip_connections=True, depth=args.depth, aspp=not args.no_aspp, aspp_rates=parse_rates(args.rates))
     print(seg.describe(model, dls.image_size))
-    seg.run_code_for_training_for_semantic_segmentation(model, loss=args.loss, perf_file=str(out / "performance_numbers.txt"),
-                                                        **train_options(args))
+    print(f"recipe {args.recipe}: " + ", ".join(f"{k}={v}" for k, v in opts.result_options().items() if v is not None))
+    options = {k: v for k, v in opts.to_json().items() if k != "recipe"}
+    options.update(loss=opts.loss, perf_file=str(out / "performance_numbers.txt"))
+    seg.run_code_for_training_for_semantic_segmentation(model, recipe=args.recipe, **options)
     seg.run_code_for_testing_semantic_segmentation(model, progress=not args.no_progress)
-    print(f"outputs in {out}/: saved_model, its .history.json/.csv, .metrics.json, .test_grid.png")
+    print(f"outputs in {out}/: saved_model, its .json card, .history.json/.csv, .metrics.json, .test_grid.png")
     return 0
-
-
-def _ints(text, option):
-    from .cli import parse_rates
-
-    return parse_rates(text, option) if text is not None else None
 
 
 def experiments(args) -> int:
     from .experiments import GridConfig, run_grid
     from .report import make_report
 
+    _positive(args, "epochs", "batch_size", "max_iters", "depth", "train_subset", "test_subset", "log_every")
     overrides = dict(dataset=args.dataset, data=args.data, train_file=args.train_file, test_file=args.test_file,
                      losses=args.losses.split(",") if args.losses else None,
                      aspp={"both": [True, False], "on": [True], "off": [False]}.get(args.aspp),
-                     rates=_ints(args.rates, "--rates"), seeds=_ints(args.seeds, "--seeds"), epochs=args.epochs, max_iters=args.max_iters,
+                     rates=parse_ints(args.rates, "--rates"), seeds=parse_ints(args.seeds, "--seeds"),
+                     recipe=args.recipe, head=args.head, epochs=args.epochs, max_iters=args.max_iters,
                      batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, depth=args.depth,
                      train_subset=args.train_subset, test_subset=args.test_subset, log_every=args.log_every,
                      normalize_masks=args.normalize_masks, amp=args.amp, cpu=args.cpu,
                      progress=False if args.no_progress else None)
     if args.dataset == "coco" and not args.data:
-        raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+        raise UserError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
     cfg = GridConfig.from_preset(args.preset, **overrides)
+    cfg.validate()
     if cfg.dataset == "shapes" and args.data is None:
-        from .data.sources import SHA256, fetch_shapes as fetch
-
-        if cfg.train_file in SHA256 and not (Path(cfg.data) / cfg.train_file).is_file():
-            fetch(cfg.data)
+        _dataroot(None, True, cfg.train_file, cfg.test_file)
     folders = run_grid(cfg, args.out)
     print(f"{len(folders)} runs in {args.out}/runs")
     if not args.no_report:
@@ -124,36 +185,36 @@ def build_coco(args) -> int:
     return 0
 
 
+def open_test_set(dataset: str, data: Optional[str], test_file: str, image_size):
+    """The test split of PurdueShapes (``data`` + ``test_file``) or of a built COCO set (``data``)."""
+    if dataset == "coco":
+        if not data:
+            raise UserError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+        from .data.coco import COCOSegmentationDataset
+
+        return COCOSegmentationDataset(train_or_test="test", root=data, image_size=image_size)
+    from .data.shapes import PurdueShapes5MultiObjectDataset
+
+    return PurdueShapes5MultiObjectDataset(train_or_test="test", dataset_file=test_file, root=data or DEFAULT_DATA,
+                                           image_size=image_size)
+
+
 def sam_compare(args) -> int:
+    from .card import RunCard
     from .sam_compare import compare
 
     run = Path(args.run)
+    card = RunCard.load(run)
     out = Path(args.out) if args.out else (run.parent.parent / "sam" if (run.parent.parent / "grid.json").is_file() else run / "sam")
     import torch
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
-    card = json.loads((run / "saved_model.json").read_text()) if (run / "saved_model.json").is_file() else {}
-    data = args.data or ("" if args.dataset == "coco" else DEFAULT_DATA)
-    if not data:
-        raise ValueError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
-
-    class _Dls:  # the two DLStudio attributes the datasets read
-        image_size = list(card.get("image_size", [64, 64]))
-        dataroot = data if data.endswith("/") else data + "/"
-
-    if args.dataset == "coco":
-        from .data.coco import COCOSegmentationDataset
-
-        dataset = COCOSegmentationDataset(_Dls(), None, "test", root=data)
-    else:
-        from .data.shapes import PurdueShapes5MultiObjectDataset
-
-        dataset = PurdueShapes5MultiObjectDataset(_Dls(), None, "test", args.test_file)
-    indices = _ints(args.indices, "--indices")
-    result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count, indices=indices, seed=args.seed,
-                     sam_model=args.sam_model, sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks,
-                     everything=args.everything, show_input=args.show_input, tolerance=args.tolerance,
-                     sam_size=args.sam_size, points_per_side=args.points_per_side, device=device)
+    dataset = open_test_set(args.dataset, args.data, args.test_file, card.image_size)
+    result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count,
+                     indices=parse_ints(args.indices, "--indices"), seed=args.seed, sam_model=args.sam_model,
+                     sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks, everything=args.everything,
+                     show_input=args.show_input, tolerance=args.tolerance, sam_size=args.sam_size,
+                     points_per_side=args.points_per_side, device=device)
     print((out / f"sam_{args.dataset}_metrics.md").read_text())
     print(f"figure: {result['figure']}")
     return 0

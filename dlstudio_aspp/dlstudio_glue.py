@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Optional
+from .errors import UserError
 
 #: DLStudio release lines whose SemanticSegmentation this package was built against.
 SUPPORTED_DLSTUDIO = ("2.3", "2.4", "2.5")
@@ -56,7 +57,7 @@ def load_dlstudio():
     version = getattr(pkg, "__version__", "unknown")
     check_version(version)
     if not hasattr(DLStudio, "SemanticSegmentation"):
-        raise ValueError(
+        raise UserError(
             f"DLStudio {version} has no SemanticSegmentation class; versions known to work: {KNOWN_GOOD}."
         )
     return DLStudio
@@ -66,7 +67,7 @@ def check_version(version: str) -> None:
     """Raise ``ValueError`` unless ``version`` is in a supported release line."""
     line = ".".join(str(version).split(".")[:2])
     if line not in SUPPORTED_DLSTUDIO:
-        raise ValueError(
+        raise UserError(
             f"DLStudio {version} is not supported by dlstudio-aspp; versions known to work: "
             f"{KNOWN_GOOD}. Install one with `pip install 'dlstudio>=2.3,<2.6'`."
         )
@@ -80,7 +81,7 @@ def stock_munet_class(DLStudio=None):
         cls = getattr(seg, name, None)
         if cls is not None:
             return cls
-    raise ValueError(
+    raise UserError(
         "DLStudio.SemanticSegmentation has neither mUNet (2.5.x) nor mUnet (2.3.x); "
         f"versions known to work: {KNOWN_GOOD}."
     )
@@ -100,7 +101,7 @@ def default_num_workers(requested: Optional[int] = None) -> int:
     if requested is None:
         return min(4, upper)
     if requested < 0:
-        raise ValueError(f"num_workers must be >= 0, got {requested}")
+        raise UserError(f"num_workers must be >= 0, got {requested}")
     return min(requested, upper)
 
 
@@ -123,7 +124,7 @@ def save_instead_of_show(dl_studio, out_dir: str | os.PathLike) -> Path:
         if t.dim() == 3 and t.shape[0] == 3:
             t = t.permute(1, 2, 0)
         elif t.dim() != 2:
-            raise ValueError(f"expected a (3,H,W), (1,H,W) or (H,W) tensor, got {tuple(tensor.shape)}")
+            raise UserError(f"expected a (3,H,W), (1,H,W) or (H,W) tensor, got {tuple(tensor.shape)}")
         lo, hi = float(t.min()), float(t.max())
         t = (t - lo) / (hi - lo) if hi > lo else t * 0
         out.mkdir(parents=True, exist_ok=True)

@@ -23,22 +23,33 @@ from typing import List, Optional
 
 import numpy as np
 
+from .atomic import write_json
+from .card import RunCard
+from .errors import UserError
 from .losses import loss_label
 
+QUICK_ITERS = 300
+
 PRESETS = {
-    # The users' protocol, on the full data. Meant for a GPU.
-    "homework": dict(epochs=6, max_iters=None, batch_size=4, lr=1e-4, momentum=0.9, depth=16, seeds=[0, 1, 2],
-                     train_subset=None, test_subset=None, log_every=500),
-    # About 20 minutes on 2 CPU cores. lr is 10x the homework's so that 150 iterations
-    # move every loss visibly (at 1e-4 Dice alone falls by ~0.01 in that budget).
-    "quick": dict(epochs=1, max_iters=150, batch_size=4, lr=1e-3, momentum=0.9, depth=8, seeds=[0, 1],
-                  train_subset=None, test_subset=200, log_every=50),
+    # The users' protocol, on the full data: stock head and recipe. Meant for a GPU.
+    "homework": dict(recipe="stock", head="stock", epochs=6, max_iters=None, batch_size=4, lr=1e-4, momentum=0.9,
+                     depth=16, seeds=[0, 1, 2], train_subset=None, test_subset=None, log_every=500),
+    # The same budget with the dense output layer and the modern recipe.
+    "homework-dense": dict(recipe="modern", head="dense", epochs=6, max_iters=None, batch_size=4, lr=None, momentum=0.9,
+                           depth=16, seeds=[0, 1, 2], train_subset=None, test_subset=None, log_every=500),
+    # At most 20 minutes on 2 CPU cores, on models that segment: dense head, modern recipe.
+    "quick": dict(recipe="modern", head="dense", epochs=1, max_iters=QUICK_ITERS, batch_size=4, lr=None, momentum=0.9,
+                  depth=8, seeds=[0, 1, 2], losses=["bce+dice", "dice+mse:20"], train_subset=None, test_subset=200,
+                  log_every=50),
     # Seconds: for tests and a first look.
-    "smoke": dict(epochs=1, max_iters=4, batch_size=4, lr=1e-4, momentum=0.9, depth=4, seeds=[0, 1],
-                  train_subset=None, test_subset=8, log_every=2),
+    "smoke": dict(recipe="stock", head="stock", epochs=1, max_iters=4, batch_size=4, lr=1e-4, momentum=0.9, depth=4,
+                  seeds=[0, 1], train_subset=None, test_subset=8, log_every=2),
 }
 DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
 SAMPLE_COUNT = 4  # the first test images, kept for the report's qualitative grid
+#: Settings that change a run's result: a grid folder refuses a re-run that changes them.
+RESULT_SETTINGS = ("dataset", "data", "train_file", "test_file", "recipe", "head", "epochs", "max_iters", "batch_size",
+                   "lr", "momentum", "depth", "train_subset", "test_subset", "normalize_masks", "rates")
 
 
 @dataclass
@@ -53,10 +64,12 @@ class GridConfig:
     aspp: List[bool] = field(default_factory=lambda: [True, False])
     rates: List[int] = field(default_factory=lambda: [2, 4, 6])
     seeds: List[int] = field(default_factory=lambda: [0, 1])
+    recipe: str = "stock"
+    head: str = "stock"
     epochs: int = 1
     max_iters: Optional[int] = None
     batch_size: int = 4
-    lr: float = 1e-4
+    lr: Optional[float] = None         # None: the recipe's (stock: DLStudio's 1e-4)
     momentum: float = 0.9
     depth: int = 16
     train_subset: Optional[int] = None
@@ -71,20 +84,45 @@ class GridConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GridConfig":
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+            raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
         values = dict(PRESETS[name], preset=name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def validate(self) -> None:
+        """Check every setting (losses, recipe, head, rates, sizes) before anything is written."""
+        from .aspp import ASPP
         from .losses import get_loss
+        from .model import HEADS
+        from .training import recipe_options
 
         if self.dataset not in ("shapes", "coco"):
-            raise ValueError(f"dataset must be 'shapes' or 'coco', got {self.dataset!r}")
+            raise UserError(f"dataset must be 'shapes' or 'coco', got {self.dataset!r}")
+        if not self.seeds or not self.losses or not self.aspp:
+            raise UserError("the grid needs at least one loss, one ASPP setting and one seed")
         for spec in self.losses:
             get_loss(spec)
-        if not self.seeds or not self.losses or not self.aspp:
-            raise ValueError("the grid needs at least one loss, one ASPP setting and one seed")
+        if self.head not in HEADS:
+            raise UserError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        self.train_options(self.losses[0], self.seeds[0]).validate()
+        recipe_options(self.recipe)
+        ASPP.check_rates(self.rates)
+        for name in ("epochs", "batch_size", "depth", "max_iters", "train_subset", "test_subset", "log_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise UserError(f"{name} must be an int >= 1, got {v!r}")
+        if self.depth < 4:
+            raise UserError(f"depth must be >= 4 (stock uses 16), got {self.depth}")
+
+    def train_options(self, loss: str, seed: int, resume: bool = False, perf_file: Optional[str] = None):
+        """The :class:`TrainOptions` of one run of the grid."""
+        from .training import recipe_options
+
+        opts = recipe_options(self.recipe, loss=loss, seed=seed, max_iters=self.max_iters, log_every=self.log_every,
+                              progress=self.progress, resume=resume, amp=self.amp, lr=self.lr, momentum=self.momentum,
+                              normalize_masks=self.normalize_masks or None, epochs=self.epochs, perf_file=perf_file)
+        opts.lr = opts.lr if opts.lr is not None else 1e-4
+        return opts
 
 
 def run_name(loss: str, aspp: bool, seed: int) -> str:
@@ -107,60 +145,100 @@ def magnitudes(history: dict, window: int = 20) -> dict:
     return out
 
 
-def _datasets(cfg: GridConfig, dls, seg):
+def _datasets(cfg: GridConfig):
+    """Train and test sets of the grid (subsets applied) and the image size."""
+    import torch
+
+    data = cfg.data if cfg.data.endswith("/") else cfg.data + "/"
+    if not Path(data).is_dir():
+        raise UserError(f"--data {cfg.data} is not a folder; give the folder that holds the data")
     if cfg.dataset == "coco":
         from .data.coco import COCOSegmentationDataset
 
-        train = COCOSegmentationDataset(dl_studio=dls, segmenter=seg, train_or_test="train", root=cfg.data)
-        test = COCOSegmentationDataset(dl_studio=dls, segmenter=seg, train_or_test="test", root=cfg.data)
+        train = COCOSegmentationDataset(train_or_test="train", root=data)
+        test = COCOSegmentationDataset(train_or_test="test", root=data)
     else:
-        train = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="train", dataset_file=cfg.train_file)
-        test = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="test", dataset_file=cfg.test_file)
-    return train, test
+        from .data.shapes import PurdueShapes5MultiObjectDataset
+
+        train = PurdueShapes5MultiObjectDataset(train_or_test="train", dataset_file=cfg.train_file, root=data)
+        test = PurdueShapes5MultiObjectDataset(train_or_test="test", dataset_file=cfg.test_file, root=data)
+    image_size = list(train.image_size)
+    if cfg.train_subset:
+        train = torch.utils.data.Subset(train, range(min(cfg.train_subset, len(train))))
+    if cfg.test_subset:
+        test = torch.utils.data.Subset(test, range(min(cfg.test_subset, len(test))))
+    return train, test, image_size
+
+
+def check_grid_folder(cfg: GridConfig, out: Path) -> None:
+    """Refuse a folder whose finished or started runs came from other settings."""
+    grid_file = out / "grid.json"
+    if not grid_file.is_file():
+        return
+    try:
+        old = json.loads(grid_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{grid_file} is not valid JSON ({exc}); delete it (the runs stay) or use another folder") from None
+    changed = sorted(k for k in RESULT_SETTINGS if old.get(k) != asdict(cfg).get(k))
+    started = any((out / "runs").glob("*/saved_model.*"))
+    if changed and started:
+        raise UserError(f"{out} holds runs of a grid with other settings ({', '.join(changed)}); use another folder")
+
+
+def run_one(cfg: GridConfig, out: Path, loss: str, aspp: bool, seed: int, order: int, train, test, image_size) -> dict:
+    """Train and score one run of the grid in ``out/runs/<name>``; return its summary (also written last)."""
+    import torch
+
+    from .segmentation import SemanticSegmentationASPP
+    from .commands import make_dlstudio
+
+    folder = out / "runs" / run_name(loss, aspp, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    opts = cfg.train_options(loss, seed, resume=(folder / "saved_model.ckpt").is_file(),
+                             perf_file=str(folder / "performance_numbers.txt"))
+    dls = make_dlstudio(cfg.data, folder, lr=opts.lr, momentum=cfg.momentum, epochs=cfg.epochs,
+                        batch_size=cfg.batch_size, cpu=cfg.cpu, image_size=image_size)
+    seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
+    seg.load_PurdueShapes5MultiObject_dataset(train, test)
+    num_classes = int(train[0]["mask_tensor"].shape[0])
+    torch.manual_seed(seed)
+    model = seg.mUNetASPP(skip_connections=True, depth=cfg.depth, num_classes=num_classes, aspp=aspp,
+                          aspp_rates=cfg.rates, head=cfg.head)
+    t0 = time.perf_counter()
+    options = {k: v for k, v in opts.to_json().items() if k != "recipe"}
+    history = seg.run_code_for_training_for_semantic_segmentation(model, recipe=cfg.recipe, **options)
+    metrics = seg.run_code_for_testing_semantic_segmentation(model, progress=cfg.progress, grid_images=SAMPLE_COUNT)
+    card = seg.card
+    _save_samples(seg.samples, folder)
+    per_image = metrics.pop("per_image_iou", None)
+    summary = {"loss": loss, "aspp": aspp, "seed": seed, "order": order, "final_running_loss": _final_running(history),
+               "iterations": len(history["loss"]), "train_seconds": time.perf_counter() - t0,
+               "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
+               "magnitudes": magnitudes(history), "recipe": card.recipe, "head": card.model.get("head", "stock")}
+    if per_image is not None:
+        summary["per_image_iou"] = per_image
+    write_json(folder / "summary.json", summary)
+    return summary
 
 
 def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
-    """Run (or finish) every run of the grid under ``out``; return the run folders."""
-    import torch
+    """Run (or finish) every run of the grid under ``out``; return the run folders.
 
-    from .dlstudio_glue import load_dlstudio
-    from .segmentation import SemanticSegmentationASPP
-
+    Every setting and the data are checked before ``grid.json`` is written, so a typo
+    leaves the folder as it was.
+    """
     cfg.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    grid_file = out / "grid.json"
-    if grid_file.is_file():
-        old = json.loads(grid_file.read_text())
-        changed = {k for k in ("dataset", "data", "train_file", "test_file", "epochs", "max_iters", "batch_size", "lr",
-                               "momentum", "depth", "train_subset", "test_subset", "normalize_masks", "rates")
-                   if old.get(k) != asdict(cfg).get(k)}
-        if changed:
-            raise ValueError(f"{out} holds a grid with other settings ({', '.join(sorted(changed))}); use another folder")
+    check_grid_folder(cfg, out)
+    train, test, image_size = _datasets(cfg)
     from .data.sources import SYNTHETIC_NOTE, is_synthetic
 
     synthetic = cfg.dataset == "shapes" and is_synthetic(cfg.data)
     if synthetic:
         print(f"NOTE: {cfg.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
-    grid_file.write_text(json.dumps(dict(asdict(cfg), synthetic=synthetic), indent=2))
-
-    DLStudio = load_dlstudio()
-    data = cfg.data if cfg.data.endswith("/") else cfg.data + "/"
-    probe = DLStudio(dataroot=data, image_size=[64, 64], path_saved_model=str(out / "probe"), momentum=cfg.momentum,
-                     learning_rate=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, use_gpu=not cfg.cpu)
-    if cfg.dataset == "coco":
-        from .data.coco import read_index
-
-        probe.image_size = [read_index(data)["settings"]["size"]] * 2
-    seg0 = SemanticSegmentationASPP(dl_studio=probe, max_num_objects=5)
-    train, test = _datasets(cfg, probe, seg0)
-    num_classes = int(train[0]["mask_tensor"].shape[0])
-    if cfg.train_subset:
-        train = torch.utils.data.Subset(train, range(min(cfg.train_subset, len(train))))
-    if cfg.test_subset:
-        test = torch.utils.data.Subset(test, range(min(cfg.test_subset, len(test))))
-
-    runs = [(loss, aspp, seed) for seed in cfg.seeds for aspp in cfg.aspp for loss in cfg.losses]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "grid.json", dict(asdict(cfg), synthetic=synthetic))
+    runs = grid_runs(cfg)
     folders = []
     for k, (loss, aspp, seed) in enumerate(runs, 1):
         name = run_name(loss, aspp, seed)
@@ -170,29 +248,13 @@ def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
             print(f"[{k}/{len(runs)}] {name}: done, skipped")
             continue
         print(f"[{k}/{len(runs)}] {name}")
-        folder.mkdir(parents=True, exist_ok=True)
-        dls = DLStudio(dataroot=data, image_size=list(probe.image_size), path_saved_model=str(folder / "saved_model"),
-                       momentum=cfg.momentum, learning_rate=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                       use_gpu=not cfg.cpu)
-        seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
-        seg.load_PurdueShapes5MultiObject_dataset(train, test)
-        torch.manual_seed(seed)
-        model = seg.mUNetASPP(skip_connections=True, depth=cfg.depth, num_classes=num_classes, aspp=aspp,
-                              aspp_rates=cfg.rates)
-        t0 = time.perf_counter()
-        resume = (folder / "saved_model.ckpt").is_file()
-        history = seg.run_code_for_training_for_semantic_segmentation(
-            model, loss=loss, seed=seed, max_iters=cfg.max_iters, log_every=cfg.log_every, progress=cfg.progress,
-            resume=resume, amp=cfg.amp, normalize_masks=cfg.normalize_masks, perf_file=str(folder / "performance_numbers.txt"))
-        metrics = seg.run_code_for_testing_semantic_segmentation(model, progress=cfg.progress, grid_images=SAMPLE_COUNT)
-        _save_samples(seg.samples, folder)
-        summary = {"loss": loss, "aspp": aspp, "seed": seed, "order": k, "final_running_loss": _final_running(history),
-                   "iterations": len(history["loss"]), "train_seconds": time.perf_counter() - t0,
-                   "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "magnitudes": magnitudes(history)}
-        tmp = folder / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(folder / "summary.json")
+        run_one(cfg, out, loss, aspp, seed, k, train, test, image_size)
     return folders
+
+
+def grid_runs(cfg: GridConfig) -> list:
+    """(loss, aspp, seed) of every run, in the grid's order."""
+    return [(loss, aspp, seed) for seed in cfg.seeds for aspp in cfg.aspp for loss in cfg.losses]
 
 
 def _final_running(history: dict, window: int = 50) -> float:
@@ -203,7 +265,8 @@ def _save_samples(samples, folder: Path) -> None:
     """The evaluation's (image, mask, output) triples of the first test images, for the report."""
     import torch
 
-    np.savez_compressed(folder / "samples.npz", indices=np.arange(len(samples)),
-                        images=torch.stack([s[0] for s in samples]).numpy().astype(np.uint8),
-                        masks=torch.stack([s[1] for s in samples]).numpy(),
-                        outputs=torch.stack([s[2] for s in samples]).numpy())
+    from .atomic import write_with
+
+    write_with(folder / "samples.npz", lambda p: np.savez_compressed(
+        p, indices=np.arange(len(samples)), images=torch.stack([s[0] for s in samples]).numpy().astype(np.uint8),
+        masks=torch.stack([s[1] for s in samples]).numpy(), outputs=torch.stack([s[2] for s in samples]).numpy()))

@@ -1,4 +1,9 @@
-"""Segmentation losses: MSE (stock), Dice, Dice+MSE, chosen by name or given as a callable.
+"""Segmentation losses, chosen by name or given as a callable.
+
+On the network's raw output (what the homework compares): MSE (stock), Dice, Dice+MSE.
+On logits (the modern recipes; targets {0, 1}): BCE-with-logits, soft Dice on
+``sigmoid(output)``, and BCE+Dice. A loss on logits has ``on_logits = True``; the run
+card reads it to choose the targets and the decision threshold.
 
 Dice follows the steps the DLStudio users are given. For each sample b and channel c::
 
@@ -28,15 +33,18 @@ from typing import Callable, Dict, Union
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-LOSS_NAMES = ("mse", "dice", "dice+mse", "dice+mse:<scale>", "dice+mse:auto")
+from .errors import UserError
+
+LOSS_NAMES = ("mse", "dice", "dice+mse", "dice+mse:<scale>", "dice+mse:auto", "bce", "sigmoid-dice", "bce+dice")
 
 
 def _check_shapes(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
-        raise ValueError(f"expected pred and target of the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise UserError(f"expected pred and target of the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W) tensors, got {pred.dim()} dimensions: {tuple(pred.shape)}")
+        raise UserError(f"expected (B, C, H, W) tensors, got {pred.dim()} dimensions: {tuple(pred.shape)}")
 
 
 def dice_per_channel(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, smooth: float = 1.0) -> torch.Tensor:
@@ -71,7 +79,7 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, smoot
         >>> dice_loss(p, (torch.rand(2, 5, 8, 8) > .5).float()).backward()
     """
     if smooth < 0:
-        raise ValueError(f"smooth must be >= 0, got {smooth}")
+        raise UserError(f"smooth must be >= 0, got {smooth}")
     return (1.0 - dice_per_channel(pred, target, eps, smooth)).mean()
 
 
@@ -81,7 +89,7 @@ class DiceLoss(nn.Module):
     def __init__(self, eps: float = 1e-6, smooth: float = 1.0) -> None:
         super().__init__()
         if smooth < 0:
-            raise ValueError(f"smooth must be >= 0, got {smooth}")
+            raise UserError(f"smooth must be >= 0, got {smooth}")
         self.eps, self.smooth = eps, smooth
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -120,9 +128,9 @@ class DiceMSELoss(nn.Module):
         self.auto = dice_scale == "auto"
         if not self.auto:
             if isinstance(dice_scale, str) or not math.isfinite(float(dice_scale)) or float(dice_scale) < 0:
-                raise ValueError(f"dice_scale must be a number >= 0 or 'auto', got {dice_scale!r}")
+                raise UserError(f"dice_scale must be a number >= 0 or 'auto', got {dice_scale!r}")
         if auto_warmup < 1:
-            raise ValueError(f"auto_warmup must be >= 1, got {auto_warmup}")
+            raise UserError(f"auto_warmup must be >= 1, got {auto_warmup}")
         self.dice_scale = 1.0 if self.auto else float(dice_scale)
         self.mse, self.dice = MSELoss(), DiceLoss(eps, smooth)
         self.auto_warmup = auto_warmup
@@ -155,11 +163,64 @@ class DiceMSELoss(nn.Module):
         return f"dice_scale={'auto' if self.auto else self.dice_scale}"
 
 
+def dice_per_channel_batch(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Squared-denominator Dice per channel with the sums taken over the whole batch, shape (C,)."""
+    _check_shapes(pred, target)
+    target = target.to(pred.dtype)
+    num = (pred * target).sum(dim=(0, 2, 3))
+    den = (pred * pred).sum(dim=(0, 2, 3)) + (target * target).sum(dim=(0, 2, 3))
+    return (2.0 * num + smooth) / (den + smooth)
+
+
+class LogitLoss(nn.Module):
+    """Losses on logits against {0, 1} targets: ``bce_weight * BCE + dice_weight * soft Dice``.
+
+    Soft Dice is the homework's squared-denominator Dice on ``sigmoid(logits)``, with
+    its sums over the whole batch per channel (``smooth=1``): a batch where a shape is
+    absent then does not pull that channel to all-zero (per-sample Dice does, through
+    every image that lacks the shape), and the channel keeps its gradient.
+
+    After every call ``last_components`` holds ``{'bce': ..., 'dice': ...}``.
+
+    Shape:
+        logits, target (B, C, H, W) -> scalar.
+    """
+
+    on_logits = True
+
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0) -> None:
+        super().__init__()
+        if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
+            raise UserError(f"loss weights must be >= 0 and not both 0, got bce {bce_weight}, dice {dice_weight}")
+        self.bce_weight, self.dice_weight, self.smooth = float(bce_weight), float(dice_weight), float(smooth)
+        self.last_components: Dict[str, float] = {}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_shapes(logits, target)
+        target = target.to(logits.dtype)
+        total = logits.new_zeros(())
+        parts = {}
+        if self.bce_weight:
+            bce = F.binary_cross_entropy_with_logits(logits, target)
+            total = total + self.bce_weight * bce
+            parts["bce"] = float(bce.detach())
+        if self.dice_weight:
+            dice = (1.0 - dice_per_channel_batch(torch.sigmoid(logits), target, self.smooth)).mean()
+            total = total + self.dice_weight * dice
+            parts["dice"] = float(dice.detach())
+        self.last_components = parts
+        return total
+
+    def extra_repr(self) -> str:
+        return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}"
+
+
 def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
     """A loss from its name, or ``spec`` itself when it is a callable.
 
     Names: ``'mse'`` (stock), ``'dice'``, ``'dice+mse'`` (scale 1), ``'dice+mse:20'``
-    (any number >= 0), ``'dice+mse:auto'``. ``None`` means ``'mse'``.
+    (any number >= 0), ``'dice+mse:auto'``; on logits ``'bce'``, ``'sigmoid-dice'``,
+    ``'bce+dice'``. ``None`` means ``'mse'``.
 
     Raises:
         ValueError: an unknown name; the message lists the valid ones.
@@ -169,12 +230,18 @@ def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
     if callable(spec) and not isinstance(spec, str):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(f"loss must be a name or a callable (output, target) -> scalar, got {type(spec).__name__}")
+        raise UserError(f"loss must be a name or a callable (output, target) -> scalar, got {type(spec).__name__}")
     name = spec.strip().lower().replace(" ", "")
     if name == "mse":
         return MSELoss()
     if name == "dice":
         return DiceLoss()
+    if name == "bce":
+        return LogitLoss(1.0, 0.0)
+    if name == "sigmoid-dice":
+        return LogitLoss(0.0, 1.0)
+    if name in ("bce+dice", "dice+bce"):
+        return LogitLoss(1.0, 1.0)
     m = re.fullmatch(r"(?:dice\+mse|mse\+dice)(?::(.+))?", name)
     if m:
         scale = m.group(1)
@@ -185,9 +252,9 @@ def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
         try:
             value = float(scale)
         except ValueError:
-            raise ValueError(f"bad Dice scale in loss {spec!r}: expected a number or 'auto', e.g. 'dice+mse:20'") from None
+            raise UserError(f"bad Dice scale in loss {spec!r}: expected a number or 'auto', e.g. 'dice+mse:20'") from None
         return DiceMSELoss(value)
-    raise ValueError(f"unknown loss {spec!r}; valid: {', '.join(LOSS_NAMES)}, or a callable (output, target) -> scalar")
+    raise UserError(f"unknown loss {spec!r}; valid: {', '.join(LOSS_NAMES)}, or a callable (output, target) -> scalar")
 
 
 def loss_label(spec) -> str:

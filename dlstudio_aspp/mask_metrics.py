@@ -23,6 +23,7 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
+from .errors import UserError
 
 DEFAULT_TOL = 2
 
@@ -32,7 +33,7 @@ def _stack(m) -> torch.Tensor:
     if t.dim() == 2:
         t = t[None]
     if t.dim() != 3:
-        raise ValueError(f"expected a (H, W) or (C, H, W) mask, got shape {tuple(t.shape)}")
+        raise UserError(f"expected a (H, W) or (C, H, W) mask, got shape {tuple(t.shape)}")
     return t
 
 
@@ -60,10 +61,10 @@ def _ratio(a: float, b: float) -> float:
 def mask_scores(pred, target, tol: int = DEFAULT_TOL) -> Dict[str, float]:
     """IoU, boundary F1 (at ``tol`` px), completeness, FP and FN rates of ``pred`` against ``target``."""
     if tol < 0:
-        raise ValueError(f"boundary tolerance must be >= 0 pixels, got {tol}")
+        raise UserError(f"boundary tolerance must be >= 0 pixels, got {tol}")
     p, t = _stack(pred), _stack(target)
     if p.shape != t.shape:
-        raise ValueError(f"expected pred and target of the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
+        raise UserError(f"expected pred and target of the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
     tp = float((p & t).sum())
     fp = float((p & ~t).sum())
     fn = float((~p & t).sum())

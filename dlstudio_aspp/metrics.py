@@ -1,8 +1,8 @@
 """Per-class segmentation metrics for multi-label masks.
 
-**Binarising.** Channel k of the output marks class k where it exceeds half of that
-class's mask value: ``value_k / 2`` with DLStudio's 0/50(k+1) masks (the midpoint of
-stock's display bands), 0.5 with masks normalised to {0, 1}. Classes are multi-label:
+**Binarising.** Channel k of the output marks class k where it exceeds threshold k;
+the thresholds come from the run card (:meth:`dlstudio_aspp.card.RunCard.thresholds`),
+which owns the mask convention. Classes are multi-label:
 a pixel can be in several (PurdueShapes objects overlap), so each class is scored as its
 own binary problem with a 2x2 confusion matrix (a bincount of ``2*target + pred``),
 accumulated over the whole test set.
@@ -17,18 +17,16 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
 
-
-def thresholds_for(mask_values: Sequence[float], normalized: bool) -> torch.Tensor:
-    """Per-class thresholds (C,): 0.5 for {0,1} masks, else half of each mask value."""
-    return torch.full((len(mask_values),), 0.5) if normalized else torch.tensor([v / 2.0 for v in mask_values])
+from .errors import UserError
 
 
 def binarize(output: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) scores -> (B, C, H, W) bool: channel k above ``thresholds[k]``."""
     if output.dim() != 4 or output.shape[1] != thresholds.numel():
-        raise ValueError(f"expected output (B, {thresholds.numel()}, H, W), got {tuple(output.shape)}")
+        raise UserError(f"expected output (B, {thresholds.numel()}, H, W), got {tuple(output.shape)}")
     return output > thresholds.to(output.device, output.dtype).view(1, -1, 1, 1)
 
 
@@ -37,19 +35,25 @@ class MultiLabelConfusion:
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.reset()
 
     def reset(self) -> None:
         # mat[k] = [[tn, fp], [fn, tp]] as counts.
         self.mat = torch.zeros(self.num_classes, 2, 2, dtype=torch.int64)
+        self.per_image: List[torch.Tensor] = []  # (B, C, 3) tp, fp, fn of every image, for bootstrap intervals
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: (B, C, H, W) bool (target may be any dtype; > 0 is positive)."""
+        if pred.dtype != torch.bool:
+            raise UserError(f"pred must be a bool tensor of decisions (binarize the output first), got {pred.dtype}")
         if pred.shape != target.shape or pred.shape[1] != self.num_classes:
-            raise ValueError(f"expected pred and target (B, {self.num_classes}, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
-        code = (target > 0).long() * 2 + pred.long()              # (B, C, H, W) in 0..3
+            raise UserError(f"expected pred and target (B, {self.num_classes}, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
+        t = target > 0
+        self.per_image.append(torch.stack([(pred & t).sum((2, 3)), (pred & ~t).sum((2, 3)), (~pred & t).sum((2, 3))],
+                                          dim=-1).cpu())
+        code = t.long() * 2 + pred.long()                           # (B, C, H, W) in 0..3
         code = code.transpose(0, 1).reshape(self.num_classes, -1)  # (C, N)
         offs = torch.arange(self.num_classes, device=code.device).view(-1, 1) * 4
         counts = torch.bincount((code + offs).flatten(), minlength=4 * self.num_classes)
@@ -71,7 +75,39 @@ class MultiLabelConfusion:
             "present": present.tolist(),
             "miou": _nanmean(iou), "mean_dice": _nanmean(dice), "mean_pixel_accuracy": float(acc.mean()),
             "confusion": self.mat.tolist(),
+            "miou_ci95": bootstrap_miou(self.image_counts()) if self.per_image else [math.nan, math.nan],
         }
+
+    def image_counts(self) -> np.ndarray:
+        """(N, C, 3) int64: tp, fp, fn of each image seen so far."""
+        return torch.cat(self.per_image).numpy() if self.per_image else np.zeros((0, self.num_classes, 3), np.int64)
+
+
+def miou_from_counts(counts: np.ndarray) -> np.ndarray:
+    """mIoU of summed (..., N, C, 3) tp/fp/fn counts, classes with no pixel left out (NaN-aware)."""
+    tp, fp, fn = (counts.sum(-3)[..., k].astype(np.float64) for k in range(3))
+    union = tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return np.nanmean(iou, axis=-1)
+
+
+def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> List[float]:
+    """Percentile bootstrap interval of the mIoU over test images.
+
+    Images are resampled with replacement ``n_boot`` times; each resample's mIoU is
+    computed from its summed counts, as the set's mIoU is. Returns [low, high].
+    """
+    n = counts.shape[0]
+    if n == 0:
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    totals = np.empty(n_boot)
+    for b in range(0, n_boot, 100):  # 100 resamples at a time keeps memory small
+        idx = rng.integers(0, n, size=(min(100, n_boot - b), n))
+        totals[b:b + idx.shape[0]] = miou_from_counts(counts[idx])
+    lo, hi = np.nanpercentile(totals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return [float(lo), float(hi)]
 
 
 def _floats(t: torch.Tensor) -> List[float]:

@@ -19,25 +19,68 @@ from torch import nn
 
 from .aspp import ASPP
 from .dlstudio_glue import load_dlstudio, stock_munet_class
+from .errors import UserError
 
 DLStudio = load_dlstudio()
 StockMUNet = stock_munet_class(DLStudio)
 BOTTLENECK_CHANNELS = 128
+DECODER_CHANNELS = 64  # channels into conv_out, at H/2 x W/2
+
+#: The output layer (``conv_out``) choices. See :func:`make_head`.
+HEADS = ("stock", "dense", "bilinear")
+
+
+def make_head(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    """The last layer, (B, 64, H/2, W/2) -> (B, num_classes, H, W).
+
+    - ``'stock'``: DLStudio's ``ConvTranspose2d(3, stride=2, dilation=2, padding=2,
+      output_padding=1)``. With stride 2 and dilation 2 every kernel tap lands on an
+      even output row and column, so 3 of every 4 output pixels (odd row or column)
+      are the bias alone, whatever the input: they can never be segmented.
+    - ``'dense'``: ``ConvTranspose2d(4, stride=2, padding=1)``: every output pixel gets
+      2x2 taps, so every pixel depends on the input, evenly.
+    - ``'bilinear'``: bilinear 2x upsampling, then a 3x3 conv.
+    """
+    if name == "stock":
+        return nn.ConvTranspose2d(in_channels, num_classes, 3, stride=2, dilation=2, output_padding=1, padding=2)
+    if name == "dense":
+        return nn.ConvTranspose2d(in_channels, num_classes, 4, stride=2, padding=1)
+    if name == "bilinear":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                             nn.Conv2d(in_channels, num_classes, 3, padding=1))
+    raise UserError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
+
+
+def input_dependent_fraction(model: nn.Module, image_size=(64, 64)) -> float:
+    """Fraction of output pixels whose value depends on the input.
+
+    The model runs in eval mode on two independent random images; a pixel depends on
+    the input where any channel's output differs between them (a pixel that is the bias
+    alone is identical). 0.25 for the stock head, 1.0 for the dense ones.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            a, b = model(torch.rand(2, 3, *image_size) * 255).unbind(0)
+        return float((a != b).any(0).float().mean())
+    finally:
+        model.train(was_training)
 
 
 def check_input(x: torch.Tensor) -> None:
-    """Raise ``ValueError`` for an input mUNet cannot segment, before any conv runs.
+    """Raise :class:`UserError` for an input mUNet cannot segment, before any conv runs.
 
     mUNet halves the size three times (max-pool, then two stride-2 1x1 convs) and
     doubles it three times, pasting saved encoder maps into the decoder; those only
     line up when H and W are multiples of 8.
     """
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"mUNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        raise UserError(f"mUNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if h < 8 or w < 8 or h % 8 or w % 8:
-        raise ValueError(f"mUNet needs H and W that are multiples of 8 (>= 8), got {h}x{w}; "
-                         f"resize to e.g. {max(8, h // 8 * 8)}x{max(8, w // 8 * 8)}")
+        raise UserError(f"mUNet needs H and W that are multiples of 8 (>= 8), got {h}x{w}; "
+                        f"resize to e.g. {max(8, h // 8 * 8)}x{max(8, w // 8 * 8)}")
 
 
 class mUNetASPP(StockMUNet):
@@ -57,22 +100,31 @@ class mUNetASPP(StockMUNet):
 
     def __init__(self, skip_connections: bool = True, depth: int = 16, *, num_classes: int = 5, aspp: bool = True,
                  aspp_rates: Sequence[int] = (2, 4, 6), aspp_channels: int = 128, aspp_pooling: bool = True,
-                 aspp_dropout: float = 0.0) -> None:
+                 aspp_dropout: float = 0.0, head: str = "stock") -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+            raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
         if not isinstance(depth, int) or depth < 4:
-            raise ValueError(f"depth must be an int >= 4 (stock uses 16), got {depth!r}")
+            raise UserError(f"depth must be an int >= 4 (stock uses 16), got {depth!r}")
+        if head not in HEADS:
+            raise UserError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
         super().__init__(skip_connections=skip_connections, depth=depth)
-        if num_classes != 5:
-            old = self.conv_out
-            self.conv_out = nn.ConvTranspose2d(64, num_classes, 3, stride=2, dilation=2, output_padding=1, padding=2)
-            assert old.stride == self.conv_out.stride
+        if num_classes != 5 or head != "stock":
+            self.conv_out = make_head(head, DECODER_CHANNELS, num_classes)
         self.num_classes = num_classes
+        self.head = head
         self.config = dict(skip_connections=skip_connections, depth=depth, num_classes=num_classes, aspp=aspp,
                            aspp_rates=list(aspp_rates), aspp_channels=aspp_channels, aspp_pooling=aspp_pooling,
-                           aspp_dropout=aspp_dropout)
+                           aspp_dropout=aspp_dropout, head=head)
         self.aspp = (ASPP(BOTTLENECK_CHANNELS, rates=aspp_rates, branch_channels=aspp_channels,
                           image_pooling=aspp_pooling, dropout=aspp_dropout) if aspp else None)
+
+    @classmethod
+    def config_kwargs(cls, config: dict) -> dict:
+        """The constructor's keyword arguments out of a saved ``config`` (unknown keys dropped)."""
+        import inspect
+
+        names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        return {k: v for k, v in config.items() if k in names}
 
     # The three steps below are stock mUNet.forward, cut at the bottleneck.
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -131,20 +183,29 @@ class mUNetASPP(StockMUNet):
 
 
 def load_stock_state_dict(model: nn.Module, state_dict: dict) -> List[str]:
-    """Load a stock mUNet ``state_dict`` into ``model``; return the (``aspp.*``) keys it lacked.
+    """Load a stock mUNet ``state_dict`` into ``model``; return the keys it did not fill.
+
+    Those are ``aspp.*`` (a fresh ASPP) and, when ``model`` has a dense head, the output
+    layer ``conv_out.*``: the stock head's weights do not fit it, so it keeps its fresh
+    init and a line says so.
 
     Raises:
-        ValueError: a key other than ``aspp.*`` is missing, or the checkpoint has keys
+        UserError: a key other than ``aspp.*`` is missing, or the checkpoint has keys
             that mUNetASPP does not know (it is not a stock mUNet checkpoint).
     """
+    if getattr(model, "head", "stock") != "stock":
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("conv_out.")}
+        print(f"loaded every stock layer but the output layer: the stock conv_out does not fit head={model.head!r}, "
+              "which keeps its fresh init")
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches
         first = str(exc).strip().splitlines()[1:2] or [str(exc)]
-        raise ValueError(f"not a stock mUNet state_dict for this model ({first[0].strip()}); check depth and num_classes") from None
-    missing = [k for k in result.missing_keys if not k.startswith("aspp.")]
+        raise UserError(f"not a stock mUNet state_dict for this model ({first[0].strip()}); check depth and num_classes") from None
+    fresh = ("aspp.",) if getattr(model, "head", "stock") == "stock" else ("aspp.", "conv_out.")
+    missing = [k for k in result.missing_keys if not k.startswith(fresh)]
     if missing or result.unexpected_keys:
-        raise ValueError(f"not a stock mUNet state_dict for this model: missing {missing[:5]}, "
+        raise UserError(f"not a stock mUNet state_dict for this model: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}; check depth and num_classes")
     return list(result.missing_keys)
 

@@ -15,6 +15,10 @@ import numpy as np
 
 from .evaluation import colour_masks
 from .losses import loss_label
+from .atomic import save_figure, write_text
+from .card import RunCard
+from .errors import MissingFileError, UserError
+from .stats import paired_interval
 
 
 def load_runs(root: Path) -> List[dict]:
@@ -23,14 +27,25 @@ def load_runs(root: Path) -> List[dict]:
     for folder in sorted((root / "runs").glob("*")):
         if not (folder / "summary.json").is_file():
             continue
-        run = json.loads((folder / "summary.json").read_text())
-        run["history"] = json.loads((folder / "saved_model.history.json").read_text())
-        run["metrics"] = json.loads((folder / "saved_model.metrics.json").read_text())
+        run = _read_json(folder / "summary.json")
+        card = RunCard.load(folder)
+        run["card"] = card
+        run["history"] = _read_json(card.history_json)
+        run["metrics"] = _read_json(card.metrics_file)
         run["folder"] = folder
         runs.append(run)
     if not runs:
-        raise FileNotFoundError(f"no finished runs under {root}/runs; run `dlstudio-aspp experiments {root}` first")
+        raise MissingFileError(f"no finished runs under {root}/runs; run `dlstudio-aspp experiments {root}` first")
     return runs
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} is missing; re-run the experiments command to finish that run") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); delete that run's folder and re-run the experiments") from None
 
 
 def running_mean(values, window: int) -> np.ndarray:
@@ -53,7 +68,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     _plt().close(fig)
     return path
 
@@ -146,8 +161,6 @@ def plot_qualitative(runs, out: Path) -> Path:
     import torch
 
     plt = _plt()
-    from .metrics import binarize
-
     chosen = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         chosen.setdefault((r["loss"], r["aspp"]), r)
@@ -162,8 +175,7 @@ def plot_qualitative(runs, out: Path) -> Path:
         axes[r, 0].imshow(first["images"][r].transpose(1, 2, 0))
         axes[r, 1].imshow(colour_masks(first["masks"][r] > 0))
         for c, key in enumerate(keys, start=2):
-            thr = torch.tensor(chosen[key]["metrics"]["binarize"]["thresholds"])
-            pred = binarize(torch.from_numpy(samples[key]["outputs"][r:r + 1]), thr)[0].numpy()
+            pred = chosen[key]["card"].binarize(torch.from_numpy(samples[key]["outputs"][r:r + 1]))[0].numpy()
             axes[r, c].imshow(colour_masks(pred))
         for c in range(cols):
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
@@ -194,6 +206,58 @@ def metrics_table(runs) -> str:
     return "\n".join(lines)
 
 
+def _interval(r: dict) -> str:
+    ci = r.get("miou_ci95") or r["metrics"].get("miou_ci95")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and not any(math.isnan(v) for v in ci) else "n/a"
+
+
+def run_table(runs) -> str:
+    """Every run's test mIoU with its 95% bootstrap interval over test images."""
+    lines = ["| run | mIoU | 95% bootstrap interval (test images) |", "|---|---|---|"]
+    for r in sorted(runs, key=lambda r: r.get("order", 0)):
+        lines.append(f"| {r['folder'].name} | {r['miou']:.3f} | {_interval(r)} |")
+    return "\n".join(lines)
+
+
+def _fmt_pair(label: str, res: dict, verdict: str) -> str:
+    diffs = ", ".join(f"{d:+.3f}" for d in res["differences"]) or "none"
+    ci = "n/a" if math.isnan(res["low"]) else f"[{res['low']:+.3f}, {res['high']:+.3f}]"
+    mean = "n/a" if math.isnan(res["mean"]) else f"{res['mean']:+.3f}"
+    return f"| {label} | {res['n']} | {diffs} | {mean} | {ci} | {verdict} |"
+
+
+def paired_tables(runs) -> str:
+    """ASPP on − off per loss, and each pair of losses, paired by seed (and ASPP setting)."""
+    by_key = {(r["loss"], r["aspp"], r["seed"]): r["miou"] for r in runs}
+    losses = list(dict.fromkeys(r["loss"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
+    seeds = sorted({r["seed"] for r in runs})
+    head = ["| comparison | pairs | per-seed differences | mean | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    aspp_rows = []
+    for loss in losses:
+        diffs = [by_key[(loss, True, s)] - by_key[(loss, False, s)] for s in seeds
+                 if (loss, True, s) in by_key and (loss, False, s) in by_key]
+        if diffs:
+            res = paired_interval(diffs)
+            aspp_rows.append(_fmt_pair(f"{loss}: ASPP on − off", res,
+                                       {"helps": "ASPP helps", "hurts": "ASPP hurts"}.get(res["verdict"], res["verdict"])))
+    loss_rows = []
+    for i, a in enumerate(losses):
+        for b in losses[i + 1:]:
+            for aspp in (True, False):
+                diffs = [by_key[(a, aspp, s)] - by_key[(b, aspp, s)] for s in seeds
+                         if (a, aspp, s) in by_key and (b, aspp, s) in by_key]
+                if diffs:
+                    res = paired_interval(diffs)
+                    verdict = {"helps": f"{a} better", "hurts": f"{b} better"}.get(res["verdict"], res["verdict"])
+                    loss_rows.append(_fmt_pair(f"{a} − {b} (ASPP {'on' if aspp else 'off'})", res, verdict))
+    parts = []
+    if aspp_rows:
+        parts += ["### ASPP on − off, per loss", "", *head, *aspp_rows, ""]
+    if loss_rows:
+        parts += ["### Between losses", "", *head, *loss_rows, ""]
+    return "\n".join(parts) if parts else "_No paired runs (each comparison needs both settings for a seed)._"
+
+
 def scale_table(runs) -> str:
     rows = [r for r in runs if r.get("magnitudes")]
     if not rows:
@@ -217,6 +281,12 @@ def make_report(root: str | Path) -> Path:
     grid = json.loads((root / "grid.json").read_text()) if (root / "grid.json").is_file() else {}
     figs = root / "figures"
     figs.mkdir(exist_ok=True)
+    if any(r.get("head", "stock") == "stock" for r in runs):
+        stock_note = ("**Note:** runs with the stock output layer (`head='stock'`) can only segment 1 pixel in 4: stock "
+                      "mUNet's `conv_out` (stride 2, dilation 2) writes the bias alone into every odd row and column, "
+                      "so per-class IoU is capped near 0.25 whatever the loss, ASPP or budget.")
+    else:
+        stock_note = ""
     best_worst = plot_best_worst(runs, figs)
     overlay, aspp, qual = plot_overlay(runs, figs), plot_aspp(runs, figs), plot_qualitative(runs, figs)
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
@@ -229,7 +299,10 @@ def make_report(root: str | Path) -> Path:
         f"Dataset: **{grid.get('dataset', '?')}** (`{grid.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
         f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch {grid.get('batch_size')}, "
         f"lr {grid.get('lr')}, momentum {grid.get('momentum')}, depth {grid.get('depth')}, ASPP rates {grid.get('rates')}; "
-        f"test images scored per run: {runs[0]['metrics']['num_images']}.",
+        f"test images scored per run: {runs[0]['metrics']['num_images']}; recipe `{grid.get('recipe', 'stock')}`, "
+        f"output layer `{grid.get('head', 'stock')}`.",
+        "",
+        stock_note,
         "",
         "## Training loss: best and worst seed",
         "",
@@ -241,9 +314,23 @@ def make_report(root: str | Path) -> Path:
         "",
         "## Test metrics (mean ± std over seeds)",
         "",
-        "Binarised at half of each class's mask value; classes absent from prediction and target are not scored.",
+        f"Decision rule (from each run's card): {runs[0]['card'].threshold_rule()}; classes absent from prediction "
+        "and target are not scored.",
         "",
         metrics_table(runs),
+        "",
+        "## Comparisons with their uncertainty",
+        "",
+        "Runs of the same seed share initial weights and data order, so each comparison is a set of per-seed "
+        "differences in test mIoU. The verdict follows the 95% interval of their mean: entirely above or below 0 "
+        "names a winner; an interval that contains 0 means no difference is detectable at this budget and seed count.",
+        "",
+        paired_tables(runs),
+        "",
+        "Each run's mIoU with a 95% bootstrap interval over test images (the spread from which images were tested, "
+        "not from training):",
+        "",
+        run_table(runs),
         "",
         f"![aspp]({rel(aspp)})",
         "",
@@ -266,5 +353,5 @@ def make_report(root: str | Path) -> Path:
             fig = table.with_name(table.name.replace("_metrics.md", ".png"))
             parts += [table.read_text(), f"![{fig.stem}]({rel(fig)})" if fig.is_file() else "", ""]
     path = root / "report.md"
-    path.write_text("\n".join(parts) + "\n")
+    write_text(path, "\n".join(parts) + "\n")
     return path

@@ -39,8 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from .errors import MissingFileError, UserError
 
-SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
+SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
 CHECKPOINT_HELP = ("download the official checkpoint from https://github.com/facebookresearch/segment-anything#model-checkpoints "
                    "(vit_b: sam_vit_b_01ec64.pth, vit_l: sam_vit_l_0b3195.pth, vit_h: sam_vit_h_4b8939.pth) "
                    "or MobileSAM's mobile_sam.pt (vit_t), and pass it with --sam-checkpoint")
@@ -50,54 +51,48 @@ def _segment_anything():
     try:
         import segment_anything
     except ModuleNotFoundError:
-        raise ValueError("SAM needs the segment_anything package: pip install -e \".[sam]\" "
+        raise UserError("SAM needs the segment_anything package: pip install -e \".[sam]\" "
                          "(or pip install segment-anything); or use --sam-masks with masks saved from the online demo") from None
     return segment_anything
 
 
-def build_tiny_sam(img_size: int = 256):
-    """A tiny, randomly initialised SAM from segment_anything's own modules (for tests and smoke runs)."""
-    from functools import partial
-
-    _segment_anything()
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    dim, patch = 32, 16
-    return Sam(
-        image_encoder=ImageEncoderViT(img_size=img_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
-                                      out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                                      use_rel_pos=False, window_size=0, global_attn_indexes=()),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img_size // patch, img_size // patch),
-                                     input_image_size=(img_size, img_size), mask_in_chans=8),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-                                 transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=dim),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
-    )
+def architecture(model_type: str):
+    """An untrained SAM of ``model_type`` (weights come from the user's checkpoint)."""
+    if model_type == "vit_t":
+        try:
+            from mobile_sam import sam_model_registry
+        except ModuleNotFoundError:
+            raise UserError("--sam-model vit_t (MobileSAM) needs the mobile_sam package: "
+                            "pip install git+https://github.com/ChaoningZhang/MobileSAM") from None
+        return sam_model_registry["vit_t"]()
+    return _segment_anything().sam_model_registry[model_type]()
 
 
 def load_sam(model_type: str, checkpoint, device="cpu"):
     """Build the SAM architecture ``model_type`` and load ``checkpoint`` (a state_dict) into it."""
     if model_type not in SAM_MODELS:
-        raise ValueError(f"--sam-model must be one of {', '.join(SAM_MODELS)}, got {model_type!r}")
+        raise UserError(f"--sam-model must be one of {', '.join(SAM_MODELS)}, got {model_type!r}")
     path = Path(checkpoint) if checkpoint else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint {checkpoint!r} not found: {CHECKPOINT_HELP}")
-    if model_type == "tiny":
-        sam = build_tiny_sam()
-    elif model_type == "vit_t":
-        try:
-            from mobile_sam import sam_model_registry
-        except ModuleNotFoundError:
-            raise ValueError("--sam-model vit_t (MobileSAM) needs the mobile_sam package: "
-                             "pip install git+https://github.com/ChaoningZhang/MobileSAM") from None
-        sam = sam_model_registry["vit_t"]()
-    else:
-        sam = _segment_anything().sam_model_registry[model_type]()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"SAM checkpoint {checkpoint!r} not found: {CHECKPOINT_HELP}")
+    sam = architecture(model_type)
     try:
-        sam.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{path} does not fit SAM {model_type} ({str(exc).splitlines()[0]}); check --sam-model") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled code (refused by weights_only)
+        raise UserError(f"{path} is not a SAM checkpoint that torch can read safely ({type(exc).__name__}); {CHECKPOINT_HELP}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a SAM state_dict; {CHECKPOINT_HELP}")
+    own = sam.state_dict()
+    problems = [f"{k!r} has shape {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in SAM {model_type}"
+                for k, v in own.items() if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    problems += [f"{k!r} is not in SAM {model_type}" for k in state if k not in own]
+    problems += [f"{k!r} is missing from the checkpoint" for k in own if k not in state]
+    if problems:
+        raise UserError(f"{path} does not fit SAM {model_type}: {problems[0]} ({len(problems)} keys differ); "
+                        "check --sam-model (vit_b, vit_l, vit_h, vit_t)")
+    sam.load_state_dict(state)
     return sam.to(device).eval()
 
 
@@ -190,7 +185,7 @@ def masks_from_dir(folder, index: int, class_names: Sequence[str], size) -> Dict
     """Saved masks of test image ``index``: ``{'classes': (C,H,W) or None, 'agnostic': (H,W) or None}``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--sam-masks folder {folder} does not exist")
+        raise MissingFileError(f"--sam-masks folder {folder} does not exist")
     lookup = {n.lower(): k for k, n in enumerate(class_names)}
     per_class = np.zeros((len(class_names), *size), bool)
     found_class, agnostic = False, None
@@ -203,9 +198,9 @@ def masks_from_dir(folder, index: int, class_names: Sequence[str], size) -> Dict
             continue
         name = m.group(2).lower()
         if name not in lookup:
-            raise ValueError(f"{p.name}: unknown class {m.group(2)!r}; expected <index>_<class>.png with class one of {list(class_names)}")
+            raise UserError(f"{p.name}: unknown class {m.group(2)!r}; expected <index>_<class>.png with class one of {list(class_names)}")
         per_class[lookup[name]] |= read_png_mask(p, size)
         found_class = True
     if agnostic is None and not found_class:
-        raise FileNotFoundError(f"no mask for test image {index} in {folder}: expected {index}.png or {index}_<class>.png")
+        raise MissingFileError(f"no mask for test image {index} in {folder}: expected {index}.png or {index}_<class>.png")
     return {"classes": per_class if found_class else None, "agnostic": agnostic}

@@ -6,7 +6,6 @@ ground-truth outlines on both; optional input and "everything" columns),
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
@@ -15,35 +14,23 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import atomic
+from .card import RunCard
 from .evaluation import colour_masks, to_rgb
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
+from .errors import MissingFileError, UserError
 
 PANEL_PX = 250  # each panel is PANEL_PX x PANEL_PX pixels in the saved figure
-
-
-def load_run_model(run: Path, device="cpu"):
-    """The trained model of a run folder (``saved_model`` + ``saved_model.json``) and its card."""
-    from .model import mUNetASPP
-
-    card_file, weights = run / "saved_model.json", run / "saved_model"
-    if not (card_file.is_file() and weights.is_file()):
-        raise FileNotFoundError(f"{run} has no saved_model and saved_model.json; pass a run folder from `dlstudio-aspp run` or `experiments`")
-    card = json.loads(card_file.read_text())
-    cfg = {k: v for k, v in card["model"].items() if k in ("skip_connections", "depth", "num_classes", "aspp", "aspp_rates",
-                                                           "aspp_channels", "aspp_pooling", "aspp_dropout")}
-    model = mUNetASPP(**cfg)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.to(device).eval(), card
 
 
 def pick_indices(n: int, count: int, indices: Optional[Sequence[int]], seed: Optional[int]) -> List[int]:
     if indices:
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
-            raise ValueError(f"image indices {bad} are outside the test set (0..{n - 1})")
+            raise UserError(f"image indices {bad} are outside the test set (0..{n - 1})")
         return list(indices)
     if count < 1:
-        raise ValueError(f"--count must be >= 1, got {count}")
+        raise UserError(f"--count must be >= 1, got {count}")
     if seed is None:
         return list(range(min(count, n)))
     return sorted(random.Random(seed).sample(range(n), min(count, n)))
@@ -89,7 +76,7 @@ def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool
             ax.set_title(f"{name}: #{row['index']}", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03, hspace=0.15)
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -113,20 +100,32 @@ def metrics_markdown(result: dict) -> str:
 
 def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=None, seed=None, sam_model: str = "vit_b",
             sam_checkpoint=None, sam_masks=None, everything: bool = False, show_input: bool = False,
-            tolerance: int = DEFAULT_TOL, sam_size: int = 1024, points_per_side: int = 16, device: str = "cpu") -> dict:
-    """Score SAM and the run's mUNet on ``count`` test images of ``dataset``; write figure and tables to ``out``."""
-    from .metrics import binarize, thresholds_for
+            tolerance: int = DEFAULT_TOL, sam_size: int = 1024, points_per_side: int = 16, device: str = "cpu",
+            sam=None) -> dict:
+    """Score SAM and the run's mUNet on ``count`` test images of ``dataset``; write figure and tables to ``out``.
 
-    if (sam_checkpoint is None) == (sam_masks is None):
-        raise ValueError("give exactly one SAM source: --sam-checkpoint PATH (local SAM) or --sam-masks DIR (saved masks)")
-    model, card = load_run_model(Path(run), device)
-    names = card.get("class_names") or [str(k) for k in range(card["model"].get("num_classes", 5))]
-    thr = thresholds_for(card["mask_values"], bool(card.get("normalize_masks")))
+    ``run`` is a run folder (or its ``saved_model``); its :class:`RunCard` rebuilds the
+    model and gives the input scaling and thresholds. SAM comes from ``sam`` (a loaded
+    SAM model), ``sam_checkpoint`` (with ``sam_model``) or ``sam_masks`` (saved PNGs).
+    """
+    if (sam_checkpoint is None) == (sam_masks is None) and sam is None:
+        raise UserError("give exactly one SAM source: --sam-checkpoint PATH (local SAM) or --sam-masks DIR (saved masks)")
+    card = RunCard.load(run)
+    model = card.load_model(device)
+    names = card.class_names
+    channels = int(dataset[0]["mask_tensor"].shape[0])
+    if channels != len(names):
+        raise UserError(f"the run at {run} has {len(names)} classes but the test data has {channels}; "
+                        "use the dataset the run was trained on (--dataset, --data)")
     runner = None
-    if sam_checkpoint is not None:
-        from .sam import SamRunner, load_sam
+    if sam is None and sam_checkpoint is not None:
+        from .sam import load_sam
 
-        runner = SamRunner(load_sam(sam_model, sam_checkpoint, device), sam_size=sam_size, points_per_side=points_per_side)
+        sam = load_sam(sam_model, sam_checkpoint, device)
+    if sam is not None:
+        from .sam import SamRunner
+
+        runner = SamRunner(sam.to(device).eval(), sam_size=sam_size, points_per_side=points_per_side)
     everything = everything and runner is not None
     from .sam import boxes_by_class, masks_from_dir
 
@@ -137,7 +136,7 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
         item = dataset[idx]
         image, gt = item["image"], (item["mask_tensor"] > 0).numpy()
         with torch.no_grad():
-            munet = binarize(model(image[None].to(device)).float().cpu(), thr)[0].numpy()
+            munet = card.binarize(model(card.prepare_input(image[None].to(device))).float().cpu())[0].numpy()
         row = {"index": idx, "image": image, "gt": gt, "munet": munet}
         scores = {}
         if runner is not None:
@@ -164,6 +163,6 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
     stem = f"sam_{dataset_name}"
     result["figure"] = str(save_figure(rows, out / f"{stem}.png", f"{dataset_name}: SAM vs mUNet (white: ground-truth outlines)",
                                        show_input, everything))
-    (out / f"{stem}_metrics.json").write_text(json.dumps(result, indent=2))
-    (out / f"{stem}_metrics.md").write_text(metrics_markdown(result))
+    atomic.write_json(out / f"{stem}_metrics.json", result)
+    atomic.write_text(out / f"{stem}_metrics.md", metrics_markdown(result))
     return result

@@ -39,8 +39,8 @@ aspp_rates = (2, 4, 6)     ##  dilation rates at the 8x8 bottleneck
 from DLStudio import *
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))   ## the package folder beside this script also works
 from dlstudio_aspp import SemanticSegmentationASPP
-from dlstudio_aspp.cli import exit_on_user_error
-exit_on_user_error()       ##  bad data or settings print one line instead of a traceback
+from dlstudio_aspp.errors import one_line_errors
+one_line_errors()          ##  bad data or settings print one line instead of a traceback
 
 dls = DLStudio(
 #                  dataroot = "/home/kak/ImageDatasets/PurdueShapes5MultiObject/",

@@ -13,7 +13,9 @@ mUNet(+ASPP) with one output channel per COCO class, at 256x256.
 import os, sys
 
 ##  dlstudio-aspp: pick the loss and switch ASPP on or off here.
-loss = 'mse'               ##  'mse' (stock) / 'dice' / 'dice+mse:20' / 'dice+mse:auto'
+recipe = 'modern'          ##  'modern' (AdamW, one-cycle, BCE+Dice on logits) / 'stock' (the homework's SGD + MSE)
+loss = None                ##  None: the recipe's; or 'mse' / 'dice' / 'dice+mse:20' / 'bce+dice' ...
+head = 'dense'             ##  'dense': every output pixel is predicted; 'stock': stock mUNet's 1-in-4 output layer
 use_aspp = True            ##  False gives the stock mUNet, for comparison
 aspp_rates = (2, 4, 6)     ##  chosen for an 8x8 bottleneck; at 256x256 it is 32x32: consider (6, 12, 18)
 coco_set = "./data/coco_seg/"
@@ -21,9 +23,9 @@ coco_set = "./data/coco_seg/"
 from DLStudio import *
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))   ## the package folder beside this script also works
 from dlstudio_aspp import SemanticSegmentationASPP, COCOSegmentationDataset
-from dlstudio_aspp.cli import exit_on_user_error
 from dlstudio_aspp.data.coco import read_index
-exit_on_user_error()       ##  bad data or settings print one line instead of a traceback
+from dlstudio_aspp.errors import one_line_errors
+one_line_errors()          ##  bad data or settings print one line instead of a traceback
 
 classes = tuple(read_index(coco_set)["classes"])
 
@@ -59,12 +61,13 @@ segmenter.dataserver_test = dataserver_test
 
 segmenter.load_PurdueShapes5MultiObject_dataset(dataserver_train, dataserver_test)
 
-model = segmenter.mUNetASPP(skip_connections=True, depth=16, num_classes=len(classes), aspp=use_aspp, aspp_rates=aspp_rates)
+model = segmenter.mUNetASPP(skip_connections=True, depth=16, num_classes=len(classes), aspp=use_aspp, aspp_rates=aspp_rates,
+                            head=head)
 
 number_of_learnable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print("\n\nThe number of learnable parameters in the model: %d\n" % number_of_learnable_params)
 print(segmenter.describe(model, dls.image_size))
 
-segmenter.run_code_for_training_for_semantic_segmentation(model, loss=loss)
+segmenter.run_code_for_training_for_semantic_segmentation(model, loss=loss, recipe=recipe)
 
 segmenter.run_code_for_testing_semantic_segmentation(model)

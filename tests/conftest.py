@@ -125,3 +125,34 @@ def _decode(rle):
     from pycocotools import mask as mask_utils
 
     return mask_utils.decode(mask_utils.frPyObjects(rle, *rle["size"]))
+
+
+def build_tiny_sam(img_size: int = 256):
+    """A tiny, randomly initialised SAM from segment_anything's own modules: the SAM code path
+    runs for real without a checkpoint (none can be downloaded where the tests run)."""
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    dim, patch = 32, 16
+    return Sam(
+        image_encoder=ImageEncoderViT(img_size=img_size, patch_size=patch, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2,
+                                      out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                      use_rel_pos=False, window_size=0, global_attn_indexes=()),
+        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img_size // patch, img_size // patch),
+                                     input_image_size=(img_size, img_size), mask_in_chans=8),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+                                 transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=dim),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+@pytest.fixture
+def tiny_sam_registered(monkeypatch):
+    """`--sam-model tiny` builds the tiny random SAM, for this test only."""
+    from dlstudio_aspp import sam
+
+    monkeypatch.setattr(sam, "SAM_MODELS", sam.SAM_MODELS + ("tiny",))
+    real = sam.architecture
+    monkeypatch.setattr(sam, "architecture", lambda t: build_tiny_sam() if t == "tiny" else real(t))

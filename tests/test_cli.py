@@ -29,12 +29,17 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert cli.main(["run", "--data", str(tmp_path / "none"), "--train-file", "x.gz", "--test-file", "y.gz"]) == 2
+    assert "add --fetch" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["run", "--data", str(tmp_path / "empty"), "--train-file", "x.gz", "--test-file", "y.gz"]) == 2
     assert "fetch-shapes" in capsys.readouterr().err
 
 
 def test_bad_rates():
     with pytest.raises(ValueError, match="comma-separated"):
-        cli.parse_rates("2,x")
+        cli.parse_ints("2,x")
+    with pytest.raises(ValueError, match="comma-separated"):
+        cli.parse_ints("2,,4")
 
 
 def test_run_end_to_end_on_synthetic(tmp_path, capsys):

@@ -84,19 +84,14 @@ def test_real_coco_tiny(tmp_path):
     assert index["counts"]["train"] == {"dog": 2, "cat": 2, "motorcycle": 1, "pizza": 0, "bus": 0}
     assert index["counts"]["test"] == {"dog": 0, "cat": 0, "motorcycle": 0, "pizza": 1, "bus": 1}
 
-    class D:
-        image_size = [256, 256]
-        dataroot = str(tmp_path / "tiny")
-
-    ds = C.COCOSegmentationDataset(D(), None, "train")
+    ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "tiny")
     for i in range(len(ds)):
         it = ds[i]
         assert it["image"].shape == (3, 256, 256) and it["mask_tensor"].shape == (5, 256, 256)
         vals = set(it["mask_tensor"].unique().tolist())
         assert vals <= {0, 50, 100, 150, 200, 250} and len(vals) >= 2
     with pytest.raises(ValueError, match="image_size"):
-        D.image_size = [64, 64]
-        C.COCOSegmentationDataset(D(), None, "train")
+        C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "tiny", image_size=[64, 64])
 
 
 def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):

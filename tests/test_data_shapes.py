@@ -104,3 +104,57 @@ def test_bad_files_get_one_line_errors(tmp_path, synthetic_shapes, kind):
     msg = str(err.value)
     assert "\n" not in msg
     assert ("bad.gz" in msg) or kind == "bad-split"
+
+
+def _one_file(real_shapes, tmp_path, name="PurdueShapes5MultiObject-20-test.gz"):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(real_shapes + name, root)
+    return root, name
+
+
+def test_cache_key_includes_image_size(real_shapes, tmp_path):
+    """Bug: after one 64x64 load, a 32x32 request silently got 64x64 items from the cache."""
+    root, name = _one_file(real_shapes, tmp_path)
+    assert Fast(train_or_test="test", dataset_file=name, root=root)[0]["image"].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match=r"image_size=\[64, 64\]"):
+        Fast(train_or_test="test", dataset_file=name, root=root, image_size=[32, 32])
+
+
+def test_corrupt_cache_is_rebuilt(real_shapes, tmp_path, capsys):
+    root, name = _one_file(real_shapes, tmp_path)
+    first = Fast(train_or_test="test", dataset_file=name, root=root)
+    (cache,) = (root / ".dlstudio_aspp_cache").glob("*.npz")
+    cache.write_bytes(b"PK\x03\x04 this is not a zip")
+    again = Fast(train_or_test="test", dataset_file=name, root=root)
+    assert "damaged" in capsys.readouterr().out
+    assert_same_item(first[3], again[3])
+    with np.load(cache, allow_pickle=False) as z:  # rewritten, readable
+        assert z["images"].shape[0] == 20
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    write(tmp_path / "evil.gz", ({0: [_Exploit(str(marker))]}, {}))
+    with pytest.raises(ValueError, match=r"was refused: it names io\.open"):
+        Fast(train_or_test="train", dataset_file="evil.gz", root=tmp_path, use_cache=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["PurdueShapes5MultiObject-10000-train.gz", "PurdueShapes5MultiObject-1000-test.gz",
+                                  "PurdueShapes5MultiObject-20-train.gz", "PurdueShapes5MultiObject-20-test.gz"])
+def test_real_files_pass_the_safe_unpickler(real_shapes, name):
+    from pathlib import Path
+
+    from dlstudio_aspp.data.shapes import read_pickle_gz
+
+    dataset, label_map = read_pickle_gz(Path(real_shapes) / name)
+    assert len(dataset) == int(name.split("-")[1]) and sorted(label_map.values()) == [50, 100, 150, 200, 250]

@@ -61,4 +61,26 @@ def test_normalized_convention_is_used(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
     seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=1, normalize_masks=True, progress=False)
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), progress=False)
-    assert m["binarize"] == {"normalized": True, "thresholds": [0.5] * 5}
+    assert m["binarize"]["normalized"] is True and m["binarize"]["thresholds"] == [0.5] * 5
+
+
+def test_evaluation_leaves_the_model_trainable(synthetic_shapes, tmp_path):
+    """Bug: evaluate() turned the caller's parameters into inference tensors; backward then failed."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seg.run_code_for_testing_semantic_segmentation(net, load_saved=False, progress=False)
+    assert net.training and not any(p.is_inference() for p in net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    net(torch.rand(2, 3, 64, 64)).mean().backward()  # raised "Inference tensors cannot be saved for backward"
+    assert net.conv_in.weight.grad is not None
+
+
+def test_bootstrap_interval_contains_the_miou(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    torch.manual_seed(0)
+    m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), load_saved=False, progress=False)
+    lo, hi = m["miou_ci95"]
+    assert lo <= m["miou"] <= hi

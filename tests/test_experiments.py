@@ -54,12 +54,14 @@ def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
 
 def test_grid_refuses_changed_settings(synthetic_shapes, tmp_path):
     (tmp_path / "grid.json").write_text(json.dumps({"depth": 99}))
+    (tmp_path / "runs" / "mse__aspp-on__seed-0").mkdir(parents=True)
+    (tmp_path / "runs" / "mse__aspp-on__seed-0" / "saved_model.ckpt").write_bytes(b"started")
     with pytest.raises(ValueError, match="other settings .*depth"):
         run_grid(grid(synthetic_shapes), tmp_path)
 
 
 def test_bad_preset_and_loss():
-    with pytest.raises(ValueError, match="valid: homework, quick"):
+    with pytest.raises(ValueError, match="valid: homework, homework-dense, quick, smoke"):
         GridConfig.from_preset("fast")
     with pytest.raises(ValueError, match="unknown loss"):
         GridConfig(losses=["l1"]).validate()

@@ -1,9 +1,12 @@
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
-from dlstudio_aspp.metrics import MultiLabelConfusion, binarize, format_table, thresholds_for
+from dlstudio_aspp.card import RunCard
+from dlstudio_aspp.metrics import MultiLabelConfusion, binarize, format_table
 
 
 def masks(*grids):
@@ -37,11 +40,12 @@ def test_disjoint_scores_zero_and_accumulates():
 
 
 def test_binarize_thresholds():
-    thr = thresholds_for([50, 100], normalized=False)
+    thr = RunCard("w", mask_values=[50, 100]).thresholds()
     assert thr.tolist() == [25.0, 50.0]
     out = torch.tensor([[[[26.0]], [[49.0]]]])
     assert binarize(out, thr).flatten().tolist() == [True, False]
-    assert thresholds_for([50, 100], normalized=True).tolist() == [0.5, 0.5]
+    assert RunCard("w", mask_values=[50, 100], normalize_masks=True).thresholds().tolist() == [0.5, 0.5]
+    assert RunCard("w", mask_values=[50, 100], output="logits").thresholds().tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
         binarize(torch.zeros(1, 3, 2, 2), thr)
 
@@ -56,3 +60,20 @@ def test_multilabel_overlap_counts_for_both_classes():
 def test_shape_errors():
     with pytest.raises(ValueError, match="expected pred and target"):
         MultiLabelConfusion(2).update(torch.zeros(1, 2, 2, 2, dtype=torch.bool), torch.zeros(1, 3, 2, 2))
+
+
+def test_update_refuses_raw_scores():
+    """Bug: a raw score of 5.0 was counted as a prediction of another class."""
+    c = MultiLabelConfusion(2)
+    with pytest.raises(ValueError, match="bool tensor"):
+        c.update(torch.full((1, 2, 2, 2), 5.0), torch.zeros(1, 2, 2, 2))
+
+
+def test_bootstrap_by_hand():
+    from dlstudio_aspp.metrics import bootstrap_miou, miou_from_counts
+
+    counts = np.array([[[3, 1, 0]], [[1, 0, 1]]])  # two images, one class: tp, fp, fn
+    assert miou_from_counts(counts) == pytest.approx(4 / 6)
+    lo, hi = bootstrap_miou(counts, n_boot=400)
+    # resamples are {img0, img0} 3/4, {img1, img1} 1/2, mixed 4/6
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.75)

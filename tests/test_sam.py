@@ -9,7 +9,8 @@ from PIL import Image
 from dlstudio_aspp import cli
 from dlstudio_aspp.experiments import GridConfig, run_grid
 from dlstudio_aspp.report import make_report
-from dlstudio_aspp.sam import build_tiny_sam, downscale_mask, load_sam, masks_from_dir, read_png_mask
+from conftest import build_tiny_sam
+from dlstudio_aspp.sam import downscale_mask, load_sam, masks_from_dir, read_png_mask
 
 TRAIN, TEST = "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz"
 
@@ -31,7 +32,7 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def test_whole_command_with_a_tiny_random_sam(grid_run, synthetic_shapes, tiny_ckpt, capsys):
+def test_whole_command_with_a_tiny_random_sam(grid_run, synthetic_shapes, tiny_ckpt, tiny_sam_registered, capsys):
     root, run = grid_run
     rc = cli.main(["sam-compare", "--run", str(run), "--data", synthetic_shapes, "--test-file", TEST, "--sam-model", "tiny",
                    "--sam-checkpoint", str(tiny_ckpt), "--sam-size", "256", "--points-per-side", "4", "--everything",
@@ -51,11 +52,7 @@ def test_whole_command_with_a_tiny_random_sam(grid_run, synthetic_shapes, tiny_c
 def test_saved_demo_masks(grid_run, synthetic_shapes, tmp_path):
     from dlstudio_aspp.data.shapes import PurdueShapes5MultiObjectDataset
 
-    class D:
-        image_size = [64, 64]
-        dataroot = synthetic_shapes
-
-    ds = PurdueShapes5MultiObjectDataset(D(), None, "test", TEST)
+    ds = PurdueShapes5MultiObjectDataset(train_or_test="test", dataset_file=TEST, root=synthetic_shapes)
     names = ["rectangle", "triangle", "disk", "oval", "star"]
     masks = tmp_path / "demo"
     masks.mkdir()
@@ -99,21 +96,29 @@ def test_downscale_is_a_majority_vote():
     assert downscale_mask(m, 2).tolist() == [[True, False], [False, False]]
 
 
-def test_clear_errors(tmp_path, monkeypatch):
+def test_clear_errors(tmp_path, monkeypatch, tiny_sam_registered):
     with pytest.raises(FileNotFoundError, match="segment-anything#model-checkpoints"):
         load_sam("vit_b", tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="--sam-model must be one of"):
         load_sam("vit_x", tmp_path / "missing.pth")
     bad = tmp_path / "bad.pth"
     torch.save({"w": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="does not fit SAM tiny"):
+    with pytest.raises(ValueError, match="does not fit SAM tiny: 'w' is not in SAM tiny"):
         load_sam("tiny", bad)
+    other = tmp_path / "other.pth"  # another model type: a differently sized SAM
+    torch.save(build_tiny_sam(img_size=128).state_dict(), other)
+    with pytest.raises(ValueError, match=r"does not fit SAM tiny: 'image_encoder.pos_embed' has shape \(1, 8, 8, 64\)"):
+        load_sam("tiny", other)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a SAM checkpoint that torch can read"):
+        load_sam("tiny", garbage)
     monkeypatch.setitem(sys.modules, "segment_anything", None)
     with pytest.raises(ValueError, match=r"pip install -e \"\.\[sam\]\""):
-        build_tiny_sam()
+        load_sam("vit_b", bad)
 
 
-def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tmp_path):
+def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tiny_sam_registered, tmp_path):
     from dlstudio_aspp.data.coco import build_coco
 
     built = tmp_path / "set"
@@ -132,9 +137,10 @@ def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tmp_path):
 def test_a_stock_munet_run_is_rebuilt_without_aspp(synthetic_shapes, tmp_path):
     from conftest import make_segmenter
     from dlstudio_aspp.model import StockMUNet
-    from dlstudio_aspp.sam_compare import load_run_model
+    from dlstudio_aspp.card import RunCard
 
     seg = make_segmenter(synthetic_shapes, tmp_path, TRAIN, TEST)
     seg.run_code_for_training_for_semantic_segmentation(StockMUNet(depth=4), max_iters=1, progress=False)
-    model, card = load_run_model(tmp_path)
-    assert card["model"]["aspp"] is False and model.aspp is None and model.depth == 2
+    card = RunCard.load(tmp_path)
+    model = card.load_model()
+    assert card.model["aspp"] is False and model.aspp is None and model.depth == 2

@@ -55,7 +55,7 @@ def test_history_files_and_components(synthetic_shapes, tmp_path):
     saved = json.loads((tmp_path / "saved_model.history.json").read_text())
     assert saved["loss"] == h["loss"] and saved["dice_scale"] == h["dice_scale"]
     csv = (tmp_path / "saved_model.history.csv").read_text().splitlines()
-    assert csv[0] == "iteration,epoch,loss,dice,dice_scale,mse" and len(csv) == 7
+    assert csv[0] == "iteration,epoch,loss,lr,dice,dice_scale,mse" and len(csv) == 7
     assert (tmp_path / "performance_numbers_1.txt").read_text().count("\n") == 3  # every 2 of 6 iterations
     card = json.loads((tmp_path / "saved_model.json").read_text())
     assert card["mask_values"] == [50, 100, 150, 200, 250] and card["normalize_masks"] is False
@@ -73,16 +73,28 @@ def test_seed_reproduces_exactly(synthetic_shapes, tmp_path):
     assert runs[0].history["loss"] == runs[1].history["loss"]
 
 
-def _crashing_loss(at):
-    calls = {"n": 0}
+class _Crash:
+    """Makes the n-th batch drawn from a dataset raise, like a crash mid-run (options unchanged)."""
 
-    def loss(out, target):
-        calls["n"] += 1
-        if calls["n"] == at:
+    def __init__(self, dataset, at_item):
+        self.dataset, self.at, self.n = dataset, at_item, 0
+        self.label_map = dataset.label_map
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.n += 1
+        if self.n == self.at:
             raise RuntimeError("simulated crash")
-        return torch.nn.functional.mse_loss(out, target)
+        return self.dataset[i]
 
-    return loss
+
+def _crash_loader(seg, at_item):
+    loader = seg.train_dataloader
+    seg.train_dataloader = torch.utils.data.DataLoader(_Crash(loader.dataset, at_item), batch_size=loader.batch_size,
+                                                       shuffle=True, num_workers=0)
+    return loader
 
 
 def test_resume_after_crash_gives_same_weights(synthetic_shapes, tmp_path):
@@ -92,16 +104,61 @@ def test_resume_after_crash_gives_same_weights(synthetic_shapes, tmp_path):
     full = make_segmenter(synthetic_shapes, tmp_path / "full", *files, epochs=2)
     full.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, progress=False)
     part = make_segmenter(synthetic_shapes, tmp_path / "part", *files, epochs=2)
+    good = _crash_loader(part, at_item=33)  # the 9th batch of 4
     with pytest.raises(RuntimeError, match="simulated crash"):
-        part.run_code_for_training_for_semantic_segmentation(net, loss=_crashing_loss(9), seed=3, checkpoint_every=4, progress=False)
+        part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, progress=False)
     ck = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)
     assert ck["iteration"] == 8 and ck["epoch"] == 1 and ck["batch"] == 2
+    part.train_dataloader = good
     part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, resume=True, progress=False)
     assert part.history["loss"] == full.history["loss"]
     a = torch.load(tmp_path / "full" / "saved_model", weights_only=True)
     b = torch.load(tmp_path / "part" / "saved_model", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert part.history["loss"] == full.history["loss"]
+
+
+def test_resume_without_seed_continues_mid_epoch(synthetic_shapes, tmp_path):
+    """Bug: a 6-batch epoch stopped at iteration 4 ran 8 iterations after resuming (the epoch again in full)."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    good = _crash_loader(seg, at_item=17)  # the 5th batch: iterations 1-4 done, checkpoint at 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, progress=False)
+    seg.train_dataloader = good
+    with pytest.warns(UserWarning, match="without a seed"):
+        h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, resume=True,
+                                                                progress=False)
+    assert h["iteration"] == [1, 2, 3, 4, 5, 6] and h["epoch"] == [1] * 6
+
+
+def test_resume_with_other_options_is_refused(synthetic_shapes, tmp_path):
+    """Bug: resuming with another loss silently kept the first run's loss name in the history."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="mse", seed=0, max_iters=2, progress=False)
+    card_before = (tmp_path / "saved_model.json").read_bytes()
+    with pytest.raises(ValueError, match=r"other options \(loss: checkpoint 'mse', now 'dice'\)"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="dice", seed=0, max_iters=2,
+                                                            resume=True, progress=False)
+    assert (tmp_path / "saved_model.json").read_bytes() == card_before
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        other = make_segmenter(synthetic_shapes, tmp_path / "fresh", "PurdueShapes5MultiObject-24-train.gz",
+                               "PurdueShapes5MultiObject-8-test.gz")
+        other.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), resume=True, progress=False)
+
+
+def test_bad_loss_leaves_the_run_folder_as_it_was(synthetic_shapes, tmp_path):
+    """Bug: the card was written before the loss was checked, and no longer matched the weights."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=1, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("saved_model*")}
+    with pytest.raises(ValueError, match="unknown loss 'msee'"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=8), loss="msee", progress=False)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=8), optimizer="lbfgs", progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("saved_model*")} == before
+    fresh = make_segmenter(synthetic_shapes, tmp_path / "new", "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    with pytest.raises(ValueError, match="unknown loss"):
+        fresh.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="msee", progress=False)
+    assert not list((tmp_path / "new").glob("saved_model*"))
 
 
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(synthetic_shapes, tmp_path):

@@ -37,13 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import save_image, write_json
+from ..card import mask_values_for
+from ..errors import MissingFileError, UserError
+
 SPLITS = {"train": "train2017", "test": "val2017"}
 INDEX = "index.json"
-
-
-def label_values(n: int) -> List[int]:
-    """Mask value of each class: 250*(c+1)/n, which is 50, 100, ..., 250 for 5 classes like PurdueShapes."""
-    return [int(round(250 * (c + 1) / n)) for c in range(n)]
 
 
 def load_coco(ann_file: Path):
@@ -51,12 +50,12 @@ def load_coco(ann_file: Path):
     from pycocotools.coco import COCO
 
     if not ann_file.is_file():
-        raise FileNotFoundError(f"annotation file {ann_file} is missing; --coco-root must hold annotations/instances_{{train,val}}2017.json")
+        raise MissingFileError(f"annotation file {ann_file} is missing; --coco-root must hold annotations/instances_{{train,val}}2017.json")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(ann_file))  # parses the (possibly 450 MB) file once
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{ann_file} is not valid JSON ({exc}); re-download the COCO annotations") from None
+        raise UserError(f"{ann_file} is not valid JSON ({exc}); re-download the COCO annotations") from None
 
 
 def category_ids(coco, classes: Sequence[str]) -> List[int]:
@@ -66,7 +65,7 @@ def category_ids(coco, classes: Sequence[str]) -> List[int]:
         if name not in by_name:
             near = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(near)}?" if near else f"; valid names include {', '.join(sorted(by_name)[:8])}, ..."
-            raise ValueError(f"unknown COCO class {name!r}{hint}")
+            raise UserError(f"unknown COCO class {name!r}{hint}")
         ids.append(by_name[name])
     return ids
 
@@ -147,7 +146,7 @@ def encode_bits(masks: np.ndarray) -> Image.Image:
     """(C, H, W) bool -> PNG image whose pixel holds bit c for class c."""
     dtype = np.uint8 if masks.shape[0] <= 8 else np.uint16
     if masks.shape[0] > 16:
-        raise ValueError(f"at most 16 classes can be stored, got {masks.shape[0]}")
+        raise UserError(f"at most 16 classes can be stored, got {masks.shape[0]}")
     bits = np.zeros(masks.shape[1:], dtype=np.uint32)
     for c in range(masks.shape[0]):
         bits |= masks[c].astype(np.uint32) << c
@@ -159,13 +158,6 @@ def decode_bits(path: Path, n: int) -> np.ndarray:
     return np.stack([(bits >> c) & 1 for c in range(n)]).astype(bool)
 
 
-def _save_atomic(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part.png")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
                size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
                splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print) -> dict:
@@ -173,30 +165,30 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
     coco_root, out = Path(coco_root), Path(out)
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"--classes needs distinct COCO category names, got {classes}")
+        raise UserError(f"--classes needs distinct COCO category names, got {classes}")
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
-        raise ValueError(f"--splits must name train and/or test, got {list(splits)}")
+        raise UserError(f"--splits must name train and/or test, got {list(splits)}")
     if size < 8 or size % 8:
-        raise ValueError(f"--size must be a multiple of 8 (mUNet needs it), got {size}")
+        raise UserError(f"--size must be a multiple of 8 (mUNet needs it), got {size}")
     settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
                     max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
     if (out / INDEX).is_file():
         old = json.loads((out / INDEX).read_text())["settings"]
         if {k: v for k, v in old.items() if k != "coco_root"} != {k: v for k, v in settings.items() if k != "coco_root"}:
-            raise ValueError(f"{out} was built with other settings ({old}); use another --out")
-    values = label_values(len(classes))
+            raise UserError(f"{out} was built with other settings ({old}); use another --out")
+    values = mask_values_for(len(classes))
     index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, values)), "splits": {}}
     counts = {}
     for split in splits:
         split_dir = SPLITS[split]
         coco = load_coco(coco_root / "annotations" / f"instances_{split_dir}.json")
         if not (coco_root / split_dir).is_dir():
-            raise FileNotFoundError(f"image folder {coco_root / split_dir} is missing; --coco-root must hold {split_dir}/*.jpg")
+            raise MissingFileError(f"image folder {coco_root / split_dir} is missing; --coco-root must hold {split_dir}/*.jpg")
         cat_ids = category_ids(coco, classes)
         chosen = select_images(coco, cat_ids, min_size)
         if not chosen:
-            raise ValueError(explain_empty(coco, cat_ids, classes, min_size, split_dir))
+            raise UserError(explain_empty(coco, cat_ids, classes, min_size, split_dir))
         ids = apply_caps(chosen, len(classes), max_per_class, max_per_split, seed)
         entries = []
         it = ids
@@ -211,11 +203,11 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
             if not (im_path.is_file() and mask_path.is_file()):
                 src = coco_root / split_dir / img["file_name"]
                 if not src.is_file():
-                    raise FileNotFoundError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
+                    raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
                 with Image.open(src) as raw:
                     im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
-                _save_atomic(encode_bits(ms), mask_path)
-                _save_atomic(im, im_path)
+                save_image(encode_bits(ms), mask_path)
+                save_image(im, im_path)
             present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
             entries.append({"coco_id": image_id, "source_file": f"{split_dir}/{img['file_name']}",
                             "image": f"images/{split}/{name}", "mask": f"masks/{split}/{name}",
@@ -225,9 +217,7 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
         index["splits"][split] = entries
         counts[split] = {name: sum(name in e["classes"] for e in entries) for name in classes}
     index["counts"] = counts
-    tmp = out / (INDEX + ".part")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out / INDEX)
+    write_json(out / INDEX, index, indent=1)
     for split, per in counts.items():
         log(f"{split}: {len(index['splits'][split])} images; per class: " + ", ".join(f"{k} {v}" for k, v in per.items()))
     return index
@@ -236,7 +226,7 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
 def read_index(root) -> dict:
     path = Path(root) / INDEX
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: build the set with `dlstudio-aspp build-coco --out {root}`")
+        raise MissingFileError(f"{path} is missing: build the set with `dlstudio-aspp build-coco --out {root}`")
     return json.loads(path.read_text())
 
 
@@ -248,20 +238,22 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
     holds that class's j-th box (stock's layout).
 
     Args:
-        dl_studio: the DLStudio instance; its ``dataroot`` is the built folder unless ``root`` is given.
+        dl_studio: the DLStudio instance; its ``dataroot`` is the built folder unless ``root``
+            is given. None when ``root`` is given.
         segmenter: kept for signature parity with stock.
         train_or_test: ``'train'`` or ``'test'`` (COCO val2017).
         root: the folder written by ``build-coco``.
+        image_size: the size expected by the caller (default: DLStudio's, else the set's own).
     """
 
-    def __init__(self, dl_studio, segmenter, train_or_test, root=None):
+    def __init__(self, dl_studio=None, segmenter=None, train_or_test="train", root=None, *, image_size=None):
         super().__init__()
         if train_or_test not in SPLITS:
-            raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
+            raise UserError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
         self.root = Path(root or getattr(dl_studio, "dataroot", ""))
         index = read_index(self.root)
         if train_or_test not in index["splits"]:
-            raise ValueError(f"{self.root} has no {train_or_test!r} split (built with --splits {','.join(index['splits'])})")
+            raise UserError(f"{self.root} has no {train_or_test!r} split (built with --splits {','.join(index['splits'])})")
         self.entries = index["splits"][train_or_test]
         self.classes = index["classes"]
         self.label_map = dict(index["label_map"])
@@ -270,9 +262,9 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
         self.size = index["settings"]["size"]
         self.image_size = [self.size, self.size]
         self.values = torch.tensor([self.label_map[c] for c in self.classes], dtype=torch.uint8).view(-1, 1, 1)
-        want = list(getattr(dl_studio, "image_size", self.image_size))
+        want = list(image_size or getattr(dl_studio, "image_size", None) or self.image_size)
         if want != self.image_size:
-            raise ValueError(f"the set at {self.root} is {self.size}x{self.size} but DLStudio's image_size is {want}; "
+            raise UserError(f"the set at {self.root} is {self.size}x{self.size} but DLStudio's image_size is {want}; "
                              f"use image_size=[{self.size},{self.size}]")
 
     def __len__(self) -> int:

@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 import torch
+
+from ..atomic import write_with
+from ..errors import MissingFileError, UserError
 
 CACHE_VERSION = 1
 FETCH_HINT = "get the data with `dlstudio-aspp fetch-shapes ./data/PurdueShapes5MultiObject/`"
@@ -33,18 +38,43 @@ FETCH_HINT = "get the data with `dlstudio-aspp fetch-shapes ./data/PurdueShapes5
 def check_dataroot(dataroot: str, dataset_file: str) -> Path:
     """Validate DLStudio's ``dataroot + dataset_file`` and return the file's path."""
     if not dataroot:
-        raise ValueError(f"DLStudio was built without a dataroot; pass dataroot='./data/PurdueShapes5MultiObject/' ({FETCH_HINT})")
+        raise UserError(f"DLStudio was built without a dataroot; pass dataroot='./data/PurdueShapes5MultiObject/' ({FETCH_HINT})")
     if not os.path.isdir(dataroot):
-        raise FileNotFoundError(f"dataroot {dataroot!r} does not exist: {FETCH_HINT}")
+        raise MissingFileError(f"dataroot {dataroot!r} does not exist: {FETCH_HINT}")
     if not dataroot.endswith(("/", os.sep)):
-        raise ValueError(
+        raise UserError(
             f"dataroot {dataroot!r} must end with '/': DLStudio builds paths as dataroot + dataset_file; "
             f"use dataroot={dataroot + '/'!r}"
         )
     path = Path(dataroot + dataset_file)
     if not path.is_file():
-        raise FileNotFoundError(f"dataset file {str(path)!r} is missing: {FETCH_HINT}")
+        raise MissingFileError(f"dataset file {str(path)!r} is missing: {FETCH_HINT}")
     return path
+
+
+#: The only globals a PurdueShapes pickle may name: numpy's array reconstruction (and the
+#: byte-string codec protocol 2 uses for its buffers).
+#: Builtin containers, numbers and strings need no global at all.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol-2 pickles store an array's raw bytes
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles data only: any global outside :data:`SAFE_GLOBALS` is refused before it is called.
+
+    A plain ``pickle.loads`` runs whatever callable the file names (``os.system``...),
+    so a crafted dataset file could run code; this one cannot.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a PurdueShapes data file never needs "
+                                     "(only numpy arrays and builtin containers are allowed)")
 
 
 def read_pickle_gz(path: Path) -> Tuple[dict, dict]:
@@ -53,22 +83,24 @@ def read_pickle_gz(path: Path) -> Tuple[dict, dict]:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
-        raise ValueError(
+        raise UserError(
             f"{path} is not a complete gzip file ({type(exc).__name__}: {exc}); delete it and "
             f"re-run `dlstudio-aspp fetch-shapes {path.parent}/`"
         ) from None
     try:
-        obj = pickle.loads(raw, encoding="latin1")
+        obj = _SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path} was refused: {exc}; {FETCH_HINT}") from None
     except Exception as exc:  # a corrupt pickle can raise almost anything
-        raise ValueError(f"{path} does not hold a pickle ({type(exc).__name__}); {FETCH_HINT}") from None
+        raise UserError(f"{path} does not hold a pickle ({type(exc).__name__}); {FETCH_HINT}") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict) and isinstance(obj[1], dict)):
-        raise ValueError(f"{path} should hold a pickled (dataset dict, label_map dict), got {type(obj).__name__}; {FETCH_HINT}")
+        raise UserError(f"{path} should hold a pickled (dataset dict, label_map dict), got {type(obj).__name__}; {FETCH_HINT}")
     dataset, label_map = obj
     if not dataset:
-        raise ValueError(f"{path} holds an empty dataset; {FETCH_HINT}")
+        raise UserError(f"{path} holds an empty dataset; {FETCH_HINT}")
     first = dataset[next(iter(dataset))]
     if not (isinstance(first, (list, tuple)) and len(first) == 5 and np.asarray(first[3]).ndim == 3):
-        raise ValueError(f"{path}: each entry should be [R, G, B, mask (C,H,W), bbox dict]; {FETCH_HINT}")
+        raise UserError(f"{path}: each entry should be [R, G, B, mask (C,H,W), bbox dict]; {FETCH_HINT}")
     return dataset, label_map
 
 
@@ -84,7 +116,7 @@ def decode(dataset: dict, image_size) -> Dict[str, np.ndarray]:
     first_mask = np.asarray(dataset[keys[0]][3])
     c = first_mask.shape[0]
     if first_mask.shape[1:] != (h, w):
-        raise ValueError(f"masks are {first_mask.shape[1:]} but DLStudio's image_size is {tuple(image_size)}; set image_size={list(first_mask.shape[1:])}")
+        raise UserError(f"masks are {first_mask.shape[1:]} but DLStudio's image_size is {tuple(image_size)}; set image_size={list(first_mask.shape[1:])}")
     images = np.empty((n, 3, h, w), np.uint8)
     masks = np.empty((n, c, h, w), np.uint8)
     k_max = max(1, max(len(v) for e in dataset.values() for v in e[4].values()))
@@ -102,9 +134,10 @@ def decode(dataset: dict, image_size) -> Dict[str, np.ndarray]:
     return {"images": images, "masks": masks, "boxes": boxes, "counts": counts}
 
 
-def _cache_path(src: Path) -> Path:
+def _cache_path(src: Path, image_size) -> Path:
     st = src.stat()
-    tag = hashlib.sha1(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()[:12]
+    size = "x".join(str(int(v)) for v in image_size)
+    tag = hashlib.sha1(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{CACHE_VERSION}".encode()).hexdigest()[:12]
     local = src.parent / ".dlstudio_aspp_cache"
     if os.access(src.parent, os.W_OK):
         return local / f"{src.name}.{tag}.npz"
@@ -114,19 +147,21 @@ def _cache_path(src: Path) -> Path:
 
 def load_arrays(path: Path, image_size, use_cache: bool = True) -> Tuple[Dict[str, np.ndarray], dict]:
     """Arrays and label map for ``path``, from the ``.npz`` cache when it is fresh."""
-    cache = _cache_path(path)
+    cache = _cache_path(path, image_size)
     if use_cache and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("images", "masks", "boxes", "counts")}
-            names, values = z["label_names"], z["label_values"]
-        return arrays, {str(k): int(v) for k, v in zip(names, values)}
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("images", "masks", "boxes", "counts")}
+                names, values = z["label_names"], z["label_values"]
+            return arrays, {str(k): int(v) for k, v in zip(names, values)}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            print(f"the cache {cache} is damaged ({type(exc).__name__}); rebuilding it from {path.name}")
     dataset, label_map = read_pickle_gz(path)
     arrays = decode(dataset, image_size)
     if use_cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez_compressed(tmp, label_names=np.array(list(label_map)), label_values=np.array(list(label_map.values())), **arrays)
-        os.replace(tmp, cache)
+        write_with(cache, lambda tmp: np.savez_compressed(tmp, label_names=np.array(list(label_map)),
+                                                          label_values=np.array(list(label_map.values())), **arrays))
     return arrays, dict(label_map)
 
 
@@ -138,19 +173,28 @@ class PurdueShapes5MultiObjectDataset(torch.utils.data.Dataset):
     second dimension; slot j of class k holds that class's j-th box).
 
     Args:
-        dl_studio: the DLStudio instance (``dataroot`` ending in '/', ``image_size``).
+        dl_studio: the DLStudio instance (``dataroot`` ending in '/', ``image_size``), as
+            stock; or None with ``root`` and ``image_size`` given directly.
         segmenter: the SemanticSegmentation instance (kept for signature parity).
         train_or_test: ``'train'`` or ``'test'``.
         dataset_file: e.g. ``'PurdueShapes5MultiObject-10000-train.gz'``.
         use_cache: keep a compressed ``.npz`` of the decoded arrays beside the file.
+        root: the folder holding ``dataset_file`` (instead of ``dl_studio.dataroot``).
+        image_size: [H, W] (instead of ``dl_studio.image_size``; default [64, 64]).
     """
 
-    def __init__(self, dl_studio, segmenter, train_or_test, dataset_file, use_cache: bool = True):
+    def __init__(self, dl_studio=None, segmenter=None, train_or_test="train", dataset_file=None, use_cache: bool = True,
+                 *, root=None, image_size=None):
         super().__init__()
         if train_or_test not in ("train", "test"):
-            raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
-        path = check_dataroot(getattr(dl_studio, "dataroot", None), dataset_file)
-        self.image_size = list(getattr(dl_studio, "image_size", [64, 64]))
+            raise UserError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
+        if not dataset_file:
+            raise UserError("dataset_file is needed, e.g. 'PurdueShapes5MultiObject-10000-train.gz'")
+        if root is not None:
+            root = str(root)
+            root = root if root.endswith(("/", os.sep)) else root + "/"
+        path = check_dataroot(root if root is not None else getattr(dl_studio, "dataroot", None), dataset_file)
+        self.image_size = list(image_size or getattr(dl_studio, "image_size", None) or [64, 64])
         arrays, self.label_map = load_arrays(path, self.image_size, use_cache)
         self.images = torch.from_numpy(arrays["images"])
         self.masks = torch.from_numpy(arrays["masks"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
+from ..errors import MissingFileError, UserError
 
 PURDUE_URL = "https://engineering.purdue.edu/kak/distDLS/datasets_for_DLStudio.tar.gz"
 SDIST_SPEC = "dlstudio==1.0.9"
@@ -88,7 +89,7 @@ def sdist_path() -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     hits = sorted(d.glob("[Dd][Ll][Ss]tudio-1.0.9.tar.gz"))
     if proc.returncode != 0 or not hits:
-        raise FileNotFoundError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+        raise MissingFileError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
     return hits[0]
 
 
@@ -133,7 +134,7 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
             log(f"{name}: from {label}, sha256 ok")
     missing = [n for n in SHA256 if n not in result]
     if missing:
-        raise FileNotFoundError(f"could not fetch {missing}: {'; '.join(errors)}. Copy the files into {dest} by hand, "
+        raise MissingFileError(f"could not fetch {missing}: {'; '.join(errors)}. Copy the files into {dest} by hand, "
                                 "or use `dlstudio-aspp make-shapes` for a synthetic stand-in.")
     return result
 
@@ -187,7 +188,7 @@ def make_shapes(dest: str | os.PathLike, train: int = 200, test: int = 40, seed:
     ``SYNTHETIC.txt`` beside them says what they are.
     """
     if train < 1 or test < 1:
-        raise ValueError(f"--train and --test must be >= 1, got {train} and {test}")
+        raise UserError(f"--train and --test must be >= 1, got {train} and {test}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

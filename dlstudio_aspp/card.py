@@ -1,0 +1,275 @@
+"""The run card: the one record of a run folder, and the one owner of the mask convention.
+
+A run is the file ``path_saved_model`` (the weights, as stock DLStudio saves them) and
+its siblings. :class:`RunCard` knows them all and is the only reader and writer of
+``<stem>.json``; training, evaluation, experiments, the report and ``sam-compare`` all
+take a card instead of deciding these facts again::
+
+    <stem>                  weights (state_dict), written atomically with the card
+    <stem>.json             the card: model config, classes, mask convention, recipe, options
+    <stem>.ckpt             resumable checkpoint (weights, optimizer, options, history)
+    <stem>.history.json/.csv  per-iteration loss and its components
+    <stem>.metrics.json     test metrics
+    <stem>.test_grid.png    qualitative test grid
+
+**Mask convention.** Datasets hand out DLStudio's masks: channel k holds 0 or
+``mask_values[k]`` (:func:`mask_values_for`: 50, 100, ... 250 for PurdueShapes' five
+classes). The card turns them into the training target and back into decisions:
+
+============================  =====================  ============================
+card                          training target        a pixel is class k where
+============================  =====================  ============================
+``output='raw'`` (stock)      0 / ``mask_values[k]``  output > ``mask_values[k] / 2``
+``output='raw'``, normalised  0 / 1                  output > 0.5
+``output='logits'``           0 / 1                  output > 0 (probability > 0.5)
+============================  =====================  ============================
+
+``input_scale`` is the factor applied to DLStudio's 0..255 images before the network
+(1.0 in stock; 1/255 in the modern recipes), applied by :meth:`RunCard.prepare_input`
+wherever the network runs, so a saved run scores the same from any caller.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .atomic import torch_save, write_json
+from .errors import MissingFileError, UserError
+
+CARD_VERSION = 2
+OUTPUT_KINDS = ("raw", "logits")
+
+
+def mask_values_for(num_classes: int) -> List[int]:
+    """Channel k's mask value, ``250 * (k + 1) / C`` rounded: DLStudio's 50..250 for 5 classes."""
+    if num_classes < 1:
+        raise UserError(f"need at least one class, got {num_classes}")
+    return [int(round(250 * (k + 1) / num_classes)) for k in range(num_classes)]
+
+
+def dataset_labels(dataset) -> tuple:
+    """(class names, mask values) from a dataset's ``label_map``, sorted by value.
+
+    A ``Subset`` is looked through; a dataset without ``label_map`` gets no names and
+    the stock values for 5 classes.
+    """
+    label_map = getattr(dataset, "label_map", None) or getattr(getattr(dataset, "dataset", None), "label_map", None)
+    pairs = sorted((label_map or {}).items(), key=lambda kv: kv[1])
+    if not pairs:
+        return [], mask_values_for(5)
+    return [str(k) for k, _ in pairs], [int(v) for _, v in pairs]
+
+
+@dataclass
+class RunCard:
+    """Everything known about one run; see the module docstring for the layout.
+
+    Attributes:
+        weights: path of the weights file (DLStudio's ``path_saved_model``).
+        model: the model's config (``mUNetASPP.config``), enough to rebuild it.
+        class_names: one name per output channel.
+        mask_values: channel k's value in the dataset's masks.
+        normalize_masks: train a raw-output loss against {0, 1} instead of the values.
+        output: 'raw' (MSE, Dice, Dice+MSE on the output itself) or 'logits'
+            (BCE / soft Dice on ``sigmoid(output)``).
+        input_scale: factor applied to the 0..255 images before the network.
+        image_size: [H, W] of the data.
+        recipe: the training recipe's name ('stock', 'modern', or 'custom').
+        train: the training options, as JSON.
+    """
+
+    weights: Path
+    model: Dict = field(default_factory=dict)
+    class_names: List[str] = field(default_factory=list)
+    mask_values: List[int] = field(default_factory=lambda: mask_values_for(5))
+    normalize_masks: bool = False
+    output: str = "raw"
+    input_scale: float = 1.0
+    image_size: List[int] = field(default_factory=lambda: [64, 64])
+    recipe: str = "stock"
+    train: Dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.weights = Path(self.weights)
+        if self.output not in OUTPUT_KINDS:
+            raise UserError(f"card output must be one of {', '.join(OUTPUT_KINDS)}, got {self.output!r}")
+        if not self.class_names:
+            self.class_names = [str(k) for k in range(len(self.mask_values))]
+        if len(self.class_names) != len(self.mask_values):
+            raise UserError(f"{len(self.class_names)} class names for {len(self.mask_values)} mask values in {self.file}")
+
+    # ---- the file layout -------------------------------------------------------
+    def _sibling(self, suffix: str) -> Path:
+        return self.weights.with_name(self.weights.name + suffix)
+
+    @property
+    def file(self) -> Path:
+        return self._sibling(".json")
+
+    @property
+    def checkpoint(self) -> Path:
+        return self._sibling(".ckpt")
+
+    @property
+    def history_json(self) -> Path:
+        return self._sibling(".history.json")
+
+    @property
+    def history_csv(self) -> Path:
+        return self._sibling(".history.csv")
+
+    @property
+    def metrics_file(self) -> Path:
+        return self._sibling(".metrics.json")
+
+    @property
+    def test_grid(self) -> Path:
+        return self._sibling(".test_grid.png")
+
+    # ---- the mask convention -----------------------------------------------------
+    @property
+    def binary_targets(self) -> bool:
+        return self.output == "logits" or self.normalize_masks
+
+    def thresholds(self):
+        """Per-class decision thresholds (C,) on the network's output (see the module docstring)."""
+        import torch
+
+        c = len(self.mask_values)
+        if self.output == "logits":
+            return torch.zeros(c)
+        if self.normalize_masks:
+            return torch.full((c,), 0.5)
+        return torch.tensor([v / 2.0 for v in self.mask_values])
+
+    def threshold_rule(self) -> str:
+        if self.output == "logits":
+            return "a class is predicted where its logit is above 0 (probability above 0.5)"
+        if self.normalize_masks:
+            return "a class is predicted where its output is above 0.5 (targets {0, 1})"
+        return "a class is predicted where its output is above half of its mask value"
+
+    def target(self, mask):
+        """(B, C, H, W) uint8 masks -> float targets: the mask values, or {0, 1}."""
+        return (mask > 0).float() if self.binary_targets else mask.float()
+
+    def prepare_input(self, image):
+        """(B, 3, H, W) images in 0..255 -> what the network was trained on."""
+        return image if self.input_scale == 1.0 else image * self.input_scale
+
+    def binarize(self, output):
+        """(B, C, H, W) network output -> (B, C, H, W) bool predictions."""
+        from .metrics import binarize
+
+        return binarize(output, self.thresholds())
+
+    # ---- model -----------------------------------------------------------------------
+    def build_model(self):
+        """A fresh ``mUNetASPP`` with this card's config (weights not loaded)."""
+        from .model import mUNetASPP
+
+        if self.model.get("class") not in (None, "mUNetASPP", "mUNet", "mUnet"):
+            raise UserError(f"{self.file} describes a {self.model['class']}, which dlstudio-aspp cannot rebuild")
+        return mUNetASPP(**mUNetASPP.config_kwargs(self.model))
+
+    def load_weights(self, net, map_location="cpu"):
+        """Load the weights file into ``net``; a mismatch names the setting that differs."""
+        import torch
+
+        if not self.weights.is_file():
+            raise MissingFileError(f"no trained weights at {self.weights}; train first or point at a run folder that has them")
+        try:
+            state = torch.load(self.weights, map_location=map_location, weights_only=True)
+        except Exception as exc:  # a truncated or foreign file can raise many kinds
+            raise UserError(f"{self.weights} is not a readable weights file ({type(exc).__name__}); retrain or restore it") from None
+        if not isinstance(state, dict):
+            raise UserError(f"{self.weights} holds a {type(state).__name__}, not a state_dict; retrain or restore it")
+        own = net.state_dict()
+        problems = [f"{k!r} is missing" for k in own if k not in state]
+        problems += [f"{k!r} is unexpected" for k in state if k not in own]
+        problems += [f"{k!r} has shape {tuple(state[k].shape)}, the model {tuple(v.shape)}"
+                     for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+        if problems:
+            key = problems[0].split("'")[1]
+            raise UserError(f"the weights at {self.weights} do not fit the model in {self.file.name}: "
+                            f"{problems[0]} ({_likely_setting(key)})")
+        net.load_state_dict(state)
+        return net
+
+    def load_model(self, device="cpu"):
+        """The trained model of this run, in eval mode on ``device``."""
+        return self.load_weights(self.build_model()).to(device).eval()
+
+    def save_weights(self, net) -> None:
+        """Weights, then the card, both atomically: a folder never pairs new weights with an old card."""
+        torch_save(net.state_dict(), self.weights)
+        self.save()
+
+    # ---- reading and writing -------------------------------------------------------------
+    def to_json(self) -> Dict:
+        d = asdict(self)
+        d.pop("weights")
+        d["thresholds"] = [float(t) for t in self.thresholds()]
+        d["version"] = CARD_VERSION
+        return d
+
+    def save(self) -> Path:
+        return write_json(self.file, self.to_json())
+
+    @classmethod
+    def from_json(cls, weights, data: Dict) -> "RunCard":
+        known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
+                                      "image_size", "recipe", "train") if k in data}
+        return cls(weights=Path(weights), **known)
+
+    @classmethod
+    def load(cls, weights) -> "RunCard":
+        """The card beside ``weights`` (a ``path_saved_model``, or a run folder holding ``saved_model``)."""
+        weights = Path(weights)
+        if weights.is_dir():
+            weights = weights / "saved_model"
+        file = weights.with_name(weights.name + ".json")
+        if not file.is_file():
+            raise MissingFileError(f"{file} is missing: pass a run folder written by `dlstudio-aspp run` or `experiments`")
+        try:
+            data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{file} is not valid JSON ({exc}); delete the run folder and train again") from None
+        if not isinstance(data, dict) or "model" not in data or "mask_values" not in data:
+            raise UserError(f"{file} is not a run card (it lacks 'model' or 'mask_values'); delete the run folder and train again")
+        return cls.from_json(weights, data)
+
+    @classmethod
+    def load_if_present(cls, weights) -> Optional["RunCard"]:
+        w = Path(weights)
+        return cls.load(w) if w.with_name(w.name + ".json").is_file() else None
+
+    @classmethod
+    def for_training(cls, weights, net, dataset, image_size: Sequence[int], *, output: str, normalize_masks: bool,
+                     input_scale: float, recipe: str, train: Dict, class_names: Sequence[str] = ()) -> "RunCard":
+        """A new run's card, from the network and the training dataset (its ``label_map``)."""
+        names, values = dataset_labels(dataset)
+        return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
+                   mask_values=values, normalize_masks=normalize_masks, output=output, input_scale=input_scale,
+                   image_size=list(image_size), recipe=recipe, train=dict(train))
+
+
+def model_config(net) -> Dict:
+    """What it takes to rebuild ``net``: mUNetASPP's own config, or that of a stock mUNet."""
+    cfg = getattr(net, "config", None)
+    if cfg:
+        return dict(cfg, **{"class": type(net).__name__})
+    if hasattr(net, "skip128dsDN") and hasattr(net, "conv_out"):  # DLStudio's own mUNet
+        return {"class": type(net).__name__, "skip_connections": net.skip128dsDN.skip_connections,
+                "depth": 2 * net.depth, "num_classes": net.conv_out.out_channels, "aspp": False}
+    return {"class": type(net).__name__}
+
+
+def _likely_setting(key: str) -> str:
+    if key.startswith("aspp."):
+        return "ASPP on/off or its rates and width differ"
+    if key.startswith("conv_out"):
+        return "the output layer (head) or num_classes differs"
+    return "depth or skip_connections differ"
