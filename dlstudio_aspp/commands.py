@@ -11,7 +11,6 @@ from typing import List, Optional
 from .errors import MissingFileError, UserError
 
 DEFAULT_DATA = "./data/PurdueShapes5MultiObject/"
-CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
 #: Iterations of the main job (``dlstudio-aspp run``): about 15 minutes on 2 CPU cores.
 RUN_ITERS = 1500
 
@@ -77,19 +76,6 @@ def make_shapes(args) -> int:
     return 0
 
 
-def make_dlstudio(data: str, out: Path, *, lr: float, momentum: float, epochs: int, batch_size: int, cpu: bool,
-                  image_size=(64, 64), classes=None):
-    """A DLStudio instance whose ``path_saved_model`` is ``out/saved_model``."""
-    from .dlstudio_glue import load_dlstudio
-
-    DLStudio = load_dlstudio()
-    if not data.endswith("/"):
-        data += "/"
-    return DLStudio(dataroot=data, image_size=list(image_size), path_saved_model=str(out / "saved_model"),
-                    momentum=momentum, learning_rate=lr, epochs=epochs, batch_size=batch_size,
-                    classes=tuple(classes or CLASSES), use_gpu=not cpu)
-
-
 def run(args) -> int:
     from .training import recipe_options
 
@@ -124,6 +110,8 @@ def run(args) -> int:
     if is_synthetic(data):
         print(f"NOTE: {data} holds SYNTHETIC data (see SYNTHETIC.txt)")
     from .segmentation import SemanticSegmentationASPP
+
+    from .dlstudio_glue import make_dlstudio
 
     dls = make_dlstudio(data, out, lr=opts.lr, momentum=args.momentum, epochs=args.epochs, batch_size=args.batch_size,
                         cpu=args.cpu)

@@ -73,6 +73,21 @@ def check_version(version: str) -> None:
         )
 
 
+#: PurdueShapes5MultiObject's classes, in channel order (DLStudio's ``classes``).
+SHAPE_CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
+
+
+def make_dlstudio(data: str, out, *, lr: float, momentum: float, epochs: int, batch_size: int, cpu: bool,
+                  image_size=(64, 64), classes=None):
+    """A DLStudio instance whose ``path_saved_model`` is ``out/saved_model``."""
+    DLStudio = load_dlstudio()
+    if not data.endswith("/"):
+        data += "/"
+    return DLStudio(dataroot=data, image_size=list(image_size), path_saved_model=str(Path(out) / "saved_model"),
+                    momentum=momentum, learning_rate=lr, epochs=epochs, batch_size=batch_size,
+                    classes=tuple(classes or SHAPE_CLASSES), use_gpu=not cpu)
+
+
 def stock_munet_class(DLStudio=None):
     """DLStudio's own mUNet class, whatever the installed version calls it."""
     DLStudio = DLStudio or load_dlstudio()

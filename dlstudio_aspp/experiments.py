@@ -24,7 +24,6 @@ from typing import List, Optional
 import numpy as np
 
 from .atomic import write_json
-from .card import RunCard
 from .errors import UserError
 from .losses import loss_label
 
@@ -190,7 +189,7 @@ def run_one(cfg: GridConfig, out: Path, loss: str, aspp: bool, seed: int, order:
     import torch
 
     from .segmentation import SemanticSegmentationASPP
-    from .commands import make_dlstudio
+    from .dlstudio_glue import make_dlstudio
 
     folder = out / "runs" / run_name(loss, aspp, seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 

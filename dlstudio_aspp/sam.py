@@ -170,8 +170,12 @@ _NAME = re.compile(r"^(\d+)(?:_(.+?))?(?:_(\d+))?\.png$", re.IGNORECASE)
 
 def read_png_mask(path: Path, size) -> np.ndarray:
     """A saved mask as (H, W) bool at ``size``; alpha when it varies, else grey level > 127."""
-    with Image.open(path) as im:
+    try:
+        im = Image.open(path)
         im.load()
+    except (OSError, SyntaxError) as exc:  # PIL's errors for garbage, truncated or unreadable files
+        raise UserError(f"--sam-masks: {path} is not a readable PNG ({exc}); save the mask again from the demo") from None
+    with im:
         if im.mode in ("RGBA", "LA") and np.ptp(np.array(im.getchannel("A"))) > 0:
             grey = im.getchannel("A")
         else:

@@ -18,7 +18,7 @@ from . import atomic
 from .card import RunCard
 from .evaluation import colour_masks, to_rgb
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
-from .errors import MissingFileError, UserError
+from .errors import UserError
 
 PANEL_PX = 250  # each panel is PANEL_PX x PANEL_PX pixels in the saved figure
 

@@ -259,7 +259,10 @@ class _Run:
             ck = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # truncated or foreign file
             raise UserError(f"cannot resume: {path} is not a readable checkpoint ({type(exc).__name__}); delete it to start afresh") from None
-        saved, now = ck.get("options", {}), self.opts.result_options()
+        saved, now = dict(ck.get("options", {})), self.opts.result_options()
+        saved_model, now_model = (ck.get("card") or {}).get("model", {}), self.card.model
+        saved.update({f"model.{k}": v for k, v in saved_model.items()})
+        now.update({f"model.{k}": v for k, v in now_model.items()})
         differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)

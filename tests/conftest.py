@@ -53,7 +53,6 @@ def make_dls(dataroot: str, tmp_path, **kw):
 
 def make_segmenter(dataroot: str, tmp_path, train_file: str, test_file: str, **kw):
     """Our segmenter with train/test loaders (0 workers) ready."""
-    import torch
     from dlstudio_aspp.segmentation import SemanticSegmentationASPP
 
     dls = make_dls(dataroot, tmp_path, **kw)

@@ -39,3 +39,15 @@ def test_bad_arguments(kw, match):
 def test_out_channels_and_dropout():
     a = ASPP(16, 24, branch_channels=4, dropout=0.5)
     assert a(torch.randn(2, 16, 4, 4)).shape == (2, 24, 4, 4)
+
+
+def test_rates_too_wide_for_the_bottleneck_warn_once():
+    aspp = ASPP(8, rates=(2, 8), branch_channels=4)
+    with pytest.warns(RuntimeWarning, match=r"rates \[8\] are at least the bottleneck's side \(8x8\)"):
+        aspp(torch.randn(2, 8, 8, 8))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aspp(torch.randn(2, 8, 8, 8))  # once per size
+        ASPP(8, rates=(2, 4, 6), branch_channels=4)(torch.randn(2, 8, 8, 8))

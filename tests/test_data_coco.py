@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 import torch
@@ -58,6 +59,10 @@ def test_deterministic_caps(fake_coco, tmp_path):
     ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "annotation file"),
     ("no-images", FileNotFoundError, "image folder"), ("bad-json", ValueError, "not valid JSON"),
     ("threshold", ValueError, "smaller side 210.*lower --min-size"), ("size", ValueError, "multiple of 8"),
+    ("no-categories", ValueError, "has no 'categories' list"), ("no-bbox", ValueError, "annotation 100 has no 'bbox'"),
+    ("no-segmentation", ValueError, "annotation 100 has no 'segmentation'"),
+    ("bad-image-id", ValueError, "names image id 999, which is not in its 'images' list"),
+    ("corrupt-jpeg", ValueError, r"000000000001\.jpg \(COCO id 1\) cannot be read"),
 ])
 def test_bad_input(fake_coco, tmp_path, case, exc, match):
     classes, kw = ["dog", "cat", "bus"], {}
@@ -71,10 +76,47 @@ def test_bad_input(fake_coco, tmp_path, case, exc, match):
         (fake_coco / "annotations" / "instances_train2017.json").write_text("{not json")
     elif case == "threshold":
         kw["min_size"] = 250
+    elif case in ("no-categories", "no-bbox", "no-segmentation", "bad-image-id"):
+        f = fake_coco / "annotations" / "instances_train2017.json"
+        data = json.loads(f.read_text())
+        if case == "no-categories":
+            del data["categories"]
+        elif case == "bad-image-id":
+            data["annotations"][0]["image_id"] = 999
+        else:
+            del data["annotations"][0][case[3:]]
+        f.write_text(json.dumps(data))
+    elif case == "corrupt-jpeg":
+        (fake_coco / "train2017" / "000000000001.jpg").write_bytes(b"\xff\xd8\xff garbage")
     else:
         kw["size"] = 100
     with pytest.raises(exc, match=match):
         C.build_coco(fake_coco, tmp_path / "o", classes=classes, progress=False, log=lambda s: None, **kw)
+
+
+def test_failed_build_records_its_settings(fake_coco, tmp_path):
+    """Bug: after a failed build (no index.json yet) a re-run with other classes reused its PNGs."""
+    (fake_coco / "train2017" / "000000000002.jpg").unlink()  # the build stops with an error there
+    out = tmp_path / "out"
+    kw = dict(size=64, splits=["train"], progress=False, log=lambda s: None)
+    with pytest.raises(FileNotFoundError, match="000000000002.jpg"):
+        C.build_coco(fake_coco, out, classes=["dog", "cat"], **kw)
+    assert not (out / "index.json").exists() and (out / "images" / "train" / "000000000001.png").is_file()
+    with pytest.raises(ValueError, match=r"other settings \(classes: classes \['dog', 'cat'\] there, \['cat', 'dog'\] now"):
+        C.build_coco(fake_coco, out, classes=["cat", "dog"], **kw)
+    with pytest.raises(ValueError, match="size 64 there, 128 now"):
+        C.build_coco(fake_coco, out, classes=["dog", "cat"], **dict(kw, size=128))
+
+
+def test_class_without_images_in_a_split_warns(fake_coco, tmp_path):
+    with pytest.warns(RuntimeWarning, match=r"test \(val2017\): no image qualifies for dog, cat"):
+        C.build_coco(fake_coco, tmp_path / "o", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+
+
+def test_corrupt_index_names_the_file(tmp_path):
+    (tmp_path / "index.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"index\.json is not valid JSON"):
+        C.COCOSegmentationDataset(train_or_test="train", root=tmp_path)
 
 
 @pytest.mark.skipif(not COCO_TINY.is_dir(), reason=f"the real COCO sample is not at {COCO_TINY}")

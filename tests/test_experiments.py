@@ -10,9 +10,10 @@ from dlstudio_aspp.report import make_report, running_mean
 
 
 def grid(synthetic_shapes, **kw):
-    return GridConfig.from_preset("smoke", data=synthetic_shapes, train_file="PurdueShapes5MultiObject-24-train.gz",
-                                  test_file="PurdueShapes5MultiObject-8-test.gz", losses=["mse", "dice+mse:auto"],
-                                  seeds=[0, 1], max_iters=3, log_every=1, progress=False, cpu=True, **kw)
+    args = dict(data=synthetic_shapes, train_file="PurdueShapes5MultiObject-24-train.gz",
+                test_file="PurdueShapes5MultiObject-8-test.gz", losses=["mse", "dice+mse:auto"], seeds=[0, 1], max_iters=3,
+                log_every=1, progress=False, cpu=True)
+    return GridConfig.from_preset("smoke", **dict(args, **kw))
 
 
 def test_same_initial_weights_with_aspp_on_and_off():
@@ -93,3 +94,14 @@ def test_grid_and_report_on_a_built_coco_set(fake_coco, tmp_path):
     assert m["class_names"] == ["dog", "cat", "bus"]
     text = make_report(tmp_path / "grid").read_text()
     assert "Dataset: **coco**" in text and "| dice | on | 1 |" in text
+
+
+def test_typo_leaves_no_grid_behind(synthetic_shapes, tmp_path):
+    """Bug: grid.json was written before --data, --rates and --depth were checked, locking the folder."""
+    out = tmp_path / "g"
+    for bad in (dict(data=str(tmp_path / "nowhere")), dict(rates=[0]), dict(depth=2), dict(head="wide")):
+        with pytest.raises(ValueError):
+            run_grid(grid(synthetic_shapes, **bad), out)
+        assert not (out / "grid.json").exists()
+    run_grid(grid(synthetic_shapes, seeds=[0], aspp=[True], losses=["mse"]), out)  # the corrected command runs
+    assert (out / "grid.json").is_file()

@@ -144,3 +144,9 @@ def test_a_stock_munet_run_is_rebuilt_without_aspp(synthetic_shapes, tmp_path):
     card = RunCard.load(tmp_path)
     model = card.load_model()
     assert card.model["aspp"] is False and model.aspp is None and model.depth == 2
+
+
+def test_garbage_png_in_saved_masks(tmp_path):
+    (tmp_path / "0_disk.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    with pytest.raises(ValueError, match=r"--sam-masks: .*0_disk\.png is not a readable PNG"):
+        masks_from_dir(tmp_path, 0, ["rectangle", "disk"], (4, 4))

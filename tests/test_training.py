@@ -192,3 +192,54 @@ def test_subset_and_normalized_masks(synthetic_shapes, tmp_path):
                                                             normalize_masks=True, progress=False)
     assert len(h["loss"]) == 2
     assert json.loads((tmp_path / "saved_model.json").read_text())["normalize_masks"] is True
+
+
+@pytest.mark.parametrize("bad,match", [(lambda o, t: ((o - t) ** 2).mean().item(), "got float"),
+                                       (lambda o, t: (o - t) ** 2, r"got \(4, 5, 64, 64\)")])
+def test_callable_loss_must_return_a_scalar_tensor(synthetic_shapes, tmp_path, bad, match):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    with pytest.raises(ValueError, match=f"scalar tensor.*{match}"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=bad, progress=False)
+
+
+def test_nan_stop_never_names_an_older_runs_checkpoint(synthetic_shapes, tmp_path):
+    """Bug: in a folder holding an older run, the NaN stop named that run's .ckpt as the last good one."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=2, progress=False)
+    assert (tmp_path / "saved_model.ckpt").is_file()
+    with pytest.raises(NonFiniteLossError, match="nan at iteration 1 .*this run wrote no checkpoint yet"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=lambda o, t: (o * float("nan")).mean(),
+                                                            progress=False)
+
+
+def test_failed_rerun_keeps_the_performance_numbers(synthetic_shapes, tmp_path):
+    """Bug: performance_numbers was truncated at the start, so a failed re-run erased the previous one's."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    perf = tmp_path / "perf.txt"
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), log_every=2, perf_file=str(perf), progress=False)
+    before = perf.read_text()
+    assert before.count("\n") == 3
+    _crash_loader(seg, at_item=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), log_every=2, perf_file=str(perf), progress=False)
+    assert perf.read_text() == before
+
+
+class _Interrupt(_Crash):
+    def __getitem__(self, i):
+        self.n += 1
+        if self.n == self.at:
+            raise KeyboardInterrupt
+        return self.dataset[i]
+
+
+def test_interrupt_writes_a_checkpoint_and_resume_continues(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    good = seg.train_dataloader
+    seg.train_dataloader = torch.utils.data.DataLoader(_Interrupt(good.dataset, 13), batch_size=4, shuffle=True)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the 4th batch, checkpoints only every 500
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=1, progress=False)
+    assert torch.load(tmp_path / "saved_model.ckpt", weights_only=True)["iteration"] == 3
+    seg.train_dataloader = good
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=1, resume=True, progress=False)
+    assert h["iteration"] == [1, 2, 3, 4, 5, 6]

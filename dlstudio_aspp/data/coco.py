@@ -28,8 +28,8 @@ import contextlib
 import difflib
 import io
 import json
-import os
 import random
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -53,9 +53,32 @@ def load_coco(ann_file: Path):
         raise MissingFileError(f"annotation file {ann_file} is missing; --coco-root must hold annotations/instances_{{train,val}}2017.json")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(ann_file))  # parses the (possibly 450 MB) file once
+            coco = COCO(str(ann_file))  # parses the (possibly 450 MB) file once
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{ann_file} is not valid JSON ({exc}); re-download the COCO annotations") from None
+    except (KeyError, TypeError, AttributeError) as exc:  # pycocotools indexing a malformed file
+        raise UserError(f"{ann_file} is not a COCO instances file (pycocotools failed on {exc!r}); "
+                        "re-download the COCO annotations") from None
+    check_annotations(coco, ann_file)
+    return coco
+
+
+def check_annotations(coco, ann_file: Path) -> None:
+    """One-line errors for a COCO file that parses but lacks what the builder reads."""
+    data = coco.dataset
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise UserError(f"{ann_file} has no {key!r} list; it is not a COCO instances file (re-download it)")
+    for ann in data["annotations"]:
+        for key in ("image_id", "category_id", "bbox", "segmentation"):
+            if key not in ann:
+                raise UserError(f"{ann_file}: annotation {ann.get('id', '?')} has no {key!r}; re-download the annotations")
+        if ann["image_id"] not in coco.imgs:
+            raise UserError(f"{ann_file}: annotation {ann.get('id', '?')} names image id {ann['image_id']}, which is not "
+                            "in its 'images' list; re-download the annotations")
+        if ann["category_id"] not in coco.cats:
+            raise UserError(f"{ann_file}: annotation {ann.get('id', '?')} names category id {ann['category_id']}, which "
+                            "is not in its 'categories' list; re-download the annotations")
 
 
 def category_ids(coco, classes: Sequence[str]) -> List[int]:
@@ -173,10 +196,7 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
         raise UserError(f"--size must be a multiple of 8 (mUNet needs it), got {size}")
     settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
                     max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
-    if (out / INDEX).is_file():
-        old = json.loads((out / INDEX).read_text())["settings"]
-        if {k: v for k, v in old.items() if k != "coco_root"} != {k: v for k, v in settings.items() if k != "coco_root"}:
-            raise UserError(f"{out} was built with other settings ({old}); use another --out")
+    check_settings(out, settings)
     values = mask_values_for(len(classes))
     index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, values)), "splits": {}}
     counts = {}
@@ -189,6 +209,11 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
         chosen = select_images(coco, cat_ids, min_size)
         if not chosen:
             raise UserError(explain_empty(coco, cat_ids, classes, min_size, split_dir))
+        empty = [name for c, name in enumerate(classes) if not any(c in v for v in chosen.values())]
+        if empty:
+            warnings.warn(f"{split} ({split_dir}): no image qualifies for {', '.join(empty)} (no non-crowd instance of "
+                          f"at least {min_size:g}x{min_size:g}); those channels will have no images selected for them "
+                          "in this split", RuntimeWarning, stacklevel=2)
         ids = apply_caps(chosen, len(classes), max_per_class, max_per_split, seed)
         entries = []
         it = ids
@@ -204,8 +229,13 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
                 src = coco_root / split_dir / img["file_name"]
                 if not src.is_file():
                     raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
-                with Image.open(src) as raw:
-                    im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+                try:
+                    with Image.open(src) as raw:
+                        raw.load()
+                        im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+                except (OSError, SyntaxError) as exc:  # PIL's errors for truncated or non-image files
+                    raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
+                                    "re-run the same command: finished images are kept") from None
                 save_image(encode_bits(ms), mask_path)
                 save_image(im, im_path)
             present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
@@ -223,11 +253,42 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
     return index
 
 
+SETTINGS = "build_settings.json"
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Record the build's settings before the first image is written; refuse a re-run with others.
+
+    A folder from an interrupted build holds images but no ``index.json``; its
+    ``build_settings.json`` still says how they were made.
+    """
+    recorded = [p for p in (out / SETTINGS, out / INDEX) if p.is_file()]
+    same = lambda d: {k: v for k, v in d.items() if k != "coco_root"}  # noqa: E731
+    for path in recorded:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); delete {out} and build again") from None
+        old = data.get("settings", data) if path.name == INDEX else data
+        if same(old) != same(settings):
+            changed = sorted(k for k in set(same(old)) | set(same(settings)) if same(old).get(k) != same(settings).get(k))
+            raise UserError(f"{out} holds a build with other settings ({', '.join(changed)}: "
+                            + "; ".join(f"{k} {old.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+                            + "); use another --out or the same settings")
+    has_images = any((out / "images").glob("*/*.png")) if (out / "images").is_dir() else False
+    if not recorded and has_images:
+        raise UserError(f"{out} holds images but no {SETTINGS} to say how they were made; use another --out")
+    write_json(out / SETTINGS, settings)
+
+
 def read_index(root) -> dict:
     path = Path(root) / INDEX
     if not path.is_file():
         raise MissingFileError(f"{path} is missing: build the set with `dlstudio-aspp build-coco --out {root}`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); build the set again with `dlstudio-aspp build-coco`") from None
 
 
 class COCOSegmentationDataset(torch.utils.data.Dataset):

@@ -16,12 +16,12 @@ import pickle
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
+from ..atomic import write_bytes
 from ..errors import MissingFileError, UserError
 
 PURDUE_URL = "https://engineering.purdue.edu/kak/distDLS/datasets_for_DLStudio.tar.gz"
@@ -49,12 +49,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
 
 
 def _from_tar(tar: tarfile.TarFile, wanted) -> Dict[str, bytes]:
@@ -129,7 +123,7 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
             if hashlib.sha256(data).hexdigest() != SHA256[name]:
                 errors.append(f"{label}: {name} has the wrong sha256")
                 continue
-            _write_atomic(dest / name, data)
+            write_bytes(dest / name, data)
             result[name] = label
             log(f"{name}: from {label}, sha256 ok")
     missing = [n for n in SHA256 if n not in result]
@@ -199,7 +193,7 @@ def make_shapes(dest: str | os.PathLike, train: int = 200, test: int = 40, seed:
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
             f.write(pickle.dumps((dataset, dict(LABEL_MAP)), protocol=2))
-        _write_atomic(path, buf.getvalue())
+        write_bytes(path, buf.getvalue())
         out[split] = path
     (dest / "SYNTHETIC.txt").write_text(f"{SYNTHETIC_NOTE}; seed={seed}, train={train}, test={test}\n")
     return out

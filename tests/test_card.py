@@ -1,0 +1,63 @@
+import json
+
+import pytest
+import torch
+
+from conftest import make_segmenter
+from dlstudio_aspp.card import RunCard, dataset_labels, mask_values_for
+from dlstudio_aspp.model import mUNetASPP
+
+FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+
+
+def test_mask_convention_in_one_place():
+    assert mask_values_for(5) == [50, 100, 150, 200, 250] and mask_values_for(3) == [83, 167, 250]
+    mask = torch.tensor([[[[0, 50]], [[100, 0]]]], dtype=torch.uint8)
+    stock = RunCard("w", mask_values=[50, 100])
+    assert stock.target(mask).tolist() == [[[[0.0, 50.0]], [[100.0, 0.0]]]]
+    assert stock.thresholds().tolist() == [25.0, 50.0]
+    for card in (RunCard("w", mask_values=[50, 100], normalize_masks=True), RunCard("w", mask_values=[50, 100], output="logits")):
+        assert card.target(mask).tolist() == [[[[0.0, 1.0]], [[1.0, 0.0]]]]
+    assert RunCard("w", input_scale=1 / 255).prepare_input(torch.full((1, 3, 8, 8), 255.0)).max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="output must be one of raw, logits"):
+        RunCard("w", output="probs")
+
+
+def test_layout_and_round_trip(tmp_path):
+    card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4, head="dense").config, class_names=list("abcde"),
+                   output="logits", input_scale=0.5, recipe="modern", train={"loss": "bce+dice"})
+    assert card.checkpoint.name == "saved_model.ckpt" and card.metrics_file.name == "saved_model.metrics.json"
+    card.save_weights(card.build_model())
+    back = RunCard.load(tmp_path)
+    assert back == card and back.load_model().head == "dense"
+    assert json.loads(card.file.read_text())["thresholds"] == [0.0] * 5
+
+
+def test_labels_from_a_subset(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    sub = torch.utils.data.Subset(seg.train_dataloader.dataset, range(3))
+    assert dataset_labels(sub) == (["rectangle", "triangle", "disk", "oval", "star"], [50, 100, 150, 200, 250])
+
+
+def test_corrupt_card_and_mismatched_weights_name_the_problem(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=1, progress=False)
+    card = RunCard.load(tmp_path)
+    torch.save(mUNetASPP(depth=8).state_dict(), tmp_path / "saved_model")
+    with pytest.raises(ValueError, match="do not fit the model in saved_model.json: .*depth or skip_connections differ"):
+        card.load_model()
+    torch.save(mUNetASPP(depth=4, aspp=False).state_dict(), tmp_path / "saved_model")
+    with pytest.raises(ValueError, match="'aspp.* is missing .*ASPP on/off"):
+        card.load_model()
+    torch.save(mUNetASPP(depth=4, head="dense").state_dict(), tmp_path / "saved_model")
+    with pytest.raises(ValueError, match="conv_out.weight' has shape .*output layer"):
+        card.load_model()
+    (tmp_path / "saved_model.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"saved_model\.json is not valid JSON"):
+        RunCard.load(tmp_path)
+
+
+def test_num_classes_must_match_the_data(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    with pytest.raises(ValueError, match="model has 3 output channels but the data has 5 classes; .*num_classes=5"):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
