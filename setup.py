@@ -23,7 +23,8 @@ setup(
     ],
     extras_require={
         "sam": ["segment-anything"],
-        "test": ["pytest", "segment-anything"],
+        "ray": ["ray"],
+        "test": ["pytest", "segment-anything", "ray"],
     },
     entry_points={"console_scripts": ["dlstudio-aspp=dlstudio_aspp.cli:main"]},
 )

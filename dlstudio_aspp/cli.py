@@ -47,6 +47,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 2, at most 4)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.add_argument("--executor", default="serial", choices=["serial", "ray"],
+                   help="serial (default: one run after another) or ray (one Ray task per run)")
+    p.add_argument("--address", default=None, help="ray: join a running cluster (auto or HOST:PORT); default: a local Ray")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run, also its torch threads (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="ray: GPUs per run, a fraction shares a card (default: 1 when this machine has a GPU, else 0)")
     p.set_defaults(func="experiments")
 
     p = sub.add_parser("build-coco", help="build a 256x256 segmentation set from COCO",

@@ -118,7 +118,7 @@ def run(args) -> int:
     seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
     train = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="train", dataset_file=args.train_file)
     test = seg.PurdueShapes5MultiObjectDataset(dl_studio=dls, segmenter=seg, train_or_test="test", dataset_file=args.test_file)
-    seg.load_PurdueShapes5MultiObject_dataset(train, test)
+    seg.load_PurdueShapes5MultiObject_dataset(train, test, num_workers=args.workers)
     print(seg.describe(model, dls.image_size))
     print(f"recipe {args.recipe}: " + ", ".join(f"{k}={v}" for k, v in opts.result_options().items() if v is not None))
     options = {k: v for k, v in opts.to_json().items() if k != "recipe"}
@@ -149,8 +149,22 @@ def experiments(args) -> int:
     cfg.validate()
     if cfg.dataset == "shapes" and args.data is None:
         _dataroot(None, True, cfg.train_file, cfg.test_file)
-    folders = run_grid(cfg, args.out)
-    print(f"{len(folders)} runs in {args.out}/runs")
+    if args.executor == "ray":
+        from .ray_executor import run_grid_ray
+
+        gpus = args.gpus_per_run
+        if gpus is None:
+            import torch
+
+            gpus = 1.0 if torch.cuda.is_available() and not cfg.cpu else 0.0
+        results = run_grid_ray(cfg, args.out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
+        failed = sorted(k for k, v in results.items() if "error" in v)
+        print(f"{len(results) - len(failed)} runs finished in {args.out}/runs" + (f"; failed twice: {', '.join(failed)}" if failed else ""))
+    else:
+        if args.address or args.gpus_per_run is not None:
+            raise UserError("--address and --gpus-per-run need --executor ray")
+        folders = run_grid(cfg, args.out)
+        print(f"{len(folders)} runs in {args.out}/runs")
     if not args.no_report:
         print(f"report: {make_report(args.out)}")
     return 0

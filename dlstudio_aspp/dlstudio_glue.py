@@ -103,16 +103,18 @@ def stock_munet_class(DLStudio=None):
 
 
 def default_num_workers(requested: Optional[int] = None) -> int:
-    """DataLoader workers: ``requested`` capped by the CPUs this process may use.
+    """DataLoader workers: ``requested`` capped so that training keeps two cores.
 
-    Stock DLStudio asks for 4 workers, which warns on a 2-core machine. We keep one
-    core for the training process itself.
+    The items are slices of arrays already in memory (PurdueShapes) or one small PNG
+    (COCO), so a worker saves little, while on a small machine it takes a core from the
+    training threads: measured on 2 cores (benchmarks/bench_threads.py), one worker made
+    training 5% slower than none. Stock DLStudio asks for 4 workers, which also warns there.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
         cpus = os.cpu_count() or 1
-    upper = max(0, cpus - 1)
+    upper = max(0, cpus - 2)
     if requested is None:
         return min(4, upper)
     if requested < 0:

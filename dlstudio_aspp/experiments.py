@@ -220,14 +220,12 @@ def run_one(cfg: GridConfig, out: Path, loss: str, aspp: bool, seed: int, order:
     return summary
 
 
-def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
-    """Run (or finish) every run of the grid under ``out``; return the run folders.
+def prepare_grid(cfg: GridConfig, out: Path):
+    """Check every setting, the folder and the data, then write ``grid.json``; return (train, test, image_size).
 
-    Every setting and the data are checked before ``grid.json`` is written, so a typo
-    leaves the folder as it was.
+    Nothing is written before all checks pass, so a typo leaves the folder as it was.
     """
     cfg.validate()
-    out = Path(out)
     check_grid_folder(cfg, out)
     train, test, image_size = _datasets(cfg)
     from .data.sources import SYNTHETIC_NOTE, is_synthetic
@@ -237,6 +235,13 @@ def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
         print(f"NOTE: {cfg.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "grid.json", dict(asdict(cfg), synthetic=synthetic))
+    return train, test, image_size
+
+
+def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
+    """Run (or finish) every run of the grid under ``out``, one after another; return the run folders."""
+    out = Path(out)
+    train, test, image_size = prepare_grid(cfg, out)
     runs = grid_runs(cfg)
     folders = []
     for k, (loss, aspp, seed) in enumerate(runs, 1):

@@ -346,6 +346,10 @@ def make_report(root: str | Path) -> Path:
         "",
         scale_table(runs),
     ]
+    failed = grid.get("failed") or {}
+    if failed:
+        parts += ["", "## Failed runs", "", "These runs failed twice (once retried) and have no results:", "",
+                  "| run | error |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sorted(failed.items())]]
     sam_tables = sorted((root / "sam").glob("sam_*_metrics.md"))
     if sam_tables:
         parts += ["", "## SAM comparison", ""]

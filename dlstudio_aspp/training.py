@@ -128,9 +128,10 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # Stock DLStudio: SGD with DLStudio's lr and momentum, MSE on 0/50(k+1), 0..255 input.
     "stock": dict(),
     # Tuned on the real PurdueShapes5MultiObject data with the dense head (see
-    # benchmarks/RESULTS.md): AdamW, one-cycle, BCE + batch soft Dice on logits, [0, 1] input.
+    # benchmarks/RESULTS.md): AdamW, one-cycle, BCE + batch soft Dice on logits, [0, 1]
+    # input, {0, 1} targets (also for MSE, Dice and Dice+MSE under this recipe).
     "modern": dict(loss="bce+dice", optimizer="adamw", lr=3e-3, weight_decay=1e-4, schedule="onecycle", warmup=None,
-                   grad_clip=1.0, input_scale=1 / 255),
+                   grad_clip=1.0, input_scale=1 / 255, normalize_masks=True),
 }
 
 
@@ -192,10 +193,12 @@ def make_optimizer(net: torch.nn.Module, opts: TrainOptions) -> torch.optim.Opti
 def make_scheduler(optimizer, opts: TrainOptions, total: int):
     """The learning-rate schedule over ``total`` iterations; None for stock's constant rate."""
     warm = min(opts.warmup, max(total - 1, 0))
-    if opts.schedule == "onecycle":
+    if opts.schedule == "onecycle" and total >= 4:
+        # OneCycleLR needs at least one step up and one down: pct_start in [2/total, 1 - 2/total].
         pct = warm / total if warm else 0.1
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=max(total, 2),
-                                                   pct_start=min(max(pct, 1e-3), 0.5), cycle_momentum=opts.optimizer == "sgd")
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=total,
+                                                   pct_start=min(max(pct, 2 / total), 1 - 2 / total),
+                                                   cycle_momentum=opts.optimizer == "sgd")
     if opts.schedule == "constant" and not warm:
         return None
 

@@ -45,8 +45,8 @@ def test_supported_versions_pass(version):
 
 def test_worker_count_respects_cpus():
     cpus = len(os.sched_getaffinity(0))
-    assert glue.default_num_workers() <= max(0, cpus - 1)
-    assert glue.default_num_workers(64) <= max(0, cpus - 1)
+    assert glue.default_num_workers() <= max(0, cpus - 2)
+    assert glue.default_num_workers(64) <= max(0, cpus - 2)
     assert glue.default_num_workers(0) == 0
     with pytest.raises(ValueError, match=">= 0"):
         glue.default_num_workers(-1)

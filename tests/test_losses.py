@@ -107,3 +107,42 @@ def test_backward_example_runs():
     p = torch.rand(2, 5, 8, 8, requires_grad=True)
     get_loss("dice+mse:20")(p, torch.rand(2, 5, 8, 8)).backward()
     assert p.grad is not None
+
+
+@pytest.mark.parametrize("name,bce,dice", [("bce", 1, 0), ("sigmoid-dice", 0, 1), ("bce+dice", 1, 1)])
+def test_logit_losses(name, bce, dice):
+    from dlstudio_aspp.losses import LogitLoss
+
+    loss = get_loss(name)
+    assert isinstance(loss, LogitLoss) and loss.on_logits and (loss.bce_weight, loss.dice_weight) == (bce, dice)
+    target = torch.zeros(2, 2, 4, 4)
+    target[0, 0, :2] = 1  # class 0 only in image 0, class 1 nowhere
+    logits = (target * 2 - 1) * 20  # confident and right
+    assert loss(logits, target).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = loss(-logits, target)
+    assert wrong.item() > 0.5
+    x = torch.zeros(2, 2, 4, 4, requires_grad=True)
+    loss(x, target).backward()
+    assert x.grad[0, 0, :2].lt(0).all()  # the object's logits are pushed up
+    assert set(loss.last_components) == {k for k, w in (("bce", bce), ("dice", dice)) if w}
+
+
+def test_batch_dice_keeps_a_channel_that_is_absent_from_most_images():
+    """Per-image Dice pulls a channel to all-zero through every image that lacks the shape; the batch
+    form does not: its gradient on the one image that has the shape is as strong as the others'."""
+    from dlstudio_aspp.losses import LogitLoss, dice_per_channel
+
+    target = torch.zeros(4, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1
+    x = torch.full((4, 1, 8, 8), -1.0, requires_grad=True)
+    LogitLoss(0, 1)(x, target).backward()
+    batch_push = -x.grad[0, 0, 2:6, 2:6].mean()
+    y = torch.full((4, 1, 8, 8), -1.0, requires_grad=True)
+    (1 - dice_per_channel(torch.sigmoid(y), target)).mean().backward()
+    sample_push = -y.grad[0, 0, 2:6, 2:6].mean()
+    assert batch_push > 2 * sample_push > 0
+
+
+def test_bad_loss_names_list_the_logit_losses_too():
+    with pytest.raises(ValueError, match="valid: mse, dice, .*bce, sigmoid-dice, bce\\+dice"):
+        get_loss("focal")

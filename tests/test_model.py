@@ -112,3 +112,42 @@ def test_describe_reports_with_and_without_aspp():
     assert f"{on['params']:,} with ASPP, {off['params']:,} without" in text
     assert f"{on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without" in text
     assert m.aspp is not None  # put back
+    assert "output pixels that depend on the input: 25% (head 'stock')" in text
+    assert "depend on the input: 100% (head 'dense')" in SemanticSegmentationASPP.describe(mUNetASPP(depth=4, head="dense"))
+
+
+@pytest.mark.parametrize("head,expected", [("stock", 0.25), ("dense", 1.0), ("bilinear", 1.0)])
+def test_fraction_of_pixels_that_depend_on_the_input(head, expected):
+    from dlstudio_aspp.model import input_dependent_fraction
+
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4, head=head).eval()
+    assert input_dependent_fraction(net) == expected
+    # the same by gradients: the output pixels whose gradient w.r.t. the input is non-zero
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    out = net(x)
+    dep = torch.zeros(8, 8, dtype=torch.bool)
+    for i in range(8):
+        for j in range(8):
+            (g,) = torch.autograd.grad(out[0, :, i, j].sum(), x, retain_graph=True)
+            dep[i, j] = bool(g.abs().sum() > 0)
+    assert dep.float().mean().item() == expected
+    if head == "stock":  # exactly the odd rows or columns are the bias alone
+        assert dep[0::2, 0::2].all() and not dep[1::2].any() and not dep[:, 1::2].any()
+        assert torch.equal(out[0, :, 0, 1], net.conv_out.bias)
+
+
+def test_head_default_is_stock_and_bad_names_list_the_valid_ones():
+    assert mUNetASPP(depth=4).config["head"] == "stock"
+    with pytest.raises(ValueError, match="unknown head 'wide'; valid: stock, dense, bilinear"):
+        mUNetASPP(depth=4, head="wide")
+
+
+def test_stock_checkpoint_into_a_dense_model_loads_all_but_the_last_layer(capsys):
+    torch.manual_seed(0)
+    stock = StockMUNet(skip_connections=True, depth=8).state_dict()
+    model = from_stock_checkpoint(stock, depth=8, head="dense")
+    assert "every stock layer but the output layer" in capsys.readouterr().out
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in stock.items() if not k.startswith("conv_out."))
+    assert own["conv_out.weight"].shape == (64, 5, 4, 4)

@@ -243,3 +243,79 @@ def test_interrupt_writes_a_checkpoint_and_resume_continues(synthetic_shapes, tm
     seg.train_dataloader = good
     h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=1, resume=True, progress=False)
     assert h["iteration"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_recipes_by_name_and_bad_names_list_the_valid_ones():
+    from dlstudio_aspp.training import RECIPES, recipe_options
+
+    assert recipe_options("stock") == recipe_options("stock", loss=None)
+    modern = recipe_options("modern", lr=1e-3)
+    assert modern.loss == "bce+dice" and modern.optimizer == "adamw" and modern.lr == 1e-3 and modern.recipe == "modern"
+    assert set(RECIPES) >= {"stock", "modern"}
+    with pytest.raises(ValueError, match="unknown recipe 'fast'; valid: stock, modern"):
+        recipe_options("fast")
+
+
+@pytest.mark.parametrize("schedule,warmup", [("constant", 2), ("cosine", 0), ("cosine", 2), ("onecycle", 0)])
+def test_schedules(schedule, warmup):
+    from dlstudio_aspp.training import TrainOptions, make_optimizer, make_scheduler
+
+    net = torch.nn.Linear(2, 2)
+    opts = TrainOptions(optimizer="adam", lr=0.1, schedule=schedule, warmup=warmup)
+    opt = make_optimizer(net, opts)
+    sched = make_scheduler(opt, opts, total=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if warmup:
+        assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)
+    if schedule == "constant":
+        assert lrs[2:] == [pytest.approx(0.1)] * 8
+    elif schedule == "cosine":
+        assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+    else:
+        assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[0] < 0.01 and lrs[-1] < 1e-3
+
+
+def test_stock_options_make_no_scheduler():
+    from dlstudio_aspp.training import TrainOptions, make_optimizer, make_scheduler
+
+    opts = TrainOptions(lr=1e-4, momentum=0.9)
+    opt = make_optimizer(torch.nn.Linear(2, 2), opts)
+    assert make_scheduler(opt, opts, 100) is None and isinstance(opt, torch.optim.SGD)
+
+
+def test_modern_recipe_trains_on_logits_and_scores_with_logit_zero(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    seen = {}
+
+    class Spy(mUNetASPP):  # records what the network is fed
+        def forward(self, x):
+            seen["max"] = max(seen.get("max", 0.0), float(x.max()))
+            return super().forward(x)
+
+    h = seg.run_code_for_training_for_semantic_segmentation(Spy(depth=4, head="dense"), recipe="modern", max_iters=3, seed=0, progress=False,
+                                                            grad_clip=0.5)
+    assert h["loss_name"] == "BCE+Dice" and set(h["components"]) == {"bce", "dice"}
+    assert seen["max"] <= 1.0  # input_scale 1/255
+    card = json.loads((tmp_path / "saved_model.json").read_text())
+    assert card["output"] == "logits" and card["thresholds"] == [0.0] * 5 and card["recipe"] == "modern"
+    assert card["input_scale"] == pytest.approx(1 / 255) and card["model"]["head"] == "dense"
+    m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, head="dense"), progress=False)
+    assert m["binarize"]["thresholds"] == [0.0] * 5 and m["binarize"]["output"] == "logits"
+
+
+def test_grad_clip_bounds_the_update(synthetic_shapes, tmp_path):
+    from dlstudio_aspp.training import TrainOptions, make_optimizer
+
+    net = torch.nn.Linear(4, 1)
+    opts = TrainOptions(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01)
+    opt = make_optimizer(net, opts)
+    before = [p.detach().clone() for p in net.parameters()]
+    (net(torch.full((1, 4), 100.0)) ** 2).sum().backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), opts.grad_clip)
+    opt.step()
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
+    assert step.norm().item() == pytest.approx(0.01, rel=1e-3)

@@ -1,0 +1,154 @@
+"""The experiment grid on Ray: one Ray task per run, on a laptop, a multi-GPU box or a cluster.
+
+``dlstudio-aspp experiments OUT --executor ray`` submits every unfinished run of the grid
+as a task. A task writes its run folder exactly as the serial executor does (checkpoint,
+card, metrics, ``summary.json`` last), so skipping finished runs, resuming started ones
+and the report work unchanged.
+
+- **Resources.** Each task asks for ``cpus_per_run`` CPUs (and ``gpus_per_run`` GPUs, a
+  fraction shares one card) and sets torch's intra-op threads to its CPU share, so
+  tasks never oversubscribe the cores.
+- **Data.** Every node reads ``--data`` at the same path (a shared file system, or the
+  same copy on each node); a node that cannot says so, with its host name.
+- **Failures.** A run that fails (an exception, or its worker or node lost) is submitted
+  once more; it resumes from its checkpoint if it wrote one. A second failure is
+  recorded with its error in ``grid.json`` (``failed``) and in the report, and the rest
+  of the grid goes on.
+- **Ctrl-C** cancels the tasks; re-running the command resumes them.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from .atomic import write_json
+from .errors import UserError
+
+
+def _ray():
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise UserError("--executor ray needs Ray: pip install -e \".[ray]\" (or pip install ray)") from None
+    return ray
+
+
+def grid_task(cfg_dict: dict, out: str, loss: str, aspp: bool, seed: int, order: int, threads: int) -> dict:
+    """What one Ray task runs: load the data on this node, train and score one run, return its summary."""
+    import torch
+
+    from .experiments import GridConfig, _datasets, run_one
+
+    torch.set_num_threads(max(1, threads))
+    cfg = GridConfig(**cfg_dict)
+    if not Path(cfg.data).is_dir():
+        raise UserError(f"node {socket.gethostname()} cannot read --data {cfg.data}: every node must see the data at "
+                        "the same path (a shared file system, or the same copy on each node)")
+    train, test, image_size = _datasets(cfg)
+    return run_one(cfg, Path(out), loss, aspp, seed, order, train, test, image_size)
+
+
+def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float = 1, gpus_per_run: float = 0,
+                 num_cpus: Optional[int] = None, task: Callable = grid_task,
+                 on_finish: Optional[Callable[[str, dict], None]] = None) -> Dict[str, dict]:
+    """Run the grid's unfinished runs as Ray tasks; return ``{run name: summary or {'error': ...}}``.
+
+    Args:
+        cfg, out: as :func:`dlstudio_aspp.experiments.run_grid` (checked and prepared the same way).
+        address: a running cluster ('auto' or 'HOST:PORT'); None starts a local Ray.
+        cpus_per_run, gpus_per_run: resources of each task (fractions allowed for GPUs).
+        num_cpus: CPUs of a local Ray (default: all).
+        task: the function a task runs (tests swap in one that fails on purpose).
+        on_finish: called with (run name, summary) as each run ends.
+    """
+    from .experiments import grid_runs, prepare_grid, run_name
+
+    ray = _ray()
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus_per_run}, {gpus_per_run}")
+    out = Path(out).resolve()
+    prepare_grid(cfg, out)
+    cfg_dict = dict(asdict(cfg), data=str(Path(cfg.data).resolve()) + "/", progress=False)
+    todo = [(k, spec) for k, spec in enumerate(grid_runs(cfg), 1)
+            if not (out / "runs" / run_name(*spec) / "summary.json").is_file()]
+    skipped = len(grid_runs(cfg)) - len(todo)
+    if skipped:
+        print(f"{skipped} finished runs skipped")
+    results: Dict[str, dict] = {}
+    if not todo:
+        return results
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(address=address) if address else dict(num_cpus=num_cpus)
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+    threads = max(1, int(cpus_per_run))
+
+    def submit(order, spec):
+        loss, aspp, seed = spec
+        return remote.remote(cfg_dict, str(out), loss, aspp, seed, order, threads)
+
+    pending = {submit(k, spec): (k, spec, 1) for k, spec in todo}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="runs", unit="run")
+    failed: Dict[str, str] = {}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            k, spec, attempt = pending.pop(ref)
+            name = run_name(*spec)
+            try:
+                summary = ray.get(ref)
+            except (ray.exceptions.RayError, UserError) as exc:
+                error = _short(exc)
+                if attempt == 1:
+                    bar.write(f"{name} failed ({error}); retrying once")
+                    pending[submit(k, spec)] = (k, spec, 2)
+                    continue
+                bar.write(f"{name} failed again ({error}); recorded as failed, the grid goes on")
+                failed[name] = error
+                results[name] = {"error": error, "attempts": attempt}
+                bar.update(1)
+                continue
+            results[name] = summary
+            bar.write(f"{name} finished: test mIoU {summary['miou']:.3f}")
+            bar.update(1)
+            if on_finish is not None:
+                on_finish(name, summary)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        bar.write("cancelled the remaining runs; re-run the same command to resume them")
+        raise
+    finally:
+        bar.close()
+        record_failures(out, failed)
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+def record_failures(out: Path, failed: Dict[str, str]) -> None:
+    """Write the runs that failed twice into ``grid.json`` (``failed``); finished runs leave it."""
+    import json
+
+    grid_file = out / "grid.json"
+    data = json.loads(grid_file.read_text())
+    old = {k: v for k, v in data.get("failed", {}).items()
+           if not (out / "runs" / k / "summary.json").is_file() and k not in failed}
+    data["failed"] = dict(old, **failed)
+    write_json(grid_file, data)
+
+
+def _short(exc: BaseException) -> str:
+    """The last line of a (Ray-wrapped) error: its type and message."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None and not isinstance(cause, type(exc)):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+

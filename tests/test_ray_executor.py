@@ -1,0 +1,75 @@
+"""The grid on a real local Ray (num_cpus=2), with the smoke preset."""
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e \".[ray]\"")
+
+from dlstudio_aspp.experiments import GridConfig, run_name  # noqa: E402
+from dlstudio_aspp.ray_executor import grid_task, run_grid_ray  # noqa: E402
+from dlstudio_aspp.report import make_report  # noqa: E402
+
+TRAIN, TEST = "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def smoke(data, **kw):
+    return GridConfig.from_preset("smoke", **dict(dict(data=data, train_file=TRAIN, test_file=TEST, losses=["mse", "dice"],
+                                                       aspp=[True], seeds=[0], max_iters=2, progress=False, cpu=True), **kw))
+
+
+def test_grid_finishes_and_the_report_lists_every_run(local_ray, synthetic_shapes, tmp_path):
+    cfg = smoke(synthetic_shapes, aspp=[True, False])
+    results = run_grid_ray(cfg, tmp_path, cpus_per_run=1)
+    names = {run_name(loss, aspp, 0) for loss in ("mse", "dice") for aspp in (True, False)}
+    assert set(results) == names and all("miou" in r for r in results.values())
+    report = make_report(tmp_path).read_text()
+    assert all(name in report for name in names)
+    for name in names:  # the same run folder as the serial executor writes
+        assert (tmp_path / "runs" / name / "saved_model.json").is_file()
+        assert json.loads((tmp_path / "runs" / name / "summary.json").read_text())["iterations"] == 2
+
+
+def test_a_failing_run_is_retried_then_recorded(local_ray, synthetic_shapes, tmp_path):
+    counter = tmp_path / "attempts"
+    counter.mkdir()
+    bad = run_name("dice", True, 0)
+
+    def flaky(cfg_dict, out, loss, aspp, seed, order, threads):
+        name = run_name(loss, aspp, seed)
+        (counter / f"{name}.{len(list(counter.glob(name + '.*')))}").touch()
+        if name == bad:
+            raise RuntimeError("injected failure")
+        return grid_task(cfg_dict, out, loss, aspp, seed, order, threads)
+
+    results = run_grid_ray(smoke(synthetic_shapes), tmp_path / "g", task=flaky)
+    assert "injected failure" in results[bad]["error"] and results[bad]["attempts"] == 2
+    assert len(list(counter.glob(bad + ".*"))) == 2  # tried, retried once
+    good = run_name("mse", True, 0)
+    assert "miou" in results[good] and len(list(counter.glob(good + ".*"))) == 1
+    grid = json.loads((tmp_path / "g" / "grid.json").read_text())
+    assert "injected failure" in grid["failed"][bad]
+    report = make_report(tmp_path / "g").read_text()
+    assert "## Failed runs" in report and bad in report
+
+
+def test_rerun_after_cancellation_skips_finished_runs(local_ray, synthetic_shapes, tmp_path, capsys):
+    cfg = smoke(synthetic_shapes, seeds=[0, 1])
+
+    def cancel(name, summary):
+        raise KeyboardInterrupt  # Ctrl-C as soon as the first run ends
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid_ray(cfg, tmp_path, on_finish=cancel)
+    finished = {p.parent.name for p in (tmp_path / "runs").glob("*/summary.json")}
+    assert len(finished) >= 1
+    results = run_grid_ray(cfg, tmp_path)
+    assert f"{len(finished)} finished runs skipped" in capsys.readouterr().out
+    assert set(results).isdisjoint(finished) and len(results) == 4 - len(finished)
+    assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 4
