@@ -130,7 +130,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # Tuned on the real PurdueShapes5MultiObject data with the dense head (see
     # benchmarks/RESULTS.md): AdamW, one-cycle, BCE + batch soft Dice on logits, [0, 1]
     # input, {0, 1} targets (also for MSE, Dice and Dice+MSE under this recipe).
-    "modern": dict(loss="bce+dice", optimizer="adamw", lr=3e-3, weight_decay=1e-4, schedule="onecycle", warmup=None,
+    "modern": dict(loss="bce+dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="onecycle", warmup=None,
                    grad_clip=1.0, input_scale=1 / 255, normalize_masks=True),
 }
 
