@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
 from .errors import UserError
 
 

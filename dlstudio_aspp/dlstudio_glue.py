@@ -7,6 +7,7 @@
 - :func:`save_instead_of_show` makes ``DLStudio.display_tensor_as_image`` write PNG
   files instead of blocking on ``plt.show()``.
 - :func:`default_num_workers` picks a DataLoader worker count that the machine has.
+- :func:`make_dlstudio` builds a DLStudio instance for a run folder.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Optional
+
 from .errors import UserError
 
 #: DLStudio release lines whose SemanticSegmentation this package was built against.

@@ -210,13 +210,10 @@ def run_one(cfg: GridConfig, out: Path, loss: str, aspp: bool, seed: int, order:
     metrics = seg.run_code_for_testing_semantic_segmentation(model, progress=cfg.progress, grid_images=SAMPLE_COUNT)
     card = seg.card
     _save_samples(seg.samples, folder)
-    per_image = metrics.pop("per_image_iou", None)
     summary = {"loss": loss, "aspp": aspp, "seed": seed, "order": order, "final_running_loss": _final_running(history),
                "iterations": len(history["loss"]), "train_seconds": time.perf_counter() - t0,
                "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
                "magnitudes": magnitudes(history), "recipe": card.recipe, "head": card.model.get("head", "stock")}
-    if per_image is not None:
-        summary["per_image_iou"] = per_image
     write_json(folder / "summary.json", summary)
     return summary
 

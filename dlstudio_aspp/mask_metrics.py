@@ -23,6 +23,7 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
+
 from .errors import UserError
 
 DEFAULT_TOL = 2

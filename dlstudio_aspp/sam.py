@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from .errors import MissingFileError, UserError
 
 SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")

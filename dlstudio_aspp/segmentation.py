@@ -20,12 +20,12 @@ from typing import Optional
 
 import torch
 
+from .atomic import write_json
 from .card import RunCard
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import MissingFileError, UserError
 from .evaluation import evaluate, save_grid
-from .atomic import write_json
 from .losses import get_loss
 from .metrics import format_table
 from .model import DLStudio, input_dependent_fraction, model_summary, mUNetASPP as _mUNetASPP

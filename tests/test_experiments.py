@@ -51,6 +51,13 @@ def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
     vals = [json.loads((tmp_path / "runs" / run_name("mse", True, s) / "saved_model.metrics.json").read_text())["miou"]
             for s in (0, 1)]
     assert f"| mse | on | 2 | {np.mean(vals):.3f} ± {np.std(vals):.3f} |" in text
+    # the paired comparison: per-seed differences of the runs on disk, by hand
+    miou = {(a, s): json.loads((tmp_path / "runs" / run_name("mse", a, s) / "saved_model.metrics.json").read_text())["miou"]
+            for a in (True, False) for s in (0, 1)}
+    diffs = [miou[(True, s)] - miou[(False, s)] for s in (0, 1)]
+    assert f"| mse: ASPP on − off | 2 | {diffs[0]:+.3f}, {diffs[1]:+.3f} | {np.mean(diffs):+.3f} |" in text
+    assert "### Between losses" in text and "95% bootstrap interval (test images)" in text
+    assert "stock output layer" in text  # the smoke preset uses the stock layer: the report says what that means
 
 
 def test_grid_refuses_changed_settings(synthetic_shapes, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
+
 from ..atomic import write_bytes
 from ..errors import MissingFileError, UserError
 
