@@ -73,3 +73,11 @@ def test_rerun_after_cancellation_skips_finished_runs(local_ray, synthetic_shape
     assert f"{len(finished)} finished runs skipped" in capsys.readouterr().out
     assert set(results).isdisjoint(finished) and len(results) == 4 - len(finished)
     assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 4
+
+
+def test_a_node_that_cannot_read_the_data_says_so(tmp_path):
+    from dataclasses import asdict
+
+    cfg = dict(asdict(smoke(str(tmp_path / "elsewhere") + "/")))
+    with pytest.raises(ValueError, match=r"node .* cannot read --data .*elsewhere/: every node must see the data at the same path"):
+        grid_task(cfg, str(tmp_path / "out"), "mse", True, 0, 1, 1)
