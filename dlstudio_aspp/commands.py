@@ -78,7 +78,7 @@ def make_shapes(args) -> int:
 
 
 def run(args) -> int:
-    from .training import recipe_options
+    from .training import STOCK_LR, recipe_options
 
     _positive(args, "epochs", "batch_size", "max_iters", "subset", "log_every", "depth")
     rates = parse_ints(args.rates)
@@ -89,7 +89,7 @@ def run(args) -> int:
                           lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
                           checkpoint_every=args.checkpoint_every)
     opts.momentum = args.momentum
-    opts.lr = opts.lr if opts.lr is not None else 1e-4
+    opts.lr = opts.lr if opts.lr is not None else STOCK_LR
     opts.validate()
     from .losses import get_loss
 

@@ -94,7 +94,6 @@ class GridConfig:
         from .aspp import ASPP
         from .losses import get_loss
         from .model import HEADS
-        from .training import recipe_options
 
         if self.dataset not in ("shapes", "coco"):
             raise UserError(f"dataset must be 'shapes' or 'coco', got {self.dataset!r}")
@@ -104,8 +103,7 @@ class GridConfig:
             get_loss(spec)
         if self.head not in HEADS:
             raise UserError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
-        self.train_options(self.losses[0], self.seeds[0]).validate()
-        recipe_options(self.recipe)
+        self.train_options(self.losses[0], self.seeds[0]).validate()  # also refuses an unknown recipe
         ASPP.check_rates(self.rates)
         for name in ("epochs", "batch_size", "depth", "max_iters", "train_subset", "test_subset", "log_every"):
             v = getattr(self, name)
@@ -116,12 +114,12 @@ class GridConfig:
 
     def train_options(self, loss: str, seed: int, resume: bool = False, perf_file: Optional[str] = None):
         """The :class:`TrainOptions` of one run of the grid."""
-        from .training import recipe_options
+        from .training import STOCK_LR, recipe_options
 
         opts = recipe_options(self.recipe, loss=loss, seed=seed, max_iters=self.max_iters, log_every=self.log_every,
                               progress=self.progress, resume=resume, amp=self.amp, lr=self.lr, momentum=self.momentum,
                               normalize_masks=self.normalize_masks or None, epochs=self.epochs, perf_file=perf_file)
-        opts.lr = opts.lr if opts.lr is not None else 1e-4
+        opts.lr = opts.lr if opts.lr is not None else STOCK_LR
         return opts
 
 

@@ -135,8 +135,16 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: The learning rate when neither the recipe nor the caller sets one and there is no DLStudio
+#: instance to read it from (the command line, the grid): the homework's 1e-4.
+STOCK_LR = 1e-4
+
+
 def recipe_options(recipe: str = "stock", **overrides) -> TrainOptions:
-    """``TrainOptions`` of a named recipe, with ``overrides`` on top (None values ignored)."""
+    """``TrainOptions`` of a named recipe, with ``overrides`` on top (None values ignored).
+
+    ``lr`` stays None when neither sets it (the segmenter then takes DLStudio's; callers
+    without DLStudio use :data:`STOCK_LR`)."""
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
     values = {k: v for k, v in RECIPES[recipe].items() if v is not None}
