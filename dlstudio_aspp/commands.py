@@ -168,7 +168,8 @@ def experiments(args) -> int:
         if args.address or args.gpus_per_run is not None:
             raise UserError("--address and --gpus-per-run need --executor ray")
         folders = run_grid(cfg, args.out)
-        print(f"{len(folders)} runs in {args.out}/runs")
+        failed = [f.name for f in folders if not (f / "summary.json").is_file()]
+        print(f"{len(folders) - len(failed)} runs finished in {args.out}/runs" + (f"; failed: {', '.join(failed)}" if failed else ""))
     if not args.no_report:
         print(f"report: {make_report(args.out)}")
     return 0

@@ -9,6 +9,9 @@ Layout of ``OUT``::
         samples.npz                     fixed test images, masks and outputs (for the report)
         summary.json                    written last: the run is done
 
+A run that fails is listed with its error under ``failed`` in ``grid.json`` (and in the
+report); the rest of the grid goes on.
+
 All runs of a seed start from the same initial weights: the model is built right after
 ``torch.manual_seed(seed)`` and the ASPP block is created after every stock layer, so the
 stock layers are identical whether ASPP is on or off.
@@ -19,12 +22,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from .atomic import write_json
-from .errors import UserError
+from .errors import NonFiniteLossError, UserError
 from .losses import loss_label
 
 QUICK_ITERS = 400
@@ -235,21 +238,43 @@ def prepare_grid(cfg: GridConfig, out: Path):
 
 
 def run_grid(cfg: GridConfig, out: str | Path) -> List[Path]:
-    """Run (or finish) every run of the grid under ``out``, one after another; return the run folders."""
+    """Run (or finish) every run of the grid under ``out``, one after another; return the run folders.
+
+    A run whose loss becomes NaN or inf is recorded in ``grid.json`` (``failed``) and the
+    grid goes on; any other error stops the grid, and the same command resumes it.
+    """
     out = Path(out)
     train, test, image_size = prepare_grid(cfg, out)
     runs = grid_runs(cfg)
     folders = []
-    for k, (loss, aspp, seed) in enumerate(runs, 1):
-        name = run_name(loss, aspp, seed)
-        folder = out / "runs" / name
-        folders.append(folder)
-        if (folder / "summary.json").is_file():
-            print(f"[{k}/{len(runs)}] {name}: done, skipped")
-            continue
-        print(f"[{k}/{len(runs)}] {name}")
-        run_one(cfg, out, loss, aspp, seed, k, train, test, image_size)
+    failed: Dict[str, str] = {}
+    try:
+        for k, (loss, aspp, seed) in enumerate(runs, 1):
+            name = run_name(loss, aspp, seed)
+            folder = out / "runs" / name
+            folders.append(folder)
+            if (folder / "summary.json").is_file():
+                print(f"[{k}/{len(runs)}] {name}: done, skipped")
+                continue
+            print(f"[{k}/{len(runs)}] {name}")
+            try:
+                run_one(cfg, out, loss, aspp, seed, k, train, test, image_size)
+            except NonFiniteLossError as exc:
+                print(f"[{k}/{len(runs)}] {name} failed ({exc}); recorded as failed, the grid goes on")
+                failed[name] = f"{type(exc).__name__}: {exc}"
+    finally:
+        record_failures(out, failed)
     return folders
+
+
+def record_failures(out: Path, failed: Dict[str, str]) -> None:
+    """Write the runs that failed into ``grid.json`` (``failed``); a run that has since finished leaves it."""
+    grid_file = out / "grid.json"
+    data = json.loads(grid_file.read_text())
+    old = {k: v for k, v in data.get("failed", {}).items()
+           if not (out / "runs" / k / "summary.json").is_file() and k not in failed}
+    data["failed"] = dict(old, **failed)
+    write_json(grid_file, data)
 
 
 def grid_runs(cfg: GridConfig) -> list:

@@ -23,7 +23,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from .atomic import write_json
 from .errors import UserError
 
 
@@ -63,7 +62,7 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         task: the function a task runs (tests swap in one that fails on purpose).
         on_finish: called with (run name, summary) as each run ends.
     """
-    from .experiments import grid_runs, prepare_grid, run_name
+    from .experiments import grid_runs, prepare_grid, record_failures, run_name
 
     ray = _ray()
     if cpus_per_run <= 0 or gpus_per_run < 0:
@@ -130,18 +129,6 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         if started_here:
             ray.shutdown()
     return results
-
-
-def record_failures(out: Path, failed: Dict[str, str]) -> None:
-    """Write the runs that failed twice into ``grid.json`` (``failed``); finished runs leave it."""
-    import json
-
-    grid_file = out / "grid.json"
-    data = json.loads(grid_file.read_text())
-    old = {k: v for k, v in data.get("failed", {}).items()
-           if not (out / "runs" / k / "summary.json").is_file() and k not in failed}
-    data["failed"] = dict(old, **failed)
-    write_json(grid_file, data)
 
 
 def _short(exc: BaseException) -> str:

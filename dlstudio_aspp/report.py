@@ -352,7 +352,7 @@ def make_report(root: str | Path) -> Path:
     ]
     failed = grid.get("failed") or {}
     if failed:
-        parts += ["", "## Failed runs", "", "These runs failed twice (once retried) and have no results:", "",
+        parts += ["", "## Failed runs", "", "These runs failed and have no results (the Ray executor retries a run once before it records it):", "",
                   "| run | error |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sorted(failed.items())]]
     sam_tables = sorted((root / "sam").glob("sam_*_metrics.md"))
     if sam_tables:

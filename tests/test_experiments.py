@@ -112,3 +112,31 @@ def test_typo_leaves_no_grid_behind(synthetic_shapes, tmp_path):
         assert not (out / "grid.json").exists()
     run_grid(grid(synthetic_shapes, seeds=[0], aspp=[True], losses=["mse"]), out)  # the corrected command runs
     assert (out / "grid.json").is_file()
+
+
+def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_path, monkeypatch, capsys):
+    """Bug: the serial grid stopped at the first run whose loss became NaN."""
+    from dlstudio_aspp import experiments
+    from dlstudio_aspp.errors import NonFiniteLossError
+
+    real = experiments.run_one
+    bad = run_name("mse", True, 0)
+
+    def run_one(cfg, out, loss, aspp, seed, *rest):
+        if run_name(loss, aspp, seed) == bad:
+            raise NonFiniteLossError("mse loss became nan at iteration 2")
+        return real(cfg, out, loss, aspp, seed, *rest)
+
+    monkeypatch.setattr(experiments, "run_one", run_one)
+    cfg = grid(synthetic_shapes, losses=["mse"], seeds=[0])
+    folders = run_grid(cfg, tmp_path)
+    assert [(f / "summary.json").is_file() for f in folders] == [False, True]
+    assert "recorded as failed" in capsys.readouterr().out
+    failed = json.loads((tmp_path / "grid.json").read_text())["failed"]
+    assert failed == {bad: "NonFiniteLossError: mse loss became nan at iteration 2"}
+    assert "## Failed runs" in make_report(tmp_path).read_text()
+    # once the run finishes, it leaves the failed list
+    monkeypatch.setattr(experiments, "run_one", real)
+    run_grid(cfg, tmp_path)
+    assert json.loads((tmp_path / "grid.json").read_text())["failed"] == {}
+    assert "## Failed runs" not in make_report(tmp_path).read_text()
