@@ -6,7 +6,7 @@ import torch
 
 from dlstudio_aspp.experiments import GridConfig, magnitudes, run_grid, run_name
 from dlstudio_aspp.model import mUNetASPP
-from dlstudio_aspp.report import make_report, running_mean
+from dlstudio_aspp.report import make_report
 
 
 def grid(synthetic_shapes, **kw):
@@ -75,13 +75,7 @@ def test_bad_preset_and_loss():
         GridConfig(losses=["l1"]).validate()
 
 
-def test_report_needs_runs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="experiments"):
-        make_report(tmp_path)
-
-
-def test_running_mean_and_magnitudes():
-    assert running_mean([1, 3, 5, 7], 2).tolist() == [1, 2, 4, 6]
+def test_magnitudes():
     h = {"components": {"mse": [100.0] * 30, "dice": [0.5] * 30, "dice_scale": [20.0] * 30}, "options": {"loss": "dice+mse:20"}}
     m = magnitudes(h)
     assert m["start"]["mse_over_dice"] == 200 and m["start"]["dice_share"] == pytest.approx(10 / 110)
