@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Every loss x ASPP on/off x seed, one folder per run under OUT/runs. Finished runs "
                                    "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
                                    "(the users' protocol, stock head and recipe, for a GPU), homework-dense (the same "
-                                   "budget with the dense head and the modern recipe), quick (~20 min on 2 CPU cores), "
-                                   "smoke (seconds).")
+                                   "budget with the dense head and the modern recipe, bce+dice added to the losses), "
+                                   "quick (~20 min on 2 CPU cores), smoke (seconds).")
     p.add_argument("out", help="the grid's folder")
     p.add_argument("--preset", default="quick")
     p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])

@@ -36,9 +36,10 @@ PRESETS = {
     # The users' protocol, on the full data: stock head and recipe. Meant for a GPU.
     "homework": dict(recipe="stock", head="stock", epochs=6, max_iters=None, batch_size=4, lr=1e-4, momentum=0.9,
                      depth=16, seeds=[0, 1, 2], train_subset=None, test_subset=None, log_every=500),
-    # The same budget with the dense output layer and the modern recipe.
+    # The same budget with the dense output layer and the modern recipe: its own loss, then the homework's.
     "homework-dense": dict(recipe="modern", head="dense", epochs=6, max_iters=None, batch_size=4, lr=None, momentum=0.9,
-                           depth=16, seeds=[0, 1, 2], train_subset=None, test_subset=None, log_every=500),
+                           depth=16, seeds=[0, 1, 2], train_subset=None, test_subset=None, log_every=500,
+                           losses=["bce+dice", "mse", "dice", "dice+mse:20", "dice+mse:200"]),
     # At most 20 minutes on 2 CPU cores, on models that segment: dense head, modern recipe.
     # lr 3e-3: a short one-cycle run learns faster at the higher peak (1e-3 is best for a full epoch).
     "quick": dict(recipe="modern", head="dense", epochs=1, max_iters=QUICK_ITERS, batch_size=4, lr=3e-3, momentum=0.9,

@@ -134,3 +134,16 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_
     run_grid(cfg, tmp_path)
     assert json.loads((tmp_path / "grid.json").read_text())["failed"] == {}
     assert "## Failed runs" not in make_report(tmp_path).read_text()
+
+
+def test_homework_dense_holds_the_recipe_loss_and_the_homework_losses():
+    """The measured homework-budget run (`run --max-iters 15000`: modern recipe, its own loss) has a cell's settings."""
+    from dlstudio_aspp.training import RECIPES, recipe_options
+
+    dense, stock = GridConfig.from_preset("homework-dense"), GridConfig.from_preset("homework")
+    assert dense.losses == [RECIPES["modern"]["loss"], *stock.losses]
+    assert (dense.epochs, dense.batch_size, dense.depth, dense.seeds) == (stock.epochs, stock.batch_size, stock.depth, stock.seeds)
+    grid_opts = dense.train_options(dense.losses[0], 0).result_options()
+    run_opts = recipe_options("modern", seed=0).result_options()
+    for key in ("loss", "optimizer", "lr", "weight_decay", "schedule", "grad_clip", "input_scale", "normalize_masks"):
+        assert grid_opts[key] == run_opts[key], key
