@@ -134,7 +134,7 @@ def run(args) -> int:
 
 
 def experiments(args) -> int:
-    from .experiments import GridConfig, run_grid
+    from .experiments import GridConfig, grid_outcome, run_grid
     from .report import make_report
 
     _positive(args, "epochs", "batch_size", "max_iters", "depth", "train_subset", "test_subset", "log_every")
@@ -161,15 +161,12 @@ def experiments(args) -> int:
             import torch
 
             gpus = 1.0 if torch.cuda.is_available() and not cfg.cpu else 0.0
-        results = run_grid_ray(cfg, args.out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
-        failed = sorted(k for k, v in results.items() if "error" in v)
-        print(f"{len(results) - len(failed)} runs finished in {args.out}/runs" + (f"; failed twice: {', '.join(failed)}" if failed else ""))
+        run_grid_ray(cfg, args.out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
     else:
         if args.address or args.gpus_per_run is not None:
             raise UserError("--address and --gpus-per-run need --executor ray")
-        folders = run_grid(cfg, args.out)
-        failed = [f.name for f in folders if not (f / "summary.json").is_file()]
-        print(f"{len(folders) - len(failed)} runs finished in {args.out}/runs" + (f"; failed: {', '.join(failed)}" if failed else ""))
+        run_grid(cfg, args.out)
+    print(grid_outcome(cfg, args.out))
     if not args.no_report:
         print(f"report: {make_report(args.out)}")
     return 0

@@ -278,6 +278,14 @@ def record_failures(out: Path, failed: Dict[str, str]) -> None:
     write_json(grid_file, data)
 
 
+def grid_outcome(cfg: GridConfig, out: str | Path) -> str:
+    """One line for the end of a grid, from the run folders and ``grid.json``, whichever executor ran it."""
+    out = Path(out)
+    finished = sum((out / "runs" / run_name(*spec) / "summary.json").is_file() for spec in grid_runs(cfg))
+    failed = sorted(json.loads((out / "grid.json").read_text()).get("failed", {}))
+    return f"{finished} of {len(grid_runs(cfg))} runs finished in {out}/runs" + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
 def grid_runs(cfg: GridConfig) -> list:
     """(loss, aspp, seed) of every run, in the grid's order."""
     return [(loss, aspp, seed) for seed in cfg.seeds for aspp in cfg.aspp for loss in cfg.losses]

@@ -141,3 +141,12 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(syn, tmp_path, monkeypa
     assert cli.main(args + ["--resume"]) == 0
     h = json.loads((out / "saved_model.history.json").read_text())
     assert h["iteration"] == [1, 2]
+
+
+def test_experiments_command_ends_with_the_grid_outcome(syn, tmp_path, capsys):
+    out = tmp_path / "grid"
+    rc = cli.main(["experiments", str(out), "--preset", "smoke", *syn, "--losses", "mse", "--seeds", "0", "--aspp", "on",
+                   "--max-iters", "1", "--cpu", "--no-report"])
+    assert rc == 0
+    assert f"1 of 1 runs finished in {out}/runs\n" in capsys.readouterr().out
+    assert not (out / "report.md").exists()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlstudio_aspp.experiments import GridConfig, magnitudes, run_grid, run_name
+from dlstudio_aspp.experiments import GridConfig, grid_outcome, magnitudes, run_grid, run_name
 from dlstudio_aspp.model import mUNetASPP
 from dlstudio_aspp.report import make_report
 
@@ -128,6 +128,7 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_
     assert "recorded as failed" in capsys.readouterr().out
     failed = json.loads((tmp_path / "grid.json").read_text())["failed"]
     assert failed == {bad: "NonFiniteLossError: mse loss became nan at iteration 2"}
+    assert grid_outcome(cfg, tmp_path) == f"1 of 2 runs finished in {tmp_path}/runs; failed: {bad}"
     assert "## Failed runs" in make_report(tmp_path).read_text()
     # once the run finishes, it leaves the failed list
     monkeypatch.setattr(experiments, "run_one", real)
