@@ -18,6 +18,10 @@ _LAZY = {
     "DiceLoss": "losses",
     "DiceMSELoss": "losses",
     "get_loss": "losses",
+    "RunSpec": "spec",
+    "RunCard": "card",
+    "GridFolder": "grid",
+    "train_and_score": "runner",
 }
 
 __all__ = sorted(_LAZY)

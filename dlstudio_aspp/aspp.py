@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import UserError
+from .spec import check_rates
 
 
 class ASPPConv(nn.Sequential):
@@ -97,16 +98,7 @@ class ASPP(nn.Module):
             nn.Dropout(dropout),
         )
 
-    @staticmethod
-    def check_rates(rates: Sequence[int]) -> tuple:
-        """The rates as a tuple; :class:`UserError` for an empty list or a rate that is not an int >= 1."""
-        rates = tuple(rates)
-        if len(rates) == 0:
-            raise UserError("ASPP needs at least one dilation rate, got an empty list; e.g. rates=(2, 4, 6)")
-        bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, int) or r < 1]
-        if bad:
-            raise UserError(f"ASPP dilation rates must be ints >= 1, got {list(rates)} (bad: {bad})")
-        return rates
+    check_rates = staticmethod(check_rates)
 
     def _warn_wide_rates(self, h: int, w: int) -> None:
         wide = [r for r in self.rates if r >= min(h, w)]

@@ -11,6 +11,12 @@ take a card instead of deciding these facts again::
     <stem>.history.json/.csv  per-iteration loss and its components
     <stem>.metrics.json     test metrics
     <stem>.test_grid.png    qualitative test grid
+    performance_numbers.txt stock's running averages (runs made by ``train_and_score``)
+    samples.npz             the first test images, masks and outputs (for reports)
+    summary.json            written last: the run is finished
+
+**Mask rule.** A dataset mask pixel is positive where it is above 0
+(:func:`mask_truth`); every module that compares masks calls that function.
 
 **Mask convention.** Datasets hand out DLStudio's masks: channel k holds 0 or
 ``mask_values[k]`` (:func:`mask_values_for`: 50, 100, ... 250 for PurdueShapes' five
@@ -38,8 +44,17 @@ from typing import Dict, List, Optional, Sequence
 from .atomic import torch_save, write_json
 from .errors import MissingFileError, UserError
 
-CARD_VERSION = 2
+CARD_VERSION = 3
 OUTPUT_KINDS = ("raw", "logits")
+#: The weights file's name in a run folder (DLStudio's ``path_saved_model`` there).
+WEIGHTS_NAME = "saved_model"
+#: PurdueShapes5MultiObject's classes, in channel order (DLStudio's ``classes``).
+SHAPE_CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
+
+
+def mask_truth(mask):
+    """(..., H, W) dataset masks (0 or the class's value) -> bool: the one rule for "this pixel is the class"."""
+    return mask > 0
 
 
 def mask_values_for(num_classes: int) -> List[int]:
@@ -47,6 +62,11 @@ def mask_values_for(num_classes: int) -> List[int]:
     if num_classes < 1:
         raise UserError(f"need at least one class, got {num_classes}")
     return [int(round(250 * (k + 1) / num_classes)) for k in range(num_classes)]
+
+
+def shape_label_map() -> Dict[str, int]:
+    """PurdueShapes' ``label_map``: class name -> mask value (rectangle 50 ... star 250)."""
+    return dict(zip(SHAPE_CLASSES, mask_values_for(len(SHAPE_CLASSES))))
 
 
 def dataset_labels(dataset) -> tuple:
@@ -76,8 +96,8 @@ class RunCard:
             (BCE / soft Dice on ``sigmoid(output)``).
         input_scale: factor applied to the 0..255 images before the network.
         image_size: [H, W] of the data.
-        recipe: the training recipe's name ('stock', 'modern', or 'custom').
-        train: the training options, as JSON.
+        spec: the run's options (:meth:`RunSpec.to_json`), recipe included.
+        iterations, epochs: what training actually ran (the spec holds what was asked).
     """
 
     weights: Path
@@ -88,8 +108,9 @@ class RunCard:
     output: str = "raw"
     input_scale: float = 1.0
     image_size: List[int] = field(default_factory=lambda: [64, 64])
-    recipe: str = "stock"
-    train: Dict = field(default_factory=dict)
+    spec: Dict = field(default_factory=dict)
+    iterations: Optional[int] = None
+    epochs: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.weights = Path(self.weights)
@@ -101,8 +122,39 @@ class RunCard:
             raise UserError(f"{len(self.class_names)} class names for {len(self.mask_values)} mask values in {self.file}")
 
     # ---- the file layout -------------------------------------------------------
+    @classmethod
+    def weights_in(cls, folder) -> Path:
+        """The weights file of the run folder ``folder``."""
+        return Path(folder) / WEIGHTS_NAME
+
+    @property
+    def folder(self) -> Path:
+        return self.weights.parent
+
+    @property
+    def recipe(self) -> str:
+        return self.spec.get("recipe", "stock")
+
     def _sibling(self, suffix: str) -> Path:
         return self.weights.with_name(self.weights.name + suffix)
+
+    @property
+    def perf_file(self) -> Path:
+        return self.folder / "performance_numbers.txt"
+
+    @property
+    def samples_file(self) -> Path:
+        return self.folder / "samples.npz"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.folder / "summary.json"
+
+    def own_files(self) -> List[Path]:
+        """Every file of this run that exists (weights, card, checkpoint, history, metrics, ...)."""
+        names = [self.weights, self.file, self.checkpoint, self.history_json, self.history_csv, self.metrics_file,
+                 self.test_grid, self.perf_file, self.samples_file, self.summary_file]
+        return [p for p in names if p.exists()]
 
     @property
     def file(self) -> Path:
@@ -153,7 +205,7 @@ class RunCard:
 
     def target(self, mask):
         """(B, C, H, W) uint8 masks -> float targets: the mask values, or {0, 1}."""
-        return (mask > 0).float() if self.binary_targets else mask.float()
+        return mask_truth(mask).float() if self.binary_targets else mask.float()
 
     def prepare_input(self, image):
         """(B, 3, H, W) images in 0..255 -> what the network was trained on."""
@@ -221,7 +273,9 @@ class RunCard:
     @classmethod
     def from_json(cls, weights, data: Dict) -> "RunCard":
         known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
-                                      "image_size", "recipe", "train") if k in data}
+                                      "image_size", "spec", "iterations", "epochs") if k in data}
+        if "spec" not in known and "train" in data:  # cards before version 3
+            known["spec"] = dict(data["train"], recipe=data.get("recipe", "stock"))
         return cls(weights=Path(weights), **known)
 
     @classmethod
@@ -229,7 +283,7 @@ class RunCard:
         """The card beside ``weights`` (a ``path_saved_model``, or a run folder holding ``saved_model``)."""
         weights = Path(weights)
         if weights.is_dir():
-            weights = weights / "saved_model"
+            weights = cls.weights_in(weights)
         file = weights.with_name(weights.name + ".json")
         if not file.is_file():
             raise MissingFileError(f"{file} is missing: pass a run folder written by `dlstudio-aspp run` or `experiments`")
@@ -247,13 +301,25 @@ class RunCard:
         return cls.load(w) if w.with_name(w.name + ".json").is_file() else None
 
     @classmethod
-    def for_training(cls, weights, net, dataset, image_size: Sequence[int], *, output: str, normalize_masks: bool,
-                     input_scale: float, recipe: str, train: Dict, class_names: Sequence[str] = ()) -> "RunCard":
-        """A new run's card, from the network and the training dataset (its ``label_map``)."""
+    def for_training(cls, weights, net, dataset, image_size: Sequence[int], spec, loss_fn,
+                     class_names: Sequence[str] = ()) -> "RunCard":
+        """A new run's card, from the network, the training dataset (its ``label_map``), the spec and the loss."""
         names, values = dataset_labels(dataset)
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
-                   mask_values=values, normalize_masks=normalize_masks, output=output, input_scale=input_scale,
-                   image_size=list(image_size), recipe=recipe, train=dict(train))
+                   mask_values=values, normalize_masks=spec.normalize_masks, output=output_kind(loss_fn),
+                   input_scale=spec.input_scale, image_size=list(image_size), spec=spec.to_json())
+
+    @classmethod
+    def stock(cls, weights, net, dataset, image_size: Sequence[int], class_names: Sequence[str] = ()) -> "RunCard":
+        """The card of weights trained elsewhere: stock's convention (raw output, 0..255 input)."""
+        names, values = dataset_labels(dataset)
+        return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
+                   mask_values=values, image_size=list(image_size))
+
+
+def output_kind(loss_fn) -> str:
+    """'logits' for a loss on logits, else 'raw': how the card reads the output."""
+    return "logits" if getattr(loss_fn, "on_logits", False) else "raw"
 
 
 def model_config(net) -> Dict:

@@ -2,6 +2,10 @@
 :mod:`dlstudio_aspp.commands`; torch and DLStudio are imported there, inside the
 sub-commands, so ``dlstudio-aspp --help`` answers at once.
 
+The options of ``run`` and ``experiments`` are derived from
+:class:`~dlstudio_aspp.spec.RunSpec`'s fields (:func:`add_spec_options`): a field added
+there is a flag of both, with its help, valid values and default.
+
 A :class:`~dlstudio_aspp.errors.UserError` (a mistake the user can fix) prints one line
 and exits with status 2; set ``DLSTUDIO_ASPP_DEBUG=1`` for its traceback. Any other
 exception keeps its traceback. Ctrl-C and SIGTERM stop training after a checkpoint is
@@ -10,158 +14,225 @@ written, and exit with status 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
-from . import commands
-from .commands import DEFAULT_DATA, parse_ints
+from . import __version__, commands
 from .errors import UserError, debug
+from . import spec as spec_module
+from .spec import DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints
 
-__all__ = ["build_parser", "main", "parse_ints"]
+__all__ = ["build_parser", "main", "parse_ints", "add_spec_options"]
 
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="modern", help="training recipe: modern (default) | stock (the homework's)")
-    p.add_argument("--head", default=None, help="output layer: dense (default with --recipe modern) | bilinear | stock")
-    p.add_argument("--loss", default=None, help="the recipe's loss by default; mse | dice | dice+mse:<scale> | "
-                                                "dice+mse:auto | bce | sigmoid-dice | bce+dice")
-    p.add_argument("--no-aspp", action="store_true", help="stock mUNet's bottleneck instead of ASPP")
-    p.add_argument("--rates", default="2,4,6", help="ASPP dilation rates (default: 2,4,6)")
-    p.add_argument("--depth", type=int, default=16, help="mUNet depth (default: 16)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: as many as --max-iters needs)")
-    p.add_argument("--max-iters", type=int, default=None, help=f"stop after this many iterations (default {commands.RUN_ITERS})")
-    p.add_argument("--subset", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's; stock 1e-4)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--optimizer", default=None, help="sgd | adam | adamw (default: the recipe's)")
-    p.add_argument("--schedule", default=None, help="constant | cosine | onecycle (default: the recipe's)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--warmup", type=int, default=None, help="iterations of linear warm-up")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints (default 100)")
-    p.add_argument("--normalize-masks", action="store_true", default=None, help="train a raw-output loss against {0,1} masks")
-    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 2, at most 4)")
-    p.add_argument("--no-progress", action="store_true")
+GROUP_TITLES = {"model": "model", "data": "data", "train": "recipe and training (explicit options win over the recipe's)",
+                "run": "how it runs (does not change the result)"}
+#: Other spellings kept for the grid's axes.
+AXIS_ALIASES = {"loss": "--losses", "seed": "--seeds"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, training, experiments, reports, COCO and SAM tools.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _scalar_type(f: dataclasses.Field):
+    text = str(f.type)
+    return int if "int" in text else float if "float" in text else str
 
-    p = sub.add_parser("run", help="the main job: fetch the real data, train a short run and evaluate it",
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
+def _parser_for(f: dataclasses.Field, grid_axis: bool):
+    """The argparse ``type`` of one field: one value, or a comma-separated list on a grid axis."""
+    meta = f.metadata
+    if meta["kind"] == "ints":
+        one = lambda text: tuple(_cli_value(lambda: check_rates(parse_ints(text, flag(f.name)))))  # noqa: E731
+    elif meta["kind"] == "onoff":
+        one = _on_off
+    else:
+        kind = _scalar_type(f)
+
+        def one(text, kind=kind):
+            if meta["off"] and text.lower() in ("off", "none"):
+                return None
+            try:
+                return kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {kind.__name__}{' or off' if meta['off'] else ''}, "
+                                                 f"got {text!r}") from None
+    if not grid_axis:
+        return one
+    if meta["kind"] == "onoff":
+        return lambda text: [True, False] if text == "both" else [_on_off(text)]
+    return lambda text: [one(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _cli_value(make):
+    try:
+        return make()
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunSpec] = None,
+                     grid: bool = False) -> None:
+    """One flag per :class:`RunSpec` field, grouped; ``defaults`` are what the help shows (the command's own).
+
+    Flags not given stay out of the namespace (``argparse.SUPPRESS``), so
+    :func:`~dlstudio_aspp.spec.given_values` returns only what the user set and the recipe
+    fills the rest. With ``grid``, the axes (loss, aspp, seed) take comma-separated lists
+    (``--aspp both``).
+    """
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    for f in dataclasses.fields(RunSpec):
+        meta = f.metadata
+        axis = grid and meta["axis"]
+        shown = "the preset's" if defaults is None else _shown(getattr(defaults, f.name))
+        if defaults is not None and not defaults.applies(f.name):
+            shown += ", unused with these defaults"
+        help_text = f"{meta['help']} (default: {shown})".replace("%", "%%")
+        names = [flag(f.name)] + ([AXIS_ALIASES[f.name]] if axis and f.name in AXIS_ALIASES else [])
+        kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if meta["kind"] == "switch":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _parser_for(f, axis)
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+                kwargs.pop("type")
+            if meta["kind"] == "onoff":
+                kwargs["metavar"] = "{on,off,both}" if axis else "{on,off}"
+            elif axis:
+                kwargs["metavar"] = "A,B,..."
+            elif meta["metavar"]:
+                kwargs["metavar"] = meta["metavar"]
+        groups[meta["group"]].add_argument(*names, **kwargs)
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="the main job: fetch the real data, train one run and score it",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Fetch PurdueShapes5MultiObject into the default folder (if missing), train mUNet+ASPP "
-                                   "with the modern recipe and the dense output layer, score it on the whole test set and "
-                                   "write everything to --out.")
-    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}, fetched when missing)")
+                                   "with the modern recipe and the dense output layer for one epoch, score it on the whole "
+                                   "test set and write everything to --out.")
+    p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
     p.add_argument("--fetch", action="store_true", help="download the real data into --data when it is missing")
-    p.add_argument("--train-file", default="PurdueShapes5MultiObject-10000-train.gz")
-    p.add_argument("--test-file", default="PurdueShapes5MultiObject-1000-test.gz")
-    p.add_argument("--out", default="outputs/run", help="output folder (default: outputs/run)")
-    _add_train_args(p)
-    p.set_defaults(max_iters=commands.RUN_ITERS, func="run")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
+    add_spec_options(p, defaults=commands.run_spec_defaults())
+    p.set_defaults(func="run")
 
+
+def _experiments_parser(sub) -> None:
+    from .experiments import PRESETS
+
+    p = sub.add_parser("experiments", help="run the grid: losses x ASPP on/off x seeds, resumable",
+                       description="Every loss x ASPP setting x seed, one folder per run under OUT/runs. Finished runs "
+                                   "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
+                                   "(the users' protocol, stock head and recipe, for a GPU), homework-dense (the same "
+                                   "budget with the dense head and the modern recipe, bce+dice added to the losses), "
+                                   "quick (~20 min on 2 CPU cores), smoke (seconds). Every run option overrides the "
+                                   "preset; --loss, --aspp and --seed take lists.")
+    p.add_argument("out_pos", nargs="?", metavar="OUT", help="the grid's folder (the same as --out)")
+    p.add_argument("--out", default=None, help="the grid's folder (default: outputs/experiments)")
+    p.add_argument("--preset", default="quick", choices=list(PRESETS), help="(default: quick)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.add_argument("--executor", default="serial", choices=["serial", "ray"],
+                   help="serial (one run after another) or ray (one Ray task per run) (default: serial)")
+    p.add_argument("--address", default=None, help="ray: join a running cluster (auto or HOST:PORT) (default: a local Ray)")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run, also its torch threads (default: 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="ray: GPUs per run, a fraction shares a card (default: 1 when this machine has a GPU, else 0)")
+    add_spec_options(p, grid=True)
+    p.set_defaults(func="experiments")
+
+
+def _data_parsers(sub) -> None:
     p = sub.add_parser("fetch-shapes", help="download the real PurdueShapes5MultiObject files",
                        description="Put PurdueShapes5MultiObject-{10000-train,1000-test,20-train,20-test}.gz in DEST: "
                                    "from the Purdue tarball, else from the DLStudio 1.0.9 sdist on PyPI; sha256-checked.")
-    p.add_argument("dest", nargs="?", default=DEFAULT_DATA)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Purdue server")
+    p.add_argument("dest", nargs="?", default=DEFAULT_SHAPES_DATA, help=f"(default: {DEFAULT_SHAPES_DATA})")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Purdue server (default: 10)")
     p.set_defaults(func="fetch_shapes")
 
     p = sub.add_parser("make-shapes", help="write a SYNTHETIC dataset in the PurdueShapes5MultiObject format",
                        description="Synthetic stand-in, same file format as the real data (labelled SYNTHETIC).")
-    p.add_argument("dest")
-    p.add_argument("--train", type=int, default=200)
-    p.add_argument("--test", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dest", help="the folder to write")
+    p.add_argument("--train", type=int, default=200, help="training images (default: 200)")
+    p.add_argument("--test", type=int, default=40, help="test images (default: 40)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.set_defaults(func="make_shapes")
-
-    p = sub.add_parser("experiments", help="run the grid: losses x ASPP on/off x seeds, resumable",
-                       description="Every loss x ASPP on/off x seed, one folder per run under OUT/runs. Finished runs "
-                                   "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
-                                   "(the users' protocol, stock head and recipe, for a GPU), homework-dense (the same "
-                                   "budget with the dense head and the modern recipe, bce+dice added to the losses), "
-                                   "quick (~20 min on 2 CPU cores), smoke (seconds).")
-    p.add_argument("out", help="the grid's folder")
-    p.add_argument("--preset", default="quick")
-    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])
-    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}; for coco: the build-coco folder)")
-    p.add_argument("--train-file", default=None)
-    p.add_argument("--test-file", default=None)
-    p.add_argument("--losses", default=None, help="comma-separated, e.g. mse,dice,dice+mse:20,bce+dice")
-    p.add_argument("--aspp", default=None, choices=["both", "on", "off"])
-    p.add_argument("--rates", default=None, help="ASPP rates, e.g. 2,4,6")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--recipe", default=None, help="stock | modern (default: the preset's)")
-    p.add_argument("--head", default=None, help="stock | dense | bilinear (default: the preset's)")
-    for name, kind in (("epochs", int), ("max-iters", int), ("batch-size", int), ("lr", float), ("momentum", float),
-                       ("depth", int), ("train-subset", int), ("test-subset", int), ("log-every", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="overrides the preset")
-    p.add_argument("--normalize-masks", action="store_true", default=None)
-    p.add_argument("--amp", action="store_true", default=None)
-    p.add_argument("--cpu", action="store_true", default=None)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
-    p.add_argument("--executor", default="serial", choices=["serial", "ray"],
-                   help="serial (default: one run after another) or ray (one Ray task per run)")
-    p.add_argument("--address", default=None, help="ray: join a running cluster (auto or HOST:PORT); default: a local Ray")
-    p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run, also its torch threads (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=None,
-                   help="ray: GPUs per run, a fraction shares a card (default: 1 when this machine has a GPU, else 0)")
-    p.set_defaults(func="experiments")
 
     p = sub.add_parser("build-coco", help="build a 256x256 segmentation set from COCO",
                        description="Take COCO images with a non-crowd instance of a chosen class whose bbox is at least "
                                    "--min-size on both sides, build one mask channel per class with annToMask, resize to "
                                    "--size and store images, masks and index.json under --out. Re-runs skip finished images.")
     p.add_argument("--coco-root", required=True, help="holds annotations/instances_{train,val}2017.json and {train,val}2017/")
-    p.add_argument("--classes", nargs="+", default=["cake", "dog", "motorcycle"], help="COCO category names")
-    p.add_argument("--min-size", type=float, default=200)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--out", required=True)
-    p.add_argument("--max-per-class", type=int, default=None, help="cap on images per class and split")
-    p.add_argument("--max-per-split", type=int, default=None, help="cap on images per split")
-    p.add_argument("--seed", type=int, default=0, help="picks the images when a cap applies")
-    p.add_argument("--splits", default="train,test", help="train (COCO train2017) and/or test (val2017)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--classes", nargs="+", default=["cake", "dog", "motorcycle"], help="COCO category names "
+                   "(default: cake dog motorcycle)")
+    p.add_argument("--min-size", type=float, default=200, help="smallest bbox side that qualifies an image (default: 200)")
+    p.add_argument("--size", type=int, default=256, help="side of the stored images and masks (default: 256)")
+    p.add_argument("--out", required=True, help="the set's folder")
+    p.add_argument("--max-per-class", type=int, default=None, help="cap on images per class and split (default: none)")
+    p.add_argument("--max-per-split", type=int, default=None, help="cap on images per split (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="picks the images when a cap applies (default: 0)")
+    p.add_argument("--splits", default="train,test", help="train (COCO train2017) and/or test (val2017) (default: train,test)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func="build_coco")
 
+
+def _sam_parser(sub) -> None:
     p = sub.add_parser("sam-compare", help="SAM masks next to mUNet's on a few test images, measured against ground truth",
                        description="Figure (one row per image: SAM overlay | mUNet overlay, ground-truth outlines) and "
                                    "metrics (IoU, boundary F1, completeness, FP/FN rates) as JSON and markdown. SAM masks "
                                    "come from a local checkpoint (--sam-checkpoint) or from PNGs saved from the online demo "
                                    "(--sam-masks DIR, files <index>.png or <index>_<class>.png).")
     p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
-    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"])
-    p.add_argument("--data", default=None, help=f"dataroot (default: {DEFAULT_DATA}; for coco: the build-coco folder)")
-    p.add_argument("--test-file", default="PurdueShapes5MultiObject-1000-test.gz")
-    p.add_argument("--count", type=int, default=5, help="number of test images (default 5)")
+    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"], help="(default: shapes)")
+    p.add_argument("--data", default=None, help=f"data folder (default: {DEFAULT_SHAPES_DATA}; for coco: the build-coco folder)")
+    p.add_argument("--test-file", default=None, help="shapes: the test file in --data (default: the run's)")
+    p.add_argument("--count", type=int, default=5, help="number of test images (default: 5)")
     p.add_argument("--indices", default=None, help="comma-separated test indices (instead of the first --count)")
     p.add_argument("--seed", type=int, default=None, help="pick --count images at random with this seed")
     p.add_argument("--sam-checkpoint", default=None, help="a SAM checkpoint you downloaded (never downloaded here)")
-    p.add_argument("--sam-model", default="vit_b", help="vit_b | vit_l | vit_h | vit_t (MobileSAM)")
+    p.add_argument("--sam-model", default="vit_b", choices=list(spec_module.SAM_MODELS), help="(default: vit_b; vit_t is MobileSAM)")
     p.add_argument("--sam-masks", default=None, help="folder of PNG masks saved from the SAM online demo")
     p.add_argument("--everything", action="store_true", help="add a SamAutomaticMaskGenerator column")
     p.add_argument("--show-input", action="store_true", help="add a column with the input image")
-    p.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels (default 2)")
-    p.add_argument("--sam-size", type=int, default=1024, help="small images are upscaled to about this size for SAM")
-    p.add_argument("--points-per-side", type=int, default=16, help="grid of the everything mode")
+    p.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels (default: 2)")
+    p.add_argument("--sam-size", type=int, default=1024, help="small images are upscaled to about this size for SAM (default: 1024)")
+    p.add_argument("--points-per-side", type=int, default=16, help="grid of the everything mode (default: 16)")
     p.add_argument("--out", default=None, help="output folder (default: <experiments>/sam or <run>/sam)")
-    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
     p.set_defaults(func="sam_compare")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, "
+                                     "training, experiments, reports, COCO and SAM tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _run_parser(sub)
+    _data_parsers(sub)
+    _experiments_parser(sub)
+    _sam_parser(sub)
     p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
                        description="Loss curves (best/worst seed, overlay), ASPP on vs off with paired intervals, a "
                                    "qualitative grid, metrics and Dice-scale tables, all from the runs on disk, in report.md.")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="an experiments folder")
     p.set_defaults(func="report")
-
     return parser
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .card import SHAPE_CLASSES
 from .errors import UserError
 
 #: DLStudio release lines whose SemanticSegmentation this package was built against.
@@ -73,10 +74,6 @@ def check_version(version: str) -> None:
             f"DLStudio {version} is not supported by dlstudio-aspp; versions known to work: "
             f"{KNOWN_GOOD}. Install one with `pip install 'dlstudio>=2.3,<2.6'`."
         )
-
-
-#: PurdueShapes5MultiObject's classes, in channel order (DLStudio's ``classes``).
-SHAPE_CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
 
 
 def make_dlstudio(data: str, out, *, lr: float, momentum: float, epochs: int, batch_size: int, cpu: bool,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .atomic import save_image
+from .card import mask_truth
 from .metrics import MultiLabelConfusion, binarize
 
 CLASS_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -113,7 +114,7 @@ def save_grid(samples, thresholds: torch.Tensor, class_names: Sequence[str], pat
         pred = binarize(out[None], thresholds)[0].numpy()
         mx = out.max(0).values.numpy()
         mx = (mx - mx.min()) / (mx.max() - mx.min()) if mx.max() > mx.min() else mx * 0
-        panels = [to_rgb(im), colour_masks(mask.numpy() > 0), mx] + [pred[k].astype(np.float32) for k in range(len(names))]
+        panels = [to_rgb(im), colour_masks(mask_truth(mask.numpy())), mx] + [pred[k].astype(np.float32) for k in range(len(names))]
         for c, p in enumerate(panels):
             y, x = head + r * (panel + pad), c * (panel + pad)
             canvas[y:y + panel, x:x + panel] = _panel(p, panel)

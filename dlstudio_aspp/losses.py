@@ -255,11 +255,3 @@ def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
             raise UserError(f"bad Dice scale in loss {spec!r}: expected a number or 'auto', e.g. 'dice+mse:20'") from None
         return DiceMSELoss(value)
     raise UserError(f"unknown loss {spec!r}; valid: {', '.join(LOSS_NAMES)}, or a callable (output, target) -> scalar")
-
-
-def loss_label(spec) -> str:
-    """A short, file-name-safe label for a loss spec ('dice+mse:20' -> 'dice+mse-20')."""
-    if callable(spec) and not isinstance(spec, str):
-        return getattr(spec, "__name__", type(spec).__name__).lower()
-    return str(spec).lower().replace(":", "-")
-

@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from .card import mask_truth
 from .errors import UserError
 
 
@@ -45,12 +46,12 @@ class MultiLabelConfusion:
         self.per_image: List[torch.Tensor] = []  # (B, C, 3) tp, fp, fn of every image, for bootstrap intervals
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """pred, target: (B, C, H, W) bool (target may be any dtype; > 0 is positive)."""
+        """pred, target: (B, C, H, W) bool (target may be any dtype: a dataset mask, read by :func:`mask_truth`)."""
         if pred.dtype != torch.bool:
             raise UserError(f"pred must be a bool tensor of decisions (binarize the output first), got {pred.dtype}")
         if pred.shape != target.shape or pred.shape[1] != self.num_classes:
             raise UserError(f"expected pred and target (B, {self.num_classes}, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
-        t = target > 0
+        t = mask_truth(target)
         self.per_image.append(torch.stack([(pred & t).sum((2, 3)), (pred & ~t).sum((2, 3)), (~pred & t).sum((2, 3))],
                                           dim=-1).cpu())
         code = t.long() * 2 + pred.long()                           # (B, C, H, W) in 0..3

@@ -20,14 +20,13 @@ from torch import nn
 from .aspp import ASPP
 from .dlstudio_glue import load_dlstudio, stock_munet_class
 from .errors import UserError
+from .spec import HEADS  # the output layer (``conv_out``) choices; see make_head
 
 DLStudio = load_dlstudio()
 StockMUNet = stock_munet_class(DLStudio)
 BOTTLENECK_CHANNELS = 128
 DECODER_CHANNELS = 64  # channels into conv_out, at H/2 x W/2
 
-#: The output layer (``conv_out``) choices. See :func:`make_head`.
-HEADS = ("stock", "dense", "bilinear")
 
 
 def make_head(name: str, in_channels: int, num_classes: int) -> nn.Module:

@@ -19,7 +19,6 @@ and the report work unchanged.
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -34,19 +33,19 @@ def _ray():
     return ray
 
 
-def grid_task(cfg_dict: dict, out: str, loss: str, aspp: bool, seed: int, order: int, threads: int) -> dict:
-    """What one Ray task runs: load the data on this node, train and score one run, return its summary."""
+def grid_task(spec_json: dict, folder: str, threads: int) -> dict:
+    """What one Ray task runs: open the data on this node, train and score one run, return its summary."""
     import torch
 
-    from .experiments import GridConfig, _datasets, run_one
+    from .runner import train_and_score
+    from .spec import RunSpec
 
     torch.set_num_threads(max(1, threads))
-    cfg = GridConfig(**cfg_dict)
-    if not Path(cfg.data).is_dir():
-        raise UserError(f"node {socket.gethostname()} cannot read --data {cfg.data}: every node must see the data at "
+    spec = RunSpec.from_json(spec_json)
+    if not Path(spec.data).is_dir():
+        raise UserError(f"node {socket.gethostname()} cannot read --data {spec.data}: every node must see the data at "
                         "the same path (a shared file system, or the same copy on each node)")
-    train, test, image_size = _datasets(cfg)
-    return run_one(cfg, Path(out), loss, aspp, seed, order, train, test, image_size)
+    return train_and_score(spec, Path(folder))
 
 
 def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float = 1, gpus_per_run: float = 0,
@@ -62,22 +61,19 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         task: the function a task runs (tests swap in one that fails on purpose).
         on_finish: called with (run name, summary) as each run ends.
     """
-    from .experiments import grid_runs, prepare_grid, record_failures, run_name
+    from .experiments import prepare_grid
 
     ray = _ray()
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus_per_run}, {gpus_per_run}")
-    out = Path(out).resolve()
-    prepare_grid(cfg, out)
-    cfg_dict = dict(asdict(cfg), data=str(Path(cfg.data).resolve()) + "/", progress=False)
-    todo = [(k, spec) for k, spec in enumerate(grid_runs(cfg), 1)
-            if not (out / "runs" / run_name(*spec) / "summary.json").is_file()]
-    skipped = len(grid_runs(cfg)) - len(todo)
+    folder, _, _ = prepare_grid(cfg, Path(out).resolve())
+    data = str(Path(cfg.spec.data).resolve()) + "/"
+    todo = [(name, spec.replace(data=data, progress=False)) for name, spec in cfg.cells() if not folder.is_finished(name)]
+    skipped = len(cfg.cells()) - len(todo)
     if skipped:
         print(f"{skipped} finished runs skipped")
-    results: Dict[str, dict] = {}
     if not todo:
-        return results
+        return {}
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(address=address) if address else dict(num_cpus=num_cpus)
@@ -85,28 +81,41 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     threads = max(1, int(cpus_per_run))
 
-    def submit(order, spec):
-        loss, aspp, seed = spec
-        return remote.remote(cfg_dict, str(out), loss, aspp, seed, order, threads)
+    def submit(name, spec):
+        return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads)
 
-    pending = {submit(k, spec): (k, spec, 1) for k, spec in todo}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="runs", unit="run")
     failed: Dict[str, str] = {}
     try:
+        results = _collect(ray, {submit(name, spec): (name, spec, 1) for name, spec in todo}, submit, bar, failed,
+                           on_finish)
+    except KeyboardInterrupt:
+        bar.write("cancelled the remaining runs; re-run the same command to resume them")
+        raise
+    finally:
+        bar.close()
+        folder.record_failures(failed)
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+def _collect(ray, pending: dict, submit, bar, failed: Dict[str, str], on_finish) -> Dict[str, dict]:
+    """Wait for the tasks; retry a failed one once, then record it in ``failed``. Ctrl-C cancels the rest."""
+    results: Dict[str, dict] = {}
+    try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            ref = done[0]
-            k, spec, attempt = pending.pop(ref)
-            name = run_name(*spec)
+            name, spec, attempt = pending.pop(done[0])
             try:
-                summary = ray.get(ref)
+                summary = ray.get(done[0])
             except (ray.exceptions.RayError, UserError) as exc:
                 error = _short(exc)
                 if attempt == 1:
                     bar.write(f"{name} failed ({error}); retrying once")
-                    pending[submit(k, spec)] = (k, spec, 2)
+                    pending[submit(name, spec)] = (name, spec, 2)
                     continue
                 bar.write(f"{name} failed again ({error}); recorded as failed, the grid goes on")
                 failed[name] = error
@@ -121,13 +130,7 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        bar.write("cancelled the remaining runs; re-run the same command to resume them")
         raise
-    finally:
-        bar.close()
-        record_failures(out, failed)
-        if started_here:
-            ray.shutdown()
     return results
 
 

@@ -9,43 +9,33 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
 from .atomic import save_figure, write_text
-from .card import RunCard
+from .card import RunCard, mask_truth
 from .errors import MissingFileError, UserError
 from .evaluation import colour_masks
-from .losses import loss_label
+from .grid import GridFolder, read_json as _read_json
+from .spec import loss_label
 from .stats import paired_interval
 
 
-def load_runs(root: Path) -> List[dict]:
-    """Finished runs under ``root/runs``: summary, history, metrics and folder of each."""
+def load_runs(folder: GridFolder) -> List[dict]:
+    """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each."""
+    order = folder.read_settings().get("cells") or []
     runs = []
-    for folder in sorted((root / "runs").glob("*")):
-        if not (folder / "summary.json").is_file():
-            continue
-        run = _read_json(folder / "summary.json")
-        card = RunCard.load(folder)
-        run["card"] = card
-        run["history"] = _read_json(card.history_json)
-        run["metrics"] = _read_json(card.metrics_file)
-        run["folder"] = folder
+    for name in folder.finished_names():
+        run = folder.read_summary(name)
+        card = RunCard.load(folder.run_folder(name))
+        run.update(card=card, history=_read_json(card.history_json), metrics=_read_json(card.metrics_file),
+                   folder=folder.run_folder(name), order=order.index(name) if name in order else len(order))
         runs.append(run)
     if not runs:
-        raise MissingFileError(f"no finished runs under {root}/runs; run `dlstudio-aspp experiments {root}` first")
+        raise MissingFileError(f"no finished runs under {folder.runs_dir}; run `dlstudio-aspp experiments --out "
+                               f"{folder.root}` first")
     return runs
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MissingFileError(f"{path} is missing; re-run the experiments command to finish that run") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); delete that run's folder and re-run the experiments") from None
 
 
 def running_mean(values, window: int) -> np.ndarray:
@@ -166,14 +156,14 @@ def plot_qualitative(runs, out: Path) -> Path:
         chosen.setdefault((r["loss"], r["aspp"]), r)
     grid_order = list(_groups(runs))
     keys = sorted(chosen, key=lambda k: (not k[1], grid_order.index(k)))
-    samples = {k: np.load(chosen[k]["folder"] / "samples.npz") for k in keys}
+    samples = {k: np.load(chosen[k]["card"].samples_file) for k in keys}
     first = samples[keys[0]]
     rows = len(first["indices"])
     cols = 2 + len(keys)
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + 0.5), squeeze=False)
     for r in range(rows):
         axes[r, 0].imshow(first["images"][r].transpose(1, 2, 0))
-        axes[r, 1].imshow(colour_masks(first["masks"][r] > 0))
+        axes[r, 1].imshow(colour_masks(mask_truth(first["masks"][r])))
         for c, key in enumerate(keys, start=2):
             pred = chosen[key]["card"].binarize(torch.from_numpy(samples[key]["outputs"][r:r + 1]))[0].numpy()
             axes[r, c].imshow(colour_masks(pred))
@@ -274,92 +264,88 @@ def scale_table(runs) -> str:
     return "\n".join(lines)
 
 
-def make_report(root: str | Path) -> Path:
-    """Write the figures, tables and ``report.md`` into ``root``; return the report's path."""
-    root = Path(root)
-    runs = load_runs(root)
-    grid = json.loads((root / "grid.json").read_text()) if (root / "grid.json").is_file() else {}
-    figs = root / "figures"
-    figs.mkdir(exist_ok=True)
-    if any(r.get("head", "stock") == "stock" for r in runs):
-        stock_note = ("**Note:** runs with the stock output layer (`head='stock'`) can only segment 1 pixel in 4: stock "
-                      "mUNet's `conv_out` (stride 2, dilation 2) writes the bias alone into every odd row and column, "
-                      "so per-class IoU is capped near 0.25 whatever the loss, ASPP or budget.")
-    else:
-        stock_note = ""
+STOCK_HEAD_NOTE = ("**Note:** runs with the stock output layer (`head='stock'`) can only segment 1 pixel in 4: stock "
+                   "mUNet's `conv_out` (stride 2, dilation 2) writes the bias alone into every odd row and column, "
+                   "so per-class IoU is capped near 0.25 whatever the loss, ASPP or budget.")
+
+
+def _header(grid: dict, runs) -> List[str]:
+    spec = grid.get("spec", {})
+    n_iters = sorted({len(r["history"]["loss"]) for r in runs})
+    optimizer = spec.get("optimizer", "sgd") + (f" (momentum {spec['momentum']})" if "momentum" in spec else "")
+    line = (f"Dataset: **{spec.get('dataset', '?')}** (`{spec.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
+            f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch "
+            f"{spec.get('batch_size')}, {optimizer}, lr {spec.get('lr')}, depth {spec.get('depth')}, ASPP rates "
+            f"{spec.get('rates')}; test images scored per run: {runs[0]['metrics']['num_images']}; recipe "
+            f"`{spec.get('recipe', 'stock')}`, output layer `{spec.get('head', 'stock')}`.")
+    synthetic = "**SYNTHETIC data** (made by `dlstudio-aspp make-shapes`, not the real PurdueShapes5MultiObject).\n"
+    stock = any(r.get("head", "stock") == "stock" for r in runs)
+    return ["# Segmentation experiments", "", (synthetic if grid.get("synthetic") else "") + line, "",
+            STOCK_HEAD_NOTE if stock else "", ""]
+
+
+def _figures(runs, figs: Path, rel) -> Tuple[List[str], List[str], List[str]]:
+    """The figure sections: (loss curves, ASPP bars, qualitative grid)."""
     best_worst = plot_best_worst(runs, figs)
     overlay, aspp, qual = plot_overlay(runs, figs), plot_aspp(runs, figs), plot_qualitative(runs, figs)
-    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
-    n_iters = sorted({len(r["history"]["loss"]) for r in runs})
-    parts = [
-        "# Segmentation experiments",
-        "",
-        ("**SYNTHETIC data** (made by `dlstudio-aspp make-shapes`, not the real PurdueShapes5MultiObject).\n"
-         if grid.get("synthetic") else "") +
-        f"Dataset: **{grid.get('dataset', '?')}** (`{grid.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
-        f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch {grid.get('batch_size')}, "
-        f"lr {grid.get('lr')}, momentum {grid.get('momentum')}, depth {grid.get('depth')}, ASPP rates {grid.get('rates')}; "
-        f"test images scored per run: {runs[0]['metrics']['num_images']}; recipe `{grid.get('recipe', 'stock')}`, "
-        f"output layer `{grid.get('head', 'stock')}`.",
-        "",
-        stock_note,
-        "",
-        "## Training loss: best and worst seed",
-        "",
-        *[f"![{p.stem}]({rel(p)})" for p in best_worst],
-        "",
-        "## All losses together",
-        "",
-        f"![overlay]({rel(overlay)})",
-        "",
-        "## Test metrics (mean ± std over seeds)",
-        "",
+    curves = ["## Training loss: best and worst seed", "", *[f"![{p.stem}]({rel(p)})" for p in best_worst], "",
+              "## All losses together", "", f"![overlay]({rel(overlay)})", ""]
+    qualitative = ["## Qualitative results (fixed test images, lowest seed of each setting)", "", f"![qualitative]({rel(qual)})", ""]
+    return curves, [f"![aspp]({rel(aspp)})", ""], qualitative
+
+
+def _tables(runs) -> List[str]:
+    return [
+        "## Test metrics (mean ± std over seeds)", "",
         f"Decision rule (from each run's card): {runs[0]['card'].threshold_rule()}; classes absent from prediction "
-        "and target are not scored.",
-        "",
-        metrics_table(runs),
-        "",
-        "## Comparisons with their uncertainty",
-        "",
+        "and target are not scored.", "", metrics_table(runs), "",
+        "## Comparisons with their uncertainty", "",
         "Runs of the same seed share initial weights and data order, so each comparison is a set of per-seed "
         "differences in test mIoU. The verdict follows the 95% interval of their mean: entirely above or below 0 "
         "names a winner; an interval that contains 0 means no difference is detectable at this budget and seed count.",
-        "",
-        paired_tables(runs),
-        "",
+        "", paired_tables(runs), "",
         "Each run's mIoU with a 95% bootstrap interval over test images (the spread from which images were tested, "
-        "not from training):",
-        "",
-        run_table(runs),
-        "",
-        f"![aspp]({rel(aspp)})",
-        "",
-        "## Qualitative results (fixed test images, lowest seed of each setting)",
-        "",
-        f"![qualitative]({rel(qual)})",
-        "",
-        "## Dice scale factor: measured magnitudes of the two terms",
-        "",
-        "Mean over the first and last 20 iterations. 'Dice share' is scale·Dice / (MSE + scale·Dice): "
-        "how much of the total loss the Dice term makes up. "
-        + ("These runs trained against {0, 1} masks, where MSE is at most 1 and falls to a few hundredths while "
+        "not from training):", "", run_table(runs), ""]
+
+
+def _scale_section(runs) -> List[str]:
+    why = ("These runs trained against {0, 1} masks, where MSE is at most 1 and falls to a few hundredths while "
            "Dice stays near 0.5 or more, so a large scale leaves the total almost all Dice."
            if runs[0]["card"].binary_targets else
            "Dice is bounded by about 1 while MSE on 0..250 masks is not, so without a scale Dice would be a "
-           "rounding error in the total."),
-        "",
-        scale_table(runs),
-    ]
-    failed = grid.get("failed") or {}
+           "rounding error in the total.")
+    return ["## Dice scale factor: measured magnitudes of the two terms", "",
+            "Mean over the first and last 20 iterations. 'Dice share' is scale·Dice / (MSE + scale·Dice): "
+            "how much of the total loss the Dice term makes up. " + why, "", scale_table(runs)]
+
+
+def _failures_and_sam(folder: GridFolder, failed: dict, rel) -> List[str]:
+    parts = []
     if failed:
-        parts += ["", "## Failed runs", "", "These runs failed and have no results (the Ray executor retries a run once before it records it):", "",
+        parts += ["", "## Failed runs", "", "These runs failed and have no results (the serial grid records runs whose "
+                  "loss became NaN or inf; the Ray executor any run that failed twice):", "",
                   "| run | error |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sorted(failed.items())]]
-    sam_tables = sorted((root / "sam").glob("sam_*_metrics.md"))
+    sam_tables = sorted(folder.sam_dir.glob("sam_*_metrics.md"))
     if sam_tables:
         parts += ["", "## SAM comparison", ""]
         for table in sam_tables:
             fig = table.with_name(table.name.replace("_metrics.md", ".png"))
             parts += [table.read_text(), f"![{fig.stem}]({rel(fig)})" if fig.is_file() else "", ""]
-    path = root / "report.md"
-    write_text(path, "\n".join(parts) + "\n")
-    return path
+    return parts
+
+
+def make_report(root: str | Path) -> Path:
+    """Write the figures, tables and ``report.md`` of the grid in ``root``; return the report's path."""
+    folder = GridFolder(root)
+    if not folder.exists() and RunCard.load_if_present(RunCard.weights_in(folder.root)) is not None:
+        raise UserError(f"{folder.root} is a single run's folder; `report` reads an experiments folder "
+                        f"(`dlstudio-aspp experiments --out DIR`)")
+    runs = load_runs(folder)
+    grid = folder.read_settings()
+    folder.figures_dir.mkdir(exist_ok=True)
+    rel = lambda p: p.relative_to(folder.root).as_posix()  # noqa: E731
+    curves, aspp, qualitative = _figures(runs, folder.figures_dir, rel)
+    parts = (_header(grid, runs) + curves + _tables(runs) + aspp + qualitative + _scale_section(runs)
+             + _failures_and_sam(folder, grid.get("failed") or {}, rel))
+    write_text(folder.report_file, "\n".join(parts) + "\n")
+    return folder.report_file

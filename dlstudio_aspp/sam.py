@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .card import mask_truth
+from . import spec as _spec  # SAM_MODELS: the architectures --sam-model names
 from .errors import MissingFileError, UserError
 
-SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
 CHECKPOINT_HELP = ("download the official checkpoint from https://github.com/facebookresearch/segment-anything#model-checkpoints "
                    "(vit_b: sam_vit_b_01ec64.pth, vit_l: sam_vit_l_0b3195.pth, vit_h: sam_vit_h_4b8939.pth) "
                    "or MobileSAM's mobile_sam.pt (vit_t), and pass it with --sam-checkpoint")
@@ -71,8 +72,8 @@ def architecture(model_type: str):
 
 def load_sam(model_type: str, checkpoint, device="cpu"):
     """Build the SAM architecture ``model_type`` and load ``checkpoint`` (a state_dict) into it."""
-    if model_type not in SAM_MODELS:
-        raise UserError(f"--sam-model must be one of {', '.join(SAM_MODELS)}, got {model_type!r}")
+    if model_type not in _spec.SAM_MODELS:
+        raise UserError(f"--sam-model must be one of {', '.join(_spec.SAM_MODELS)}, got {model_type!r}")
     path = Path(checkpoint) if checkpoint else None
     if path is None or not path.is_file():
         raise MissingFileError(f"SAM checkpoint {checkpoint!r} not found: {CHECKPOINT_HELP}")
@@ -113,7 +114,7 @@ def boxes_by_class(bbox_tensor: torch.Tensor, mask: torch.Tensor) -> Dict[int, L
     """Non-empty [x1, y1, x2, y2] boxes per class from an item's (slots, C, 4) bbox_tensor."""
     out: Dict[int, List[List[float]]] = {}
     for c in range(bbox_tensor.shape[1]):
-        if not (mask[c] > 0).any():
+        if not mask_truth(mask[c]).any():
             continue
         for b in bbox_tensor[:, c]:
             if b.abs().sum() > 0:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import atomic
-from .card import RunCard
+from .card import RunCard, mask_truth
 from .evaluation import colour_masks, to_rgb
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
 from .errors import UserError
@@ -134,7 +134,7 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
     rows, records = [], []
     for idx in pick_indices(len(dataset), count, indices, seed):
         item = dataset[idx]
-        image, gt = item["image"], (item["mask_tensor"] > 0).numpy()
+        image, gt = item["image"], mask_truth(item["mask_tensor"]).numpy()
         with torch.no_grad():
             munet = card.binarize(model(card.prepare_input(image[None].to(device))).float().cpu())[0].numpy()
         row = {"index": idx, "image": image, "gt": gt, "munet": munet}

@@ -20,16 +20,14 @@ from typing import Optional
 
 import torch
 
-from .atomic import write_json
 from .card import RunCard
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
-from .errors import MissingFileError, UserError
-from .evaluation import evaluate, save_grid
+from .errors import UserError
 from .losses import get_loss
-from .metrics import format_table
 from .model import DLStudio, input_dependent_fraction, model_summary, mUNetASPP as _mUNetASPP
-from .training import output_kind, recipe_options, train
+from .runner import fit, score
+from .spec import RunSpec
 
 
 class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
@@ -67,13 +65,24 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
     def _device(self) -> torch.device:
         return getattr(self.dl_studio, "device", torch.device("cpu"))
 
-    def run_code_for_training_for_semantic_segmentation(self, net, loss=None, *, recipe: str = "stock", **options):
-        """Stock training with any loss or recipe. ``options`` are :class:`TrainOptions` fields.
+    def spec_for(self, loss=None, *, recipe: str = "stock", **options) -> RunSpec:
+        """The run's :class:`RunSpec`: DLStudio's ``learning_rate``, ``momentum``, ``epochs`` and
+        ``batch_size``, then the recipe, then ``loss`` and ``options`` (RunSpec fields); validated."""
+        dls = self.dl_studio
+        base = dict(lr=dls.learning_rate, momentum=dls.momentum, epochs=dls.epochs, batch_size=dls.batch_size)
+        explicit = dict(options, **({"loss": loss} if loss is not None else {}))
+        return RunSpec.build(recipe, base=base, **explicit).validate()
 
-        ``recipe`` names a set of options (:data:`dlstudio_aspp.training.RECIPES`):
+    def run_code_for_training_for_semantic_segmentation(self, net, loss=None, *, recipe: str = "stock",
+                                                        resume: bool = False, perf_file: Optional[str] = None, **options):
+        """Stock training with any loss or recipe. ``options`` are :class:`RunSpec` fields.
+
+        ``recipe`` names a set of options (:data:`dlstudio_aspp.spec.RECIPES`):
         ``'stock'`` (the default, stock DLStudio's loop) or ``'modern'``; ``loss`` and
-        ``options`` override it. Unset ``epochs``, ``lr`` and ``momentum`` come from
-        DLStudio. Everything is checked before any file is written.
+        ``options`` override it, and DLStudio's ``learning_rate``, ``momentum``, ``epochs``
+        and ``batch_size`` fill what neither sets. ``resume`` continues from the run's
+        checkpoint; ``perf_file`` moves stock's ``performance_numbers_<epochs>.txt``.
+        Everything is checked before any file is written.
 
         Returns the per-iteration history (also written next to the model as
         ``<path_saved_model>.history.json`` / ``.csv``). The trained copy of ``net`` is
@@ -83,23 +92,12 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         if not hasattr(self, "train_dataloader"):
             raise UserError("no training data: call segmenter.load_PurdueShapes5MultiObject_dataset(train, test) first")
         dls = self.dl_studio
-        opts = recipe_options(recipe, loss=loss, **options)
-        opts.epochs = opts.epochs or dls.epochs
-        opts.lr = opts.lr if opts.lr is not None else dls.learning_rate
-        opts.momentum = opts.momentum if opts.momentum is not None else dls.momentum
-        opts.validate()
-        loss_fn = get_loss(opts.loss)
-        dataset = self.train_dataloader.dataset
-        card = RunCard.for_training(dls.path_saved_model, net, dataset, dls.image_size, output=output_kind(loss_fn),
-                                    normalize_masks=opts.normalize_masks, input_scale=opts.input_scale, recipe=recipe,
-                                    train=opts.to_json(), class_names=getattr(dls, "class_labels", ()))
-        channels = _output_channels(net)
-        if channels is not None and channels != len(card.mask_values):
-            raise UserError(f"the model has {channels} output channels but the data has {len(card.mask_values)} classes; "
-                            f"build it with num_classes={len(card.mask_values)}")
-        card.weights.parent.mkdir(parents=True, exist_ok=True)
-        self.trained_net, self.history = train(net, self.train_dataloader, opts, card, self._device())
-        card.save_weights(self.trained_net)
+        spec = self.spec_for(loss, recipe=recipe, **options)
+        loss_fn = get_loss(spec.loss)
+        card = RunCard.for_training(dls.path_saved_model, net, self.train_dataloader.dataset, dls.image_size, spec,
+                                    loss_fn, class_names=getattr(dls, "class_labels", ()))
+        self.trained_net, self.history = fit(spec, card, net, self.train_dataloader, self._device(), loss_fn=loss_fn,
+                                             resume=resume, perf_file=perf_file)
         self.card = card
         return self.history
 
@@ -113,36 +111,22 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         Input scaling and thresholds come from the run card beside the weights. Unlike
         stock, the network runs in eval mode (BatchNorm uses running statistics), so the
         scores do not depend on how the images are batched: ``batch_size`` (default 32,
-        faster on CPU) re-batches the test set; None uses ``self.test_dataloader`` as it is.
+        faster on CPU) re-batches the test set; None keeps ``self.test_dataloader``'s.
         """
         if not hasattr(self, "test_dataloader"):
             raise UserError("no test data: call segmenter.load_PurdueShapes5MultiObject_dataset(train, test) first")
         dataset = self.test_dataloader.dataset
         card = RunCard.load_if_present(self.dl_studio.path_saved_model)
         if card is None:  # weights from elsewhere (or none): stock's convention
-            card = RunCard.for_training(self.dl_studio.path_saved_model, net, dataset, self.dl_studio.image_size,
-                                        output="raw", normalize_masks=False, input_scale=1.0, recipe="stock", train={},
-                                        class_names=getattr(self.dl_studio, "class_labels", ()))
+            card = RunCard.stock(self.dl_studio.path_saved_model, net, dataset, self.dl_studio.image_size,
+                                 class_names=getattr(self.dl_studio, "class_labels", ()))
         if load_saved:
-            if not card.weights.is_file():
-                raise MissingFileError(f"no trained model at {card.weights}; train first or set path_saved_model")
             card.load_weights(net)
-        device = self._device()
-        net = net.to(device)
-        loader = self.test_dataloader
-        if batch_size is not None and batch_size != loader.batch_size:
-            loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                                 num_workers=default_num_workers(loader.num_workers))
-        metrics = evaluate(net, loader, card, device, keep=grid_images, progress=progress)
-        samples = self.samples = metrics.pop("samples", [])
-        out = Path(save_to) if save_to else self.out_dir
-        if samples:
-            metrics["grid"] = str(save_grid(samples, card.thresholds(), card.class_names, out / card.test_grid.name,
-                                            title=f"{card.weights.name}: mIoU {metrics['miou']:.3f}"))
-        metrics["model"] = card.model
-        write_json(card.metrics_file, metrics)
-        print(format_table(metrics))
-        print(f"scored {metrics['num_images']} test images; metrics in {card.metrics_file.name}")
+        grid_path = Path(save_to) / card.test_grid.name if save_to else self.out_dir / card.test_grid.name
+        metrics = score(card, net, dataset, self._device(), grid_images=grid_images, progress=progress,
+                        batch_size=batch_size or self.test_dataloader.batch_size,
+                        workers=self.test_dataloader.num_workers, grid_path=grid_path)
+        self.samples = metrics.pop("samples")
         self.metrics = metrics
         return metrics
 
@@ -165,10 +149,3 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         return (f"learnable parameters: {on['params']:,} with ASPP, {off['params']:,} without (ASPP adds "
                 f"{on['aspp_params']:,}); {where}: {on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without{dense}")
 
-
-def _output_channels(net) -> Optional[int]:
-    """Output channels of an mUNet's last layer, when it can be read."""
-    head = getattr(net, "conv_out", None)
-    if isinstance(head, torch.nn.Sequential):
-        head = head[-1]
-    return getattr(head, "out_channels", None)

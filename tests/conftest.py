@@ -150,8 +150,8 @@ def build_tiny_sam(img_size: int = 256):
 @pytest.fixture
 def tiny_sam_registered(monkeypatch):
     """`--sam-model tiny` builds the tiny random SAM, for this test only."""
-    from dlstudio_aspp import sam
+    from dlstudio_aspp import sam, spec
 
-    monkeypatch.setattr(sam, "SAM_MODELS", sam.SAM_MODELS + ("tiny",))
+    monkeypatch.setattr(spec, "SAM_MODELS", spec.SAM_MODELS + ("tiny",))
     real = sam.architecture
     monkeypatch.setattr(sam, "architecture", lambda t: build_tiny_sam() if t == "tiny" else real(t))

@@ -25,12 +25,22 @@ def test_mask_convention_in_one_place():
 
 def test_layout_and_round_trip(tmp_path):
     card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4, head="dense").config, class_names=list("abcde"),
-                   output="logits", input_scale=0.5, recipe="modern", train={"loss": "bce+dice"})
+                   output="logits", input_scale=0.5, spec={"recipe": "modern", "loss": "bce+dice"}, iterations=3)
     assert card.checkpoint.name == "saved_model.ckpt" and card.metrics_file.name == "saved_model.metrics.json"
     card.save_weights(card.build_model())
     back = RunCard.load(tmp_path)
     assert back == card and back.load_model().head == "dense"
     assert json.loads(card.file.read_text())["thresholds"] == [0.0] * 5
+    assert back.recipe == "modern" and back.iterations == 3
+
+
+def test_a_version_2_card_still_loads(tmp_path):
+    card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4).config)
+    data = card.to_json()
+    data.pop("spec")
+    data.update(version=2, recipe="modern", train={"loss": "bce+dice", "subset": None})
+    card.file.write_text(json.dumps(data))
+    assert RunCard.load(tmp_path).spec == {"loss": "bce+dice", "subset": None, "recipe": "modern"}
 
 
 def test_labels_from_a_subset(synthetic_shapes, tmp_path):

@@ -68,18 +68,84 @@ def syn(tmp_path):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--batch-size", "0"], "--batch-size must be >= 1"), (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--rates", "2,,4"], "--rates must be comma-separated ints"), (["--loss", "msee"], "unknown loss 'msee'"),
-    (["--recipe", "fancy"], "unknown recipe 'fancy'; valid: stock, modern"),
-    (["--head", "wide"], "unknown head 'wide'; valid: stock, dense, bilinear"),
-    (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, adam, adamw"),
-    (["--schedule", "step"], "unknown schedule 'step'; valid: constant, cosine, onecycle"),
+    (["--batch-size", "0"], "--batch-size must be an int >= 1"), (["--epochs", "0"], "--epochs must be an int >= 1"),
+    (["--loss", "msee"], "unknown loss 'msee'"), (["--grad-clip", "0"], "--grad-clip must be a finite number > 0"),
+    (["--depth", "2"], "--depth must be an int >= 4"),
 ])
 def test_bad_run_settings_are_one_line(syn, tmp_path, capsys, extra, match):
     assert cli.main(["run", *syn, "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--recipe", "fancy"], "invalid choice: 'fancy' (choose from 'stock', 'modern')"),
+    (["--head", "wide"], "invalid choice: 'wide' (choose from 'stock', 'dense', 'bilinear')"),
+    (["--optimizer", "lbfgs"], "(choose from 'sgd', 'adam', 'adamw')"),
+    (["--schedule", "step"], "(choose from 'constant', 'cosine', 'onecycle')"),
+    (["--rates", "2,,4"], "--rates must be comma-separated ints"), (["--aspp", "maybe"], "expected on or off"),
+    (["--grad-clip", "much"], "expected float or off"),
+])
+def test_closed_sets_are_refused_by_the_parser_with_the_valid_values(capsys, extra, match):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", *extra])
+    assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_version_and_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.startswith("dlstudio-aspp 0.1.0")
+    text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
+    assert "(default: adamw)" in text and "(default: 0.9, unused with these defaults)" in text
+
+
+def test_every_spec_field_is_a_flag_of_run_and_experiments(monkeypatch):
+    """A field added to RunSpec appears in both commands' help and reaches the spec, with no other change."""
+    import dataclasses
+
+    from dlstudio_aspp import spec as spec_module
+    from dlstudio_aspp.spec import SPEC_FIELDS, RunSpec, option
+
+    extra = dataclasses.make_dataclass("RunSpecPlus", [("test_knob", int, option(7, "a knob only this test has",
+                                                                                  group="train"))], bases=(RunSpec,))
+    monkeypatch.setattr(cli, "RunSpec", extra)
+    monkeypatch.setattr("dlstudio_aspp.commands.RunSpec", extra)
+    monkeypatch.setitem(SPEC_FIELDS, "test_knob", dataclasses.fields(extra)[-1])
+    parser = cli.build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    for name in ("run", "experiments"):
+        assert "--test-knob TEST_KNOB" in choices[name].format_help() and "a knob only this test has" in choices[name].format_help()
+    args = parser.parse_args(["run", "--test-knob", "9"])
+    assert spec_module.given_values(args) == {"test_knob": 9}
+    from dlstudio_aspp.commands import run_spec_defaults
+
+    spec = run_spec_defaults()
+    assert spec.test_knob == 7 and spec.replace(test_knob=9).validate().to_json()["test_knob"] == 9
+    # the card and grid.json record spec.to_json(), so the field is in both
+
+
+def test_epochs_means_epochs_and_off_switches_reach_the_training(syn, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main(["run", *syn, "--out", str(out), "--epochs", "2", "--grad-clip", "off", "--no-normalize-masks",
+                     "--loss", "mse"]) == 0
+    card = json.loads((out / "saved_model.json").read_text())
+    assert card["iterations"] == 4 and card["epochs"] == 2  # 8 images at batch 4, 2 epochs
+    assert card["spec"]["grad_clip"] is None and card["spec"]["normalize_masks"] is False
+    assert card["normalize_masks"] is False and card["thresholds"] == [25.0, 50.0, 75.0, 100.0, 125.0]
+
+
+def test_grad_clip_off_reaches_the_optimizer_step(syn, tmp_path, monkeypatch):
+    import torch
+
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    assert cli.main(["run", *syn, "--out", str(tmp_path / "a"), "--max-iters", "2"]) == 0
+    assert calls == [1.0, 1.0]  # the modern recipe clips at 1
+    assert cli.main(["run", *syn, "--out", str(tmp_path / "b"), "--max-iters", "2", "--grad-clip", "off"]) == 0
+    assert calls == [1.0, 1.0]
 
 
 def test_data_pointing_at_a_file(tmp_path, capsys):
@@ -145,8 +211,14 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(syn, tmp_path, monkeypa
 
 def test_experiments_command_ends_with_the_grid_outcome(syn, tmp_path, capsys):
     out = tmp_path / "grid"
-    rc = cli.main(["experiments", str(out), "--preset", "smoke", *syn, "--losses", "mse", "--seeds", "0", "--aspp", "on",
-                   "--max-iters", "1", "--cpu", "--no-report"])
+    rc = cli.main(["experiments", "--out", str(out), "--preset", "smoke", *syn, "--loss", "mse", "--seed", "0",
+                   "--aspp", "on", "--max-iters", "1", "--cpu", "--no-report", "--optimizer", "adam"])
     assert rc == 0
     assert f"1 of 1 runs finished in {out}/runs\n" in capsys.readouterr().out
     assert not (out / "report.md").exists()
+    assert json.loads((out / "grid.json").read_text())["spec"]["optimizer"] == "adam"  # run options reach the grid
+
+
+def test_experiments_refuses_duplicate_cells(syn, tmp_path, capsys):
+    assert cli.main(["experiments", "--out", str(tmp_path / "g"), *syn, "--losses", "mse,MSE"]) == 2
+    assert "--loss lists mse more than once" in capsys.readouterr().err and not (tmp_path / "g").exists()

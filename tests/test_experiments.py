@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from dlstudio_aspp.experiments import GridConfig, grid_outcome, magnitudes, run_grid, run_name
+from dlstudio_aspp.experiments import GridConfig, grid_outcome, run_grid
+from dlstudio_aspp.grid import GridFolder
+from dlstudio_aspp.runner import magnitudes
+
+run_name = GridFolder.cell_name
 from dlstudio_aspp.model import mUNetASPP
 from dlstudio_aspp.report import make_report
 
@@ -61,7 +65,7 @@ def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
 
 
 def test_grid_refuses_changed_settings(synthetic_shapes, tmp_path):
-    (tmp_path / "grid.json").write_text(json.dumps({"depth": 99}))
+    (tmp_path / "grid.json").write_text(json.dumps({"spec": {"depth": 99}}))
     (tmp_path / "runs" / "mse__aspp-on__seed-0").mkdir(parents=True)
     (tmp_path / "runs" / "mse__aspp-on__seed-0" / "saved_model.ckpt").write_bytes(b"started")
     with pytest.raises(ValueError, match="other settings .*depth"):
@@ -73,6 +77,10 @@ def test_bad_preset_and_loss():
         GridConfig.from_preset("fast")
     with pytest.raises(ValueError, match="unknown loss"):
         GridConfig(losses=["l1"]).validate()
+    with pytest.raises(ValueError, match="--loss lists mse more than once"):
+        GridConfig(losses=["mse", "MSE"]).validate()
+    with pytest.raises(ValueError, match="--seed lists 0 more than once"):
+        GridConfig(seeds=[0, 0]).validate()
 
 
 def test_magnitudes():
@@ -110,18 +118,19 @@ def test_typo_leaves_no_grid_behind(synthetic_shapes, tmp_path):
 
 def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_path, monkeypatch, capsys):
     """Bug: the serial grid stopped at the first run whose loss became NaN."""
-    from dlstudio_aspp import experiments
     from dlstudio_aspp.errors import NonFiniteLossError
 
-    real = experiments.run_one
+    from dlstudio_aspp import runner
+
+    real = runner.train_and_score
     bad = run_name("mse", True, 0)
 
-    def run_one(cfg, out, loss, aspp, seed, *rest):
-        if run_name(loss, aspp, seed) == bad:
+    def train_and_score(spec, folder, **kw):
+        if folder.name == bad:
             raise NonFiniteLossError("mse loss became nan at iteration 2")
-        return real(cfg, out, loss, aspp, seed, *rest)
+        return real(spec, folder, **kw)
 
-    monkeypatch.setattr(experiments, "run_one", run_one)
+    monkeypatch.setattr(runner, "train_and_score", train_and_score)
     cfg = grid(synthetic_shapes, losses=["mse"], seeds=[0])
     folders = run_grid(cfg, tmp_path)
     assert [(f / "summary.json").is_file() for f in folders] == [False, True]
@@ -131,7 +140,7 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_
     assert grid_outcome(cfg, tmp_path) == f"1 of 2 runs finished in {tmp_path}/runs; failed: {bad}"
     assert "## Failed runs" in make_report(tmp_path).read_text()
     # once the run finishes, it leaves the failed list
-    monkeypatch.setattr(experiments, "run_one", real)
+    monkeypatch.setattr(runner, "train_and_score", real)
     run_grid(cfg, tmp_path)
     assert json.loads((tmp_path / "grid.json").read_text())["failed"] == {}
     assert "## Failed runs" not in make_report(tmp_path).read_text()
@@ -139,12 +148,23 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_
 
 def test_homework_dense_holds_the_recipe_loss_and_the_homework_losses():
     """The measured homework-budget run (`run --max-iters 15000`: modern recipe, its own loss) has a cell's settings."""
-    from dlstudio_aspp.training import RECIPES, recipe_options
+    from dlstudio_aspp.commands import run_spec_defaults
+    from dlstudio_aspp.spec import RECIPES
 
     dense, stock = GridConfig.from_preset("homework-dense"), GridConfig.from_preset("homework")
     assert dense.losses == [RECIPES["modern"]["loss"], *stock.losses]
-    assert (dense.epochs, dense.batch_size, dense.depth, dense.seeds) == (stock.epochs, stock.batch_size, stock.depth, stock.seeds)
-    grid_opts = dense.train_options(dense.losses[0], 0).result_options()
-    run_opts = recipe_options("modern", seed=0).result_options()
-    for key in ("loss", "optimizer", "lr", "weight_decay", "schedule", "grad_clip", "input_scale", "normalize_masks"):
-        assert grid_opts[key] == run_opts[key], key
+    assert (dense.spec.epochs, dense.spec.batch_size, dense.spec.depth, dense.seeds) == \
+        (stock.spec.epochs, stock.spec.batch_size, stock.spec.depth, stock.seeds)
+    cell = dense.cell_specs()[0].result_values()
+    run = run_spec_defaults().replace(epochs=6).result_values()
+    assert cell == run
+
+
+def test_grid_json_records_the_spec_and_the_cells(synthetic_shapes, tmp_path):
+    cfg = grid(synthetic_shapes, losses=["mse"], seeds=[0], aspp=[True], optimizer="adam")
+    run_grid(cfg, tmp_path)
+    saved = json.loads((tmp_path / "grid.json").read_text())
+    assert saved["spec"]["optimizer"] == "adam" and "momentum" not in saved["spec"]  # unused under Adam: not recorded
+    assert saved["cells"] == ["mse__aspp-on__seed-0"] and saved["preset"] == "smoke"
+    card = json.loads((tmp_path / "runs" / "mse__aspp-on__seed-0" / "saved_model.json").read_text())
+    assert card["spec"]["optimizer"] == "adam" and card["iterations"] == 3

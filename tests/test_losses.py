@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from dlstudio_aspp.losses import DiceLoss, DiceMSELoss, MSELoss, dice_loss, get_loss, loss_label
+from dlstudio_aspp.losses import DiceLoss, DiceMSELoss, MSELoss, dice_loss, get_loss
+from dlstudio_aspp.spec import loss_label
 
 
 def t(*rows):

@@ -5,9 +5,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e \".[ray]\"")
 
-from dlstudio_aspp.experiments import GridConfig, run_name  # noqa: E402
+from dlstudio_aspp.experiments import GridConfig  # noqa: E402
+from dlstudio_aspp.grid import GridFolder  # noqa: E402
 from dlstudio_aspp.ray_executor import grid_task, run_grid_ray  # noqa: E402
 from dlstudio_aspp.report import make_report  # noqa: E402
+
+run_name = GridFolder.cell_name
 
 TRAIN, TEST = "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz"
 
@@ -41,12 +44,14 @@ def test_a_failing_run_is_retried_then_recorded(local_ray, synthetic_shapes, tmp
     counter.mkdir()
     bad = run_name("dice", True, 0)
 
-    def flaky(cfg_dict, out, loss, aspp, seed, order, threads):
-        name = run_name(loss, aspp, seed)
+    def flaky(spec_json, folder, threads):
+        from pathlib import Path
+
+        name = Path(folder).name
         (counter / f"{name}.{len(list(counter.glob(name + '.*')))}").touch()
         if name == bad:
             raise RuntimeError("injected failure")
-        return grid_task(cfg_dict, out, loss, aspp, seed, order, threads)
+        return grid_task(spec_json, folder, threads)
 
     results = run_grid_ray(smoke(synthetic_shapes), tmp_path / "g", task=flaky)
     assert "injected failure" in results[bad]["error"] and results[bad]["attempts"] == 2
@@ -76,8 +81,6 @@ def test_rerun_after_cancellation_skips_finished_runs(local_ray, synthetic_shape
 
 
 def test_a_node_that_cannot_read_the_data_says_so(tmp_path):
-    from dataclasses import asdict
-
-    cfg = dict(asdict(smoke(str(tmp_path / "elsewhere") + "/")))
+    spec = smoke(str(tmp_path / "elsewhere") + "/").cell_specs()[0]
     with pytest.raises(ValueError, match=r"node .* cannot read --data .*elsewhere/: every node must see the data at the same path"):
-        grid_task(cfg, str(tmp_path / "out"), "mse", True, 0, 1, 1)
+        grid_task(spec.to_json(), str(tmp_path / "out"), 1)

@@ -152,7 +152,7 @@ def test_bad_loss_leaves_the_run_folder_as_it_was(synthetic_shapes, tmp_path):
     before = {p.name: p.read_bytes() for p in tmp_path.glob("saved_model*")}
     with pytest.raises(ValueError, match="unknown loss 'msee'"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=8), loss="msee", progress=False)
-    with pytest.raises(ValueError, match="unknown optimizer"):
+    with pytest.raises(ValueError, match="--optimizer must be one of sgd, adam, adamw"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=8), optimizer="lbfgs", progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.glob("saved_model*")} == before
     fresh = make_segmenter(synthetic_shapes, tmp_path / "new", "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
@@ -178,9 +178,9 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(synthetic_shapes, tm
 
 def test_options_are_checked(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
-    with pytest.raises(ValueError, match="max_iters"):
+    with pytest.raises(ValueError, match="--max-iters must be an int >= 1"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), max_iters=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="unknown option.*bogus"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), bogus=1)
     with pytest.raises(ValueError, match="unknown loss"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="l1")
@@ -188,7 +188,7 @@ def test_options_are_checked(synthetic_shapes, tmp_path):
 
 def test_subset_and_normalized_masks(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
-    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="dice", subset=8, seed=0,
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss="dice", train_subset=8, seed=0,
                                                             normalize_masks=True, progress=False)
     assert len(h["loss"]) == 2
     assert json.loads((tmp_path / "saved_model.json").read_text())["normalize_masks"] is True
@@ -245,23 +245,13 @@ def test_interrupt_writes_a_checkpoint_and_resume_continues(synthetic_shapes, tm
     assert h["iteration"] == [1, 2, 3, 4, 5, 6]
 
 
-def test_recipes_by_name_and_bad_names_list_the_valid_ones():
-    from dlstudio_aspp.training import RECIPES, recipe_options
-
-    assert recipe_options("stock") == recipe_options("stock", loss=None)
-    modern = recipe_options("modern", lr=1e-3)
-    assert modern.loss == "bce+dice" and modern.optimizer == "adamw" and modern.lr == 1e-3 and modern.recipe == "modern"
-    assert set(RECIPES) >= {"stock", "modern"}
-    with pytest.raises(ValueError, match="unknown recipe 'fast'; valid: stock, modern"):
-        recipe_options("fast")
-
-
 @pytest.mark.parametrize("schedule,warmup", [("constant", 2), ("cosine", 0), ("cosine", 2), ("onecycle", 0)])
 def test_schedules(schedule, warmup):
-    from dlstudio_aspp.training import TrainOptions, make_optimizer, make_scheduler
+    from dlstudio_aspp.spec import RunSpec
+    from dlstudio_aspp.training import make_optimizer, make_scheduler
 
     net = torch.nn.Linear(2, 2)
-    opts = TrainOptions(optimizer="adam", lr=0.1, schedule=schedule, warmup=warmup)
+    opts = RunSpec(optimizer="adam", lr=0.1, schedule=schedule, warmup=warmup)
     opt = make_optimizer(net, opts)
     sched = make_scheduler(opt, opts, total=10)
     lrs = []
@@ -280,9 +270,10 @@ def test_schedules(schedule, warmup):
 
 
 def test_stock_options_make_no_scheduler():
-    from dlstudio_aspp.training import TrainOptions, make_optimizer, make_scheduler
+    from dlstudio_aspp.spec import RunSpec
+    from dlstudio_aspp.training import make_optimizer, make_scheduler
 
-    opts = TrainOptions(lr=1e-4, momentum=0.9)
+    opts = RunSpec(lr=1e-4, momentum=0.9)
     opt = make_optimizer(torch.nn.Linear(2, 2), opts)
     assert make_scheduler(opt, opts, 100) is None and isinstance(opt, torch.optim.SGD)
 
@@ -301,17 +292,18 @@ def test_modern_recipe_trains_on_logits_and_scores_with_logit_zero(synthetic_sha
     assert h["loss_name"] == "BCE+Dice" and set(h["components"]) == {"bce", "dice"}
     assert seen["max"] <= 1.0  # input_scale 1/255
     card = json.loads((tmp_path / "saved_model.json").read_text())
-    assert card["output"] == "logits" and card["thresholds"] == [0.0] * 5 and card["recipe"] == "modern"
+    assert card["output"] == "logits" and card["thresholds"] == [0.0] * 5 and card["spec"]["recipe"] == "modern"
     assert card["input_scale"] == pytest.approx(1 / 255) and card["model"]["head"] == "dense"
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, head="dense"), progress=False)
     assert m["binarize"]["thresholds"] == [0.0] * 5 and m["binarize"]["output"] == "logits"
 
 
 def test_grad_clip_bounds_the_update(synthetic_shapes, tmp_path):
-    from dlstudio_aspp.training import TrainOptions, make_optimizer
+    from dlstudio_aspp.spec import RunSpec
+    from dlstudio_aspp.training import make_optimizer
 
     net = torch.nn.Linear(4, 1)
-    opts = TrainOptions(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01)
+    opts = RunSpec(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01)
     opt = make_optimizer(net, opts)
     before = [p.detach().clone() for p in net.parameters()]
     (net(torch.full((1, 4), 100.0)) ** 2).sum().backward()

@@ -7,7 +7,7 @@ fails (``torch.load`` defaults to ``weights_only=True``). This class takes the s
 constructor arguments and returns the same items, but caches the decoded arrays as a
 compressed ``.npz`` read with ``allow_pickle=False``, which is safe and fast.
 
-File format (shared with :mod:`dlstudio_aspp.data.synthetic`): a gzip'd pickle of
+File format (shared with :func:`dlstudio_aspp.data.sources.make_shapes`): a gzip'd pickle of
 ``(dataset, label_map)`` where ``dataset[i] = [R, G, B, mask, bboxes]``:
 R, G, B are H*W lists of ints, ``mask`` is a (5, H, W) uint8 array whose channel k
 holds 0 or ``50*(k+1)``, and ``bboxes`` is a dict ``k -> [[x1, y1, x2, y2], ...]``

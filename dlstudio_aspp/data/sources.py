@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from ..atomic import write_bytes
+from ..card import shape_label_map
 from ..errors import MissingFileError, UserError
 
 PURDUE_URL = "https://engineering.purdue.edu/kak/distDLS/datasets_for_DLStudio.tar.gz"
@@ -33,7 +34,7 @@ SHA256: Dict[str, str] = {
     "PurdueShapes5MultiObject-20-train.gz": "d45d0b60dba3fa4f13c323bc40f0dea2e8c4b04b1894222ebef769f0f7586022",
     "PurdueShapes5MultiObject-20-test.gz": "4e3b6198b1663f4ac2d50786dca4344c612ea9c8f54ff1fedc6be672c784b8a7",
 }
-LABEL_MAP = {"rectangle": 50, "triangle": 100, "disk": 150, "oval": 200, "star": 250}
+LABEL_MAP = shape_label_map()
 SYNTHETIC_NOTE = "SYNTHETIC PurdueShapes5MultiObject stand-in made by dlstudio-aspp make-shapes (not the real data)"
 
 
@@ -171,7 +172,7 @@ def make_entry(rng: np.random.Generator, size: int = 64):
         m, box = _shape_mask(k, size, rng)
         colour = rng.integers(100, 256, size=3).astype(np.uint8)
         rgb[:, m] = colour[:, None]
-        mask[k][m] = 50 * (k + 1)
+        mask[k][m] = list(LABEL_MAP.values())[k]
         boxes[k].append(box)
     return [rgb[0].ravel().tolist(), rgb[1].ravel().tolist(), rgb[2].ravel().tolist(), mask, boxes]
 

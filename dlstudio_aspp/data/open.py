@@ -1,0 +1,83 @@
+"""Open a run's data from its :class:`~dlstudio_aspp.spec.RunSpec`: the one place that
+turns ``dataset``, ``data``, the file names and the subsets into datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+from ..errors import MissingFileError, UserError
+from ..spec import DEFAULT_SHAPES_DATA, RunSpec
+
+
+def dataroot(spec: RunSpec, fetch: bool = False) -> str:
+    """The data folder (ending in '/'), checked; PurdueShapes is fetched into the default folder
+    (or into ``--data`` with ``fetch``) when its real files are missing."""
+    if spec.dataset == "coco":
+        if not spec.data:
+            raise UserError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
+        if not Path(spec.data).is_dir():
+            raise MissingFileError(f"--data {spec.data} is not a folder; give the folder written by `dlstudio-aspp build-coco`")
+        return spec.data if spec.data.endswith("/") else spec.data + "/"
+    return _shapes_root(spec.data, fetch, spec.train_file, spec.test_file)
+
+
+def _shapes_root(data, fetch: bool, train_file: str, test_file: str) -> str:
+    from .sources import SHA256, fetch_shapes
+
+    folder = data or DEFAULT_SHAPES_DATA
+    folder = folder if folder.endswith("/") else folder + "/"
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--data {data} is a file; give the folder that holds {train_file}")
+    if all((path / f).is_file() for f in (train_file, test_file)):
+        return folder
+    if data is not None and not path.is_dir() and not fetch:
+        raise MissingFileError(f"--data {data} does not exist; give an existing folder, or add --fetch to download "
+                               "the real PurdueShapes5MultiObject files there")
+    if train_file in SHA256 and test_file in SHA256:
+        fetch_shapes(folder)
+        return folder
+    missing = [f for f in (train_file, test_file) if not (path / f).is_file()]
+    raise MissingFileError(f"{', '.join(missing)} missing from {folder}; check --train-file/--test-file or run "
+                           f"`dlstudio-aspp fetch-shapes {folder}`")
+
+
+def open_split(spec: RunSpec, split: str, root: str, image_size=None):
+    """The 'train' or 'test' split of the spec's dataset under ``root`` (no subset applied)."""
+    if spec.dataset == "coco":
+        from .coco import COCOSegmentationDataset
+
+        return COCOSegmentationDataset(train_or_test=split, root=root, image_size=image_size)
+    from .shapes import PurdueShapes5MultiObjectDataset
+
+    file = spec.train_file if split == "train" else spec.test_file
+    return PurdueShapes5MultiObjectDataset(train_or_test=split, dataset_file=file, root=root, image_size=image_size)
+
+
+def open_datasets(spec: RunSpec, fetch: bool = False) -> Tuple[object, object]:
+    """(train, test) of the spec: the training set whole (training takes ``train_subset``),
+    the test set cut to ``test_subset``."""
+    import torch
+
+    root = dataroot(spec, fetch)
+    train, test = open_split(spec, "train", root), open_split(spec, "test", root)
+    if spec.test_subset:
+        test = torch.utils.data.Subset(test, range(min(spec.test_subset, len(test))))
+    return train, test
+
+
+def dataset_shape(dataset) -> Tuple[int, list]:
+    """(number of classes, [H, W]) of a dataset (a Subset is looked through), from its
+    ``label_map`` and ``image_size`` when it has them, else from its first item."""
+    inner = getattr(dataset, "dataset", dataset)
+    label_map, size = getattr(inner, "label_map", None), getattr(inner, "image_size", None)
+    if label_map and size:
+        return len(label_map), list(size)
+    item = dataset[0]
+    return int(item["mask_tensor"].shape[0]), list(item["image"].shape[-2:])
+
+
+def is_synthetic(spec: RunSpec) -> bool:
+    from .sources import is_synthetic as marked
+
+    return spec.dataset == "shapes" and marked(spec.data or DEFAULT_SHAPES_DATA)

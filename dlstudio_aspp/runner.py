@@ -1,0 +1,151 @@
+"""The one path that trains and scores a run: :func:`train_and_score`.
+
+``dlstudio-aspp run``, the serial grid, the Ray grid and
+:class:`~dlstudio_aspp.segmentation.SemanticSegmentationASPP` all go through the
+functions here: :func:`build_model` (the spec's network, seeded), :func:`fit` (train,
+then save the weights with their card) and :func:`score` (the whole test set, the
+metrics file and the test grid). :func:`train_and_score` chains them for a run folder
+and writes its ``summary.json`` last. Nothing here reads the command line or calls back
+into the segmenter.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .atomic import write_json, write_with
+from .card import RunCard
+from .dlstudio_glue import default_num_workers
+from .errors import UserError
+from .evaluation import evaluate, save_grid
+from .losses import get_loss
+from .metrics import format_table
+from .spec import RunSpec
+from .training import train
+
+#: Test images kept with a run (``samples.npz``) for the reports' qualitative grids.
+SAMPLE_COUNT = 4
+
+
+def device_for(spec: RunSpec) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not spec.cpu else "cpu")
+
+
+def build_model(spec: RunSpec, num_classes: int):
+    """The spec's mUNetASPP, its initial weights fixed by ``spec.seed`` (0 when unset).
+
+    The ASPP block is created after every stock layer, so runs of one seed start from the
+    same stock-layer weights whether ASPP is on or off.
+    """
+    from .model import mUNetASPP
+
+    torch.manual_seed(spec.seed or 0)
+    return mUNetASPP(skip_connections=True, depth=spec.depth, num_classes=num_classes, aspp=spec.aspp,
+                     aspp_rates=spec.rates, head=spec.head)
+
+
+def _output_channels(net) -> Optional[int]:
+    head = getattr(net, "conv_out", None)
+    if isinstance(head, torch.nn.Sequential):
+        head = head[-1]
+    return getattr(head, "out_channels", None)
+
+
+def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None):
+    """Train ``net`` on ``loader`` under ``spec``; save the weights and ``card``; return (trained net, history)."""
+    channels = _output_channels(net)
+    if channels is not None and channels != len(card.mask_values):
+        raise UserError(f"the model has {channels} output channels but the data has {len(card.mask_values)} classes; "
+                        f"build it with num_classes={len(card.mask_values)}")
+    card.folder.mkdir(parents=True, exist_ok=True)
+    trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
+    card.iterations, card.epochs = len(history["loss"]), history["epochs"]
+    card.save_weights(trained)
+    return trained, history
+
+
+def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUNT, progress: bool = True,
+          batch_size: int = 32, workers: Optional[int] = None, grid_path=None) -> dict:
+    """Score ``net`` on every image of ``dataset`` with the card's input scaling and thresholds.
+
+    Writes the metrics file and a test grid of the first ``grid_images`` images (at
+    ``grid_path``, default the card's), prints the per-class table and returns the metrics;
+    ``metrics['samples']`` holds the grid's (image, mask, output) triples.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         num_workers=default_num_workers(workers))
+    metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress)
+    samples = metrics.pop("samples", [])
+    if samples:
+        path = grid_path or card.test_grid
+        metrics["grid"] = str(save_grid(samples, card.thresholds(), card.class_names, path,
+                                        title=f"{card.weights.name}: mIoU {metrics['miou']:.3f}"))
+    metrics["model"] = card.model
+    write_json(card.metrics_file, metrics)
+    print(format_table(metrics))
+    print(f"scored {metrics['num_images']} test images; metrics in {card.metrics_file.name}")
+    metrics["samples"] = samples
+    return metrics
+
+
+def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None) -> dict:
+    """Train and score one run in ``folder``; return its summary (``summary.json``, written last).
+
+    Args:
+        spec: every option of the run (validated here).
+        data: ``(train, test)`` datasets already open (a grid opens them once); default: from the spec.
+        resume: continue from the folder's checkpoint; None resumes when there is one (the grid's rule).
+        device: default: CUDA when there is one and ``spec.cpu`` is off.
+    """
+    from .data.open import dataset_shape, open_datasets
+
+    spec.validate()
+    train_set, test_set = data if data is not None else open_datasets(spec)
+    num_classes, image_size = dataset_shape(train_set)
+    net = build_model(spec, num_classes)
+    loss_fn = get_loss(spec.loss)
+    card = RunCard.for_training(RunCard.weights_in(folder), net, train_set, image_size, spec, loss_fn)
+    if resume is None:
+        resume = card.checkpoint.is_file()
+    device = torch.device(device) if device is not None else device_for(spec)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=spec.batch_size, shuffle=True,
+                                         num_workers=default_num_workers(spec.workers))
+    t0 = time.perf_counter()
+    trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
+    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers)
+    save_samples(metrics.pop("samples"), card)
+    summary = {"loss": spec.loss, "aspp": spec.aspp, "seed": spec.seed, "iterations": len(history["loss"]),
+               "final_running_loss": float(np.mean(history["loss"][-50:])), "train_seconds": time.perf_counter() - t0,
+               "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
+               "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
+    write_json(card.summary_file, summary)
+    return summary
+
+
+def save_samples(samples, card: RunCard) -> None:
+    """The (image, mask, output) triples of the first test images, for the reports."""
+    if not samples:
+        return
+    write_with(card.samples_file, lambda p: np.savez_compressed(
+        p, indices=np.arange(len(samples)), images=torch.stack([s[0] for s in samples]).numpy().astype(np.uint8),
+        masks=torch.stack([s[1] for s in samples]).numpy(), outputs=torch.stack([s[2] for s in samples]).numpy()))
+
+
+def magnitudes(history: dict, window: int = 20) -> dict:
+    """Mean MSE and Dice terms over the first and last ``window`` iterations, and their ratios."""
+    comp = history.get("components", {})
+    if "mse" not in comp or "dice" not in comp:
+        return {}
+    out = {}
+    for where, sl in (("start", slice(0, window)), ("end", slice(-window, None))):
+        mse, dice = float(np.mean(comp["mse"][sl])), float(np.mean(comp["dice"][sl]))
+        scale = float(comp["dice_scale"][sl][-1])
+        out[where] = {"mse": mse, "dice": dice, "scaled_dice": scale * dice, "mse_over_dice": mse / max(dice, 1e-12),
+                      "dice_share": scale * dice / max(mse + scale * dice, 1e-12)}
+    out["dice_scale"] = float(comp["dice_scale"][-1])
+    out["auto_scale"] = str(history.get("options", {}).get("loss", "")).endswith("auto")
+    return out

@@ -1,0 +1,342 @@
+"""``RunSpec``: the one declaration of everything that makes a run.
+
+Every option of a run (model, data, recipe, training, device) is a field of
+:class:`RunSpec`, declared once with its type, default, valid values and one line of
+help. The ``run`` and ``experiments`` flags (:mod:`dlstudio_aspp.cli`), the grid's
+presets, the segmenter's keyword arguments, the run card and ``grid.json`` are all
+derived from these fields, so an option added here appears everywhere.
+
+A **recipe** is a named partial spec (:data:`RECIPES`). Values are layered, later ones
+winning: the field defaults (stock DLStudio's loop), then ``base`` (for example a
+DLStudio instance's ``learning_rate``), then the recipe, then the caller's explicit
+values. Every on/off option has an explicit off (``--grad-clip off``,
+``--no-normalize-masks``), so no recipe setting is stuck on.
+
+This module imports neither torch nor DLStudio: ``dlstudio-aspp --help`` and every
+option check answer at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import UserError
+
+# ---- the closed sets (one owner each) ---------------------------------------------------
+DATASETS = ("shapes", "coco")
+HEADS = ("stock", "dense", "bilinear")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+#: Loss families and their titles; 'dice+mse' takes a scale: 'dice+mse:20' or 'dice+mse:auto'.
+LOSSES = {"mse": "MSE", "dice": "Dice", "dice+mse": "Dice+MSE", "bce": "BCE", "sigmoid-dice": "sigmoid Dice",
+          "bce+dice": "BCE+Dice"}
+LOSS_HELP = "mse | dice | dice+mse:<scale> | dice+mse:auto | bce | sigmoid-dice | bce+dice"
+SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
+LOSS_ALIASES = {"mse+dice": "dice+mse", "dice+bce": "bce+dice"}
+
+DEFAULT_SHAPES_DATA = "./data/PurdueShapes5MultiObject/"
+SHAPES_TRAIN_FILE = "PurdueShapes5MultiObject-10000-train.gz"
+SHAPES_TEST_FILE = "PurdueShapes5MultiObject-1000-test.gz"
+
+
+def parse_loss(spec: str) -> Tuple[str, Optional[str]]:
+    """'Dice+MSE:20' -> ('dice+mse', '20'); 'bce+dice' -> ('bce+dice', None). UserError lists the valid names."""
+    name = str(spec).strip().lower().replace(" ", "")
+    family, _, scale = name.partition(":")
+    family = LOSS_ALIASES.get(family, family)
+    if family not in LOSSES or (scale and family != "dice+mse"):
+        raise UserError(f"unknown loss {spec!r}; valid: {LOSS_HELP}")
+    if scale and scale != "auto":
+        try:
+            if not float(scale) >= 0:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"bad Dice scale in loss {spec!r}: expected a number >= 0 or 'auto', e.g. 'dice+mse:20'") from None
+    return family, scale or None
+
+
+def normalize_loss(spec: str) -> str:
+    """The canonical spelling of a loss name: 'MSE+Dice:20' -> 'dice+mse:20'."""
+    family, scale = parse_loss(spec)
+    return family + (f":{scale}" if scale else "")
+
+
+def loss_label(spec) -> str:
+    """A short, file-name-safe label for a loss spec ('dice+mse:20' -> 'dice+mse-20')."""
+    if callable(spec) and not isinstance(spec, str):
+        return _callable_name(spec).lower()
+    return str(spec).lower().replace(":", "-")
+
+
+def check_rates(rates: Sequence[int]) -> tuple:
+    """The rates as a tuple; :class:`UserError` for an empty list or a rate that is not an int >= 1."""
+    rates = tuple(rates)
+    if len(rates) == 0:
+        raise UserError("ASPP needs at least one dilation rate, got an empty list; e.g. rates=(2, 4, 6)")
+    bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, int) or r < 1]
+    if bad:
+        raise UserError(f"ASPP dilation rates must be ints >= 1, got {list(rates)} (bad: {bad})")
+    return rates
+
+
+def parse_ints(text: Optional[str], option: str = "--rates") -> Optional[List[int]]:
+    """'2,4,6' -> [2, 4, 6]; a one-line error naming ``option`` otherwise (an empty item included)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",")]
+    try:
+        if not items or any(t == "" for t in items):
+            raise ValueError
+        return [int(t) for t in items]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated ints such as 2,4,6, got {text!r}") from None
+
+
+#: Named recipes: partial specs layered over the defaults (explicit values win).
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # Stock DLStudio: SGD at DLStudio's lr and momentum, MSE on 0/50(k+1), 0..255 input, stock head.
+    "stock": {},
+    # Tuned on the real PurdueShapes5MultiObject data (benchmarks/RESULTS.md): the dense head,
+    # AdamW, one-cycle, BCE + batch soft Dice on logits, [0, 1] input, {0, 1} targets.
+    "modern": dict(head="dense", loss="bce+dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="onecycle",
+                   grad_clip=1.0, input_scale=1 / 255, normalize_masks=True),
+}
+
+# ---- checks: each returns an error text, or None ------------------------------------------
+def _int_at_least(low: int) -> Callable[[Any], Optional[str]]:
+    def check(v):
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            return f"must be an int >= {low}, got {v!r}"
+        return None
+    return check
+
+
+def _number(low: float, *, strict: bool, high: Optional[float] = None) -> Callable[[Any], Optional[str]]:
+    def check(v):
+        if v is None:
+            return None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > low if strict else v >= low) and (high is None or v < high)
+        if not ok:
+            bound = f"> {low}" if strict else f">= {low}"
+            return f"must be a finite number {bound}" + (f" and < {high}" if high is not None else "") + f", got {v!r}"
+        return None
+    return check
+
+
+def _one_of(values: Sequence[str]) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v in values else f"must be one of {', '.join(values)}, got {v!r}"
+
+
+def _loss_check(v) -> Optional[str]:
+    if callable(v) and not isinstance(v, str):
+        return None  # the segmenter API takes a callable loss too
+    try:
+        parse_loss(v)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _rates_check(v) -> Optional[str]:
+    try:
+        check_rates(v)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def option(default, help: str, *, group: str, check: Optional[Callable] = None, choices: Optional[Sequence] = None,
+           result: bool = True, off: bool = False, axis: bool = False, kind: Optional[str] = None,
+           applies: Optional[Callable[["RunSpec"], bool]] = None, metavar: Optional[str] = None):
+    """One option's declaration: its default, help, group and checks, as dataclass field metadata.
+
+    Args:
+        group: 'model', 'data', 'train' or 'run' (the help's sections).
+        result: the option changes the trained weights (compared on resume and in a grid folder).
+        off: the value None is spelled 'off' on the command line (``--grad-clip off``).
+        axis: ``experiments`` takes a comma-separated list of it (one run per value).
+        kind: 'switch' (``--x/--no-x``), 'onoff' (``--x on|off``) or 'ints' (``--x 2,4,6``); else from the default.
+        applies: when the option matters (momentum only under SGD); otherwise it is neither printed nor recorded.
+    """
+    if choices is not None and check is None:
+        check = _one_of(choices)
+    meta = dict(help=help, group=group, check=check, choices=tuple(choices) if choices else None, result=result,
+                off=off, axis=axis, kind=kind, applies=applies, metavar=metavar)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunSpec:
+    """Everything that makes a run. The defaults are stock DLStudio's loop; see :data:`RECIPES`."""
+
+    # ---- model ----
+    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4))
+    aspp: bool = option(True, "ASPP at the bottleneck (off: stock mUNet's)", group="model", kind="onoff", axis=True)
+    rates: Tuple[int, ...] = option((2, 4, 6), "ASPP dilation rates", group="model", check=_rates_check, kind="ints",
+                                    applies=lambda s: s.aspp)
+    head: str = option("stock", "output layer: stock (bit-exact, predicts 1 pixel in 4) | dense | bilinear",
+                       group="model", choices=HEADS)
+    # ---- data ----
+    dataset: str = option("shapes", "shapes (PurdueShapes5MultiObject) | coco (a build-coco folder)", group="data",
+                          choices=DATASETS)
+    data: Optional[str] = option(None, f"data folder (default for shapes: {DEFAULT_SHAPES_DATA}, fetched when missing; "
+                                       "for coco: the build-coco folder)", group="data", check=lambda v: None,
+                                 result=False)
+    train_file: str = option(SHAPES_TRAIN_FILE, "shapes: the training file in --data", group="data",
+                             check=lambda v: None, applies=lambda s: s.dataset == "shapes")
+    test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
+                            applies=lambda s: s.dataset == "shapes")
+    train_subset: Optional[int] = option(None, "train on the first N images only", group="data",
+                                         check=_int_at_least(1), metavar="N")
+    test_subset: Optional[int] = option(None, "score the first N test images only", group="data",
+                                        check=_int_at_least(1), metavar="N")
+    # ---- recipe and training ----
+    recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern",
+                         group="train", choices=tuple(RECIPES))
+    loss: str = option("mse", LOSS_HELP, group="train", check=_loss_check, axis=True)
+    optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS)
+    lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True))
+    momentum: float = option(0.9, "SGD momentum", group="train", check=_number(0, strict=False, high=1),
+                             applies=lambda s: s.optimizer == "sgd")
+    weight_decay: float = option(0.0, "L2 (sgd, adam) or decoupled (adamw) weight decay", group="train",
+                                 check=_number(0, strict=False))
+    schedule: str = option("constant", "learning-rate schedule: constant | cosine | onecycle", group="train",
+                           choices=SCHEDULES)
+    warmup: int = option(0, "iterations of linear warm-up (onecycle: 0 means 10% of the run)", group="train",
+                         check=_int_at_least(0))
+    grad_clip: Optional[float] = option(None, "clip the gradients' global norm to this (off: no clipping)", group="train", off=True,
+                                        check=_number(0, strict=True))
+    input_scale: float = option(1.0, "factor on the 0..255 images (1/255 gives [0, 1])", group="train",
+                                check=_number(0, strict=True))
+    normalize_masks: bool = option(False, "train a raw-output loss against {0,1} masks instead of 0/50(k+1)",
+                                   group="train", kind="switch")
+    epochs: Optional[int] = option(None, "epochs (off: 1, or as many as --max-iters needs)", group="train",
+                                   check=_int_at_least(1))
+    max_iters: Optional[int] = option(None, "iterations in all (wins over --epochs)", group="train",
+                                      check=_int_at_least(1))
+    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1))
+    seed: Optional[int] = option(None, "seeds the initial weights and the data order (off: stock's order)",
+                                 group="train", check=_int_at_least(0), off=True, axis=True)
+    amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")
+    # ---- how it runs (does not change the result) ----
+    cpu: bool = option(False, "do not use a GPU even when there is one", group="run", kind="switch", result=False)
+    workers: Optional[int] = option(None, "DataLoader workers (off: cores - 2, at most 4)", group="run",
+                                    check=_int_at_least(0), result=False)
+    log_every: int = option(500, "iterations per printed line and performance_numbers entry", group="run",
+                            check=_int_at_least(1), result=False)
+    checkpoint_every: int = option(500, "iterations between checkpoints (0: only at the end)", group="run",
+                                   check=_int_at_least(0), result=False)
+    progress: bool = option(True, "show progress bars", group="run", kind="switch", result=False)
+
+    # ---- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, recipe: Optional[str] = None, *, base: Optional[Dict[str, Any]] = None, **explicit) -> "RunSpec":
+        """Defaults, then ``base``, then the recipe's values, then ``explicit``; not validated yet."""
+        unknown = sorted((set(explicit) | set(base or {})) - set(field_names()))
+        if unknown:
+            raise UserError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(field_names())}")
+        name = explicit.pop("recipe", None) or recipe or "stock"
+        if name not in RECIPES:
+            raise UserError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
+        values = dict(base or {})
+        values.update(RECIPES[name])
+        values.update(explicit)
+        values["recipe"] = name
+        if "rates" in values and values["rates"] is not None:
+            values["rates"] = tuple(values["rates"])
+        return cls(**values)
+
+    def replace(self, **changes) -> "RunSpec":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "RunSpec":
+        """Check every option; the error names the flag and the valid values. Returns self."""
+        for f in dataclasses.fields(self):
+            problem = f.metadata["check"](getattr(self, f.name)) if f.metadata.get("check") else None
+            if problem:
+                raise UserError(f"{flag(f.name)} {problem}")
+        return self
+
+    # ---- reading ----------------------------------------------------------------------------
+    def applies(self, name: str) -> bool:
+        rule = SPEC_FIELDS[name].metadata.get("applies")
+        return rule is None or bool(rule(self))
+
+    def to_json(self) -> Dict[str, Any]:
+        """Every option that matters for this spec (momentum is left out under Adam/AdamW)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if self.applies(f.name):
+                v = getattr(self, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else (v if not callable(v) else _callable_name(v))
+        return out
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "RunSpec":
+        """A spec from :meth:`to_json` (unknown keys, from newer versions, are dropped)."""
+        known = {k: v for k, v in data.items() if k in SPEC_FIELDS}
+        if "rates" in known:
+            known["rates"] = tuple(known["rates"])
+        return cls(**known)
+
+    def result_values(self) -> Dict[str, Any]:
+        """The options that change the trained weights: compared on resume and in a grid folder."""
+        return {k: v for k, v in self.to_json().items() if SPEC_FIELDS[k].metadata["result"]}
+
+    def summary_line(self) -> str:
+        """The training options that matter, for the printed header."""
+        keep = ("recipe", "loss", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup", "grad_clip",
+                "input_scale", "normalize_masks", "batch_size", "seed", "amp")
+        return ", ".join(f"{k}={v}" for k, v in self.to_json().items() if k in keep)
+
+    def iterations(self, num_train: int) -> Tuple[int, int]:
+        """(epochs, total iterations) over ``num_train`` images: --max-iters wins, else --epochs, else 1 epoch."""
+        per_epoch = max(1, math.ceil(num_train / self.batch_size))
+        if self.max_iters is not None:
+            return math.ceil(self.max_iters / per_epoch), self.max_iters
+        epochs = self.epochs or 1
+        return epochs, epochs * per_epoch
+
+    @property
+    def loss_title(self) -> str:
+        return loss_title(self.loss)
+
+
+def loss_title(loss) -> str:
+    """'bce+dice' -> 'BCE+Dice'; a callable's name otherwise."""
+    if callable(loss) and not isinstance(loss, str):
+        return _callable_name(loss)
+    return LOSSES[parse_loss(loss)[0]]
+
+
+def _callable_name(obj) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+SPEC_FIELDS: Dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunSpec)}
+
+
+def field_names() -> List[str]:
+    return list(SPEC_FIELDS)
+
+
+def flag(name: str) -> str:
+    """'grad_clip' -> '--grad-clip'."""
+    return "--" + name.replace("_", "-")
+
+
+def given_values(namespace) -> Dict[str, Any]:
+    """The RunSpec fields set in an argparse namespace (flags not given are absent from it)."""
+    return {k: v for k, v in vars(namespace).items() if k in SPEC_FIELDS}
+
+
+for _recipe in RECIPES.values():  # a recipe may only name spec fields
+    assert set(_recipe) <= set(SPEC_FIELDS), sorted(set(_recipe) - set(SPEC_FIELDS))

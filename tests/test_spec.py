@@ -1,0 +1,69 @@
+"""RunSpec: one declaration per option; recipes layered under explicit values; checks that name the flag."""
+import dataclasses
+
+import pytest
+
+from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, parse_loss
+
+
+def test_layers_defaults_base_recipe_explicit():
+    spec = RunSpec.build("modern", base=dict(lr=5e-5, momentum=0.5, epochs=6), grad_clip=None, normalize_masks=False)
+    assert spec.lr == RECIPES["modern"]["lr"]           # the recipe wins over the base
+    assert spec.epochs == 6                             # the base fills what the recipe leaves
+    assert spec.grad_clip is None and spec.normalize_masks is False  # explicit off wins over the recipe
+    assert spec.head == "dense" and spec.recipe == "modern"
+    assert RunSpec.build().head == "stock" and RunSpec.build().lr == 1e-4
+
+
+def test_recipes_by_name_and_bad_names_list_the_valid_ones():
+    assert set(RECIPES) >= {"stock", "modern"}
+    with pytest.raises(ValueError, match="unknown recipe 'fast'; valid: stock, modern"):
+        RunSpec.build("fast")
+    with pytest.raises(ValueError, match="unknown option.*colour"):
+        RunSpec.build(colour="red")
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(grad_clip=0), "--grad-clip must be a finite number > 0"), (dict(grad_clip=-1.0), "--grad-clip"),
+    (dict(batch_size=0), "--batch-size must be an int >= 1"), (dict(depth=2), "--depth must be an int >= 4"),
+    (dict(lr=0), "--lr must be a finite number > 0"), (dict(momentum=1.5), "--momentum must be .* < 1"),
+    (dict(head="wide"), "--head must be one of stock, dense, bilinear"), (dict(rates=(0,)), "rates must be ints >= 1"),
+    (dict(optimizer="lbfgs"), "--optimizer must be one of sgd, adam, adamw"), (dict(loss="l1"), "unknown loss 'l1'"),
+    (dict(checkpoint_every=-1), "--checkpoint-every must be an int >= 0"),
+])
+def test_bad_values_name_the_flag(change, match):
+    with pytest.raises(ValueError, match=match):
+        RunSpec.build(**change).validate()
+
+
+def test_iterations_epochs_and_max_iters():
+    assert RunSpec(epochs=2).iterations(10000) == (2, 5000)
+    assert RunSpec().iterations(10000) == (1, 2500)                     # default: one epoch
+    assert RunSpec(epochs=6, max_iters=300).iterations(10000) == (1, 300)  # --max-iters wins
+    assert RunSpec(max_iters=5001).iterations(10000) == (3, 5001)
+
+
+def test_options_that_do_not_apply_are_not_recorded():
+    assert "momentum" not in RunSpec(optimizer="adamw").to_json() and "momentum" in RunSpec().to_json()
+    assert "rates" not in RunSpec(aspp=False).to_json()
+    assert "momentum" not in RunSpec(optimizer="adam").summary_line()
+
+
+def test_json_round_trip():
+    spec = RunSpec.build("modern", seed=3, rates=(6, 12, 18))
+    assert RunSpec.from_json(spec.to_json()) == spec
+    assert RunSpec.from_json(dict(spec.to_json(), field_from_the_future=1)) == spec
+
+
+def test_loss_names():
+    assert normalize_loss("MSE+Dice:20") == "dice+mse:20" and parse_loss("bce+dice") == ("bce+dice", None)
+    with pytest.raises(ValueError, match="bad Dice scale"):
+        parse_loss("dice+mse:x")
+    with pytest.raises(ValueError, match="unknown loss"):
+        parse_loss("bce:3")
+
+
+def test_every_field_declares_help_group_and_check():
+    for f in dataclasses.fields(RunSpec):
+        assert f.metadata["help"] and f.metadata["group"] in ("model", "data", "train", "run"), f.name
+        assert flag(f.name).startswith("--")
