@@ -1,7 +1,7 @@
 """Threads and DataLoader workers of the training loop, alone and with two runs side by side.
 
 Each row trains mUNet+ASPP (depth 16, dense head, modern recipe) for N iterations of
-batch 4 on real PurdueShapes images through ``SemanticSegmentationASPP``, in a fresh
+batch 4 on real PurdueShapes images through ``runner.fit`` (the loop every run uses), in a fresh
 process with the given torch threads and DataLoader workers, and reports images/s.
 "two at once" starts two such processes together (as two runs of a grid would) and
 reports their combined images/s. The ratio column is against the first row (this
@@ -24,20 +24,24 @@ CHILD = r"""
 import json, sys, time, torch
 threads, workers, iters, depth, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(threads)
+from dlstudio_aspp.card import RunCard
+from dlstudio_aspp.data.open import open_datasets
 from dlstudio_aspp.data.sources import cache_dir
-from dlstudio_aspp.dlstudio_glue import make_dlstudio
-from dlstudio_aspp.model import mUNetASPP
-from dlstudio_aspp.segmentation import SemanticSegmentationASPP
-dls = make_dlstudio(str(cache_dir() / "shapes"), out, lr=3e-3, momentum=0.9, epochs=1, batch_size=4, cpu=True)
-seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
-tr = seg.PurdueShapes5MultiObjectDataset(dls, seg, "train", "PurdueShapes5MultiObject-10000-train.gz")
-seg.load_PurdueShapes5MultiObject_dataset(tr, tr, num_workers=workers)
-seg.train_dataloader = torch.utils.data.DataLoader(tr, batch_size=4, shuffle=True, num_workers=workers)
-net = mUNetASPP(depth=depth, head="dense")
-seg.run_code_for_training_for_semantic_segmentation(net, recipe="modern", max_iters=5, progress=False, seed=0)  # warm-up
+from dlstudio_aspp.losses import get_loss
+from dlstudio_aspp.runner import build_model, fit
+from dlstudio_aspp.spec import RunSpec
+spec = RunSpec.build("modern", data=str(cache_dir() / "shapes"), depth=depth, seed=0, progress=False, cpu=True,
+                     workers=workers, checkpoint_every=0, log_every=10**6)
+tr, _ = open_datasets(spec)
+loader = torch.utils.data.DataLoader(tr, batch_size=4, shuffle=True, num_workers=workers)
+net = build_model(spec, 5)
+def train(n, seed):
+    s = spec.replace(max_iters=n, seed=seed)
+    card = RunCard.for_training(RunCard.weights_in(out), net, tr, [64, 64], s, get_loss(s.loss))
+    fit(s, card, net, loader, torch.device("cpu"), perf_file=out + "/perf.txt")
+train(5, 0)  # warm-up
 t = time.perf_counter()
-seg.run_code_for_training_for_semantic_segmentation(net, recipe="modern", max_iters=iters, progress=False, seed=1,
-                                                    checkpoint_every=0, log_every=10**6)
+train(iters, 1)
 print(json.dumps({"img_s": 4 * iters / (time.perf_counter() - t)}))
 """
 

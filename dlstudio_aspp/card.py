@@ -122,6 +122,7 @@ class RunCard:
             raise UserError(f"{len(self.class_names)} class names for {len(self.mask_values)} mask values in {self.file}")
 
     # ---- the file layout -------------------------------------------------------
+    # One property per file, on purpose: these lines are the layout this class exists to name.
     @classmethod
     def weights_in(cls, folder) -> Path:
         """The weights file of the run folder ``folder``."""
@@ -137,6 +138,11 @@ class RunCard:
 
     def _sibling(self, suffix: str) -> Path:
         return self.weights.with_name(self.weights.name + suffix)
+
+    @staticmethod
+    def stock_perf_file(epochs: int) -> str:
+        """Where stock DLStudio writes its running averages: the working directory."""
+        return f"performance_numbers_{epochs}.txt"
 
     @property
     def perf_file(self) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from . import __version__, commands
 from .errors import UserError, debug
 from . import spec as spec_module
-from .spec import DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints
+from .spec import DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints, show_value
 
 __all__ = ["build_parser", "main", "parse_ints", "add_spec_options"]
 
@@ -75,18 +75,6 @@ def _cli_value(make):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _shown(value) -> str:
-    if value is None:
-        return "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunSpec] = None,
                      grid: bool = False) -> None:
     """One flag per :class:`RunSpec` field, grouped; ``defaults`` are what the help shows (the command's own).
@@ -100,7 +88,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunS
     for f in dataclasses.fields(RunSpec):
         meta = f.metadata
         axis = grid and meta["axis"]
-        shown = "the preset's" if defaults is None else _shown(getattr(defaults, f.name))
+        shown = "the preset's" if defaults is None else show_value(f.name, getattr(defaults, f.name))
         if defaults is not None and not defaults.applies(f.name):
             shown += ", unused with these defaults"
         help_text = f"{meta['help']} (default: {shown})".replace("%", "%%")

@@ -7,7 +7,6 @@
 - :func:`save_instead_of_show` makes ``DLStudio.display_tensor_as_image`` write PNG
   files instead of blocking on ``plt.show()``.
 - :func:`default_num_workers` picks a DataLoader worker count that the machine has.
-- :func:`make_dlstudio` builds a DLStudio instance for a run folder.
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .card import SHAPE_CLASSES
 from .errors import UserError
 
 #: DLStudio release lines whose SemanticSegmentation this package was built against.
@@ -74,17 +72,6 @@ def check_version(version: str) -> None:
             f"DLStudio {version} is not supported by dlstudio-aspp; versions known to work: "
             f"{KNOWN_GOOD}. Install one with `pip install 'dlstudio>=2.3,<2.6'`."
         )
-
-
-def make_dlstudio(data: str, out, *, lr: float, momentum: float, epochs: int, batch_size: int, cpu: bool,
-                  image_size=(64, 64), classes=None):
-    """A DLStudio instance whose ``path_saved_model`` is ``out/saved_model``."""
-    DLStudio = load_dlstudio()
-    if not data.endswith("/"):
-        data += "/"
-    return DLStudio(dataroot=data, image_size=list(image_size), path_saved_model=str(Path(out) / "saved_model"),
-                    momentum=momentum, learning_rate=lr, epochs=epochs, batch_size=batch_size,
-                    classes=tuple(classes or SHAPE_CLASSES), use_gpu=not cpu)
 
 
 def stock_munet_class(DLStudio=None):

@@ -25,7 +25,7 @@ class GridFolder:
     def __init__(self, root) -> None:
         self.root = Path(root)
 
-    # ---- layout ----
+    # ---- layout: one property per file, on purpose (these lines are the layout) ----
     @property
     def settings_file(self) -> Path:
         return self.root / "grid.json"

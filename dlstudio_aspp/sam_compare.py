@@ -98,6 +98,46 @@ def metrics_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sam_runner(sam, sam_model, sam_checkpoint, sam_size: int, points_per_side: int, device):
+    """A SamRunner from a loaded SAM or a checkpoint; None when SAM's masks come from saved PNGs."""
+    if sam is None and sam_checkpoint is not None:
+        from .sam import load_sam
+
+        sam = load_sam(sam_model, sam_checkpoint, device)
+    if sam is None:
+        return None
+    from .sam import SamRunner
+
+    return SamRunner(sam.to(device).eval(), sam_size=sam_size, points_per_side=points_per_side)
+
+
+def _score_image(item, idx: int, card, model, runner, sam_masks, everything: bool, tolerance: int, device):
+    """One test image: SAM's and mUNet's masks (the figure's row) and their scores against the ground truth."""
+    from .sam import boxes_by_class, masks_from_dir
+
+    image, gt = item["image"], mask_truth(item["mask_tensor"]).numpy()
+    with torch.no_grad():
+        munet = card.binarize(model(card.prepare_input(image[None].to(device))).float().cpu())[0].numpy()
+    row = {"index": idx, "image": image, "gt": gt, "munet": munet}
+    scores = {}
+    if runner is not None:
+        row["sam"] = runner.box_masks(image, boxes_by_class(item["bbox_tensor"], item["mask_tensor"]), gt.shape[0])
+        scores["SAM (box prompts)"] = mask_scores(row["sam"], gt, tolerance)
+        if everything:
+            row["everything"] = runner.everything(image)
+            scores["SAM everything (vs union)"] = mask_scores(row["everything"], gt.any(0), tolerance)
+    else:
+        saved = masks_from_dir(sam_masks, idx, card.class_names, gt.shape[1:])
+        if saved["classes"] is not None:
+            row["sam"] = saved["classes"]
+            scores["SAM (saved, per class)"] = mask_scores(row["sam"], gt, tolerance)
+        else:
+            row["sam"] = saved["agnostic"]
+            scores["SAM (saved, vs union)"] = mask_scores(row["sam"], gt.any(0), tolerance)
+    scores["mUNet"] = mask_scores(munet, gt, tolerance)
+    return row, scores
+
+
 def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=None, seed=None, sam_model: str = "vit_b",
             sam_checkpoint=None, sam_masks=None, everything: bool = False, show_input: bool = False,
             tolerance: int = DEFAULT_TOL, sam_size: int = 1024, points_per_side: int = 16, device: str = "cpu",
@@ -117,43 +157,13 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
     if channels != len(names):
         raise UserError(f"the run at {run} has {len(names)} classes but the test data has {channels}; "
                         "use the dataset the run was trained on (--dataset, --data)")
-    runner = None
-    if sam is None and sam_checkpoint is not None:
-        from .sam import load_sam
-
-        sam = load_sam(sam_model, sam_checkpoint, device)
-    if sam is not None:
-        from .sam import SamRunner
-
-        runner = SamRunner(sam.to(device).eval(), sam_size=sam_size, points_per_side=points_per_side)
+    runner = _sam_runner(sam, sam_model, sam_checkpoint, sam_size, points_per_side, device)
     everything = everything and runner is not None
-    from .sam import boxes_by_class, masks_from_dir
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, records = [], []
     for idx in pick_indices(len(dataset), count, indices, seed):
-        item = dataset[idx]
-        image, gt = item["image"], mask_truth(item["mask_tensor"]).numpy()
-        with torch.no_grad():
-            munet = card.binarize(model(card.prepare_input(image[None].to(device))).float().cpu())[0].numpy()
-        row = {"index": idx, "image": image, "gt": gt, "munet": munet}
-        scores = {}
-        if runner is not None:
-            row["sam"] = runner.box_masks(image, boxes_by_class(item["bbox_tensor"], item["mask_tensor"]), len(names))
-            scores["SAM (box prompts)"] = mask_scores(row["sam"], gt, tolerance)
-            if everything:
-                row["everything"] = runner.everything(image)
-                scores["SAM everything (vs union)"] = mask_scores(row["everything"], gt.any(0), tolerance)
-        else:
-            saved = masks_from_dir(sam_masks, idx, names, gt.shape[1:])
-            if saved["classes"] is not None:
-                row["sam"] = saved["classes"]
-                scores["SAM (saved, per class)"] = mask_scores(row["sam"], gt, tolerance)
-            else:
-                row["sam"] = saved["agnostic"]
-                scores["SAM (saved, vs union)"] = mask_scores(row["sam"], gt.any(0), tolerance)
-        scores["mUNet"] = mask_scores(munet, gt, tolerance)
+        row, scores = _score_image(dataset[idx], idx, card, model, runner, sam_masks, everything, tolerance, device)
         rows.append(row)
         records.append({"index": idx, "scores": scores})
     methods = list(dict.fromkeys(m for r in records for m in r["scores"]))

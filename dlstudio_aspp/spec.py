@@ -194,9 +194,9 @@ class RunSpec:
                              check=lambda v: None, applies=lambda s: s.dataset == "shapes")
     test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
                             applies=lambda s: s.dataset == "shapes")
-    train_subset: Optional[int] = option(None, "train on the first N images only", group="data",
+    train_subset: Optional[int] = option(None, "train on the first N images only (none: all)", group="data",
                                          check=_int_at_least(1), metavar="N")
-    test_subset: Optional[int] = option(None, "score the first N test images only", group="data",
+    test_subset: Optional[int] = option(None, "score the first N test images only (none: all)", group="data",
                                         check=_int_at_least(1), metavar="N")
     # ---- recipe and training ----
     recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern",
@@ -218,7 +218,7 @@ class RunSpec:
                                 check=_number(0, strict=True))
     normalize_masks: bool = option(False, "train a raw-output loss against {0,1} masks instead of 0/50(k+1)",
                                    group="train", kind="switch")
-    epochs: Optional[int] = option(None, "epochs (off: 1, or as many as --max-iters needs)", group="train",
+    epochs: Optional[int] = option(None, "epochs (none: 1, or as many as --max-iters needs)", group="train",
                                    check=_int_at_least(1))
     max_iters: Optional[int] = option(None, "iterations in all (wins over --epochs)", group="train",
                                       check=_int_at_least(1))
@@ -228,7 +228,7 @@ class RunSpec:
     amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")
     # ---- how it runs (does not change the result) ----
     cpu: bool = option(False, "do not use a GPU even when there is one", group="run", kind="switch", result=False)
-    workers: Optional[int] = option(None, "DataLoader workers (off: cores - 2, at most 4)", group="run",
+    workers: Optional[int] = option(None, "DataLoader workers (none: cores - 2, at most 4)", group="run",
                                     check=_int_at_least(0), result=False)
     log_every: int = option(500, "iterations per printed line and performance_numbers entry", group="run",
                             check=_int_at_least(1), result=False)
@@ -297,9 +297,13 @@ class RunSpec:
                 "input_scale", "normalize_masks", "batch_size", "seed", "amp")
         return ", ".join(f"{k}={v}" for k, v in self.to_json().items() if k in keep)
 
+    def per_epoch(self, num_train: int) -> int:
+        """Iterations in one epoch of ``num_train`` images (the last batch may be partial)."""
+        return max(1, math.ceil(num_train / self.batch_size))
+
     def iterations(self, num_train: int) -> Tuple[int, int]:
         """(epochs, total iterations) over ``num_train`` images: --max-iters wins, else --epochs, else 1 epoch."""
-        per_epoch = max(1, math.ceil(num_train / self.batch_size))
+        per_epoch = self.per_epoch(num_train)
         if self.max_iters is not None:
             return math.ceil(self.max_iters / per_epoch), self.max_iters
         epochs = self.epochs or 1
@@ -331,6 +335,26 @@ def field_names() -> List[str]:
 def flag(name: str) -> str:
     """'grad_clip' -> '--grad-clip'."""
     return "--" + name.replace("_", "-")
+
+
+def show_value(name: str, value) -> str:
+    """An option's value as the command line spells it: on/off, 2,4,6, 0.001; None is 'off' or 'none'."""
+    if value is None:
+        return "off" if SPEC_FIELDS[name].metadata["off"] else "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def options_markdown(defaults: "RunSpec") -> str:
+    """The README's option table: one row per field (flag, default under ``defaults``, what it does)."""
+    rows = ["| option | default of `run` | what it does |", "|---|---|---|"]
+    for name, f in SPEC_FIELDS.items():
+        rows.append(f"| `{flag(name)}` | {show_value(name, getattr(defaults, name))} | "
+                    f"{f.metadata['help'].replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def given_values(namespace) -> Dict[str, Any]:

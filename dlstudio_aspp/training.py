@@ -246,6 +246,34 @@ def _epoch_batches(loader, dataset, spec: RunSpec, epoch: int, start_batch: int)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=gen)
 
 
+def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, start_time: float) -> None:
+    """Epochs from the run's position to its last iteration, with a progress bar; Ctrl-C saves a checkpoint."""
+    bar = None
+    if run.spec.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=run.total, initial=min(run.it, run.total), desc=f"train {run.history['loss_name']}", unit="it",
+                   mininterval=1.0, dynamic_ncols=True)
+    say = bar.write if bar is not None else print
+    run.net.train()
+    done = run.it >= run.total
+    try:
+        while not done and run.epoch < epochs:
+            say("")
+            batches = _epoch_batches(loader, dataset, run.spec, run.epoch, run.batch)
+            done = train_one_epoch(run, batches, epochs, say, bar, perf, start_time)
+            if run.batch >= per_epoch:
+                run.epoch, run.batch = run.epoch + 1, 0
+    except KeyboardInterrupt:
+        if run.it:
+            run.save_checkpoint()
+            print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=None, *, loss_fn=None,
           resume: bool = False, perf_file=None):
     """Train a copy of ``net`` (as stock does) on ``loader``; return ``(trained_net, history)``.
@@ -272,40 +300,17 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     if spec.train_subset is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(spec.train_subset, len(dataset))))
     epochs, total = spec.iterations(len(dataset))
-    per_epoch = math.ceil(len(dataset) / spec.batch_size)
+    per_epoch = spec.per_epoch(len(dataset))
     run = _Run(copy.deepcopy(net).to(device), spec, card, device, total, loss_fn)
     if resume:
         run.resume()
-    perf_path = perf_file or f"performance_numbers_{epochs}.txt"
+    perf_path = perf_file or RunCard.stock_perf_file(epochs)
 
     def perf() -> None:  # the whole file, atomically: stock's running averages so far
         write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))
 
-    bar = None
-    if spec.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=min(run.it, total), desc=f"train {run.history['loss_name']}", unit="it",
-                   mininterval=1.0, dynamic_ncols=True)
-    say = bar.write if bar is not None else print
     start_time = time.perf_counter()
-    run.net.train()
-    done = run.it >= total
-    try:
-        while not done and run.epoch < epochs:
-            say("")
-            done = train_one_epoch(run, _epoch_batches(loader, dataset, spec, run.epoch, run.batch), epochs, say, bar,
-                                   perf, start_time)
-            if run.batch >= per_epoch:
-                run.epoch, run.batch = run.epoch + 1, 0
-    except KeyboardInterrupt:
-        if run.it:
-            run.save_checkpoint()
-            print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {card.checkpoint}")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
     perf()
     run.history["seconds"] = time.perf_counter() - start_time
     run.history["epochs"] = epochs

@@ -67,3 +67,14 @@ def test_every_field_declares_help_group_and_check():
     for f in dataclasses.fields(RunSpec):
         assert f.metadata["help"] and f.metadata["group"] in ("model", "data", "train", "run"), f.name
         assert flag(f.name).startswith("--")
+
+
+def test_readme_option_table_is_the_spec():
+    from pathlib import Path
+
+    from dlstudio_aspp.commands import run_spec_defaults
+    from dlstudio_aspp.spec import options_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- options:start -->\n")[1].split("\n<!-- options:end -->")[0]
+    assert block == options_markdown(run_spec_defaults())

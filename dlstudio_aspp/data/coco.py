@@ -181,6 +181,32 @@ def decode_bits(path: Path, n: int) -> np.ndarray:
     return np.stack([(bits >> c) & 1 for c in range(n)]).astype(bool)
 
 
+def _build_entry(coco, image_id: int, coco_root: Path, out: Path, split: str, cat_ids, classes, chosen, size: int) -> dict:
+    """Write one image and its mask PNG (unless already there); return its index entry."""
+    split_dir = SPLITS[split]
+    img = coco.loadImgs([image_id])[0]
+    name = f"{image_id:012d}.png"
+    im_path, mask_path = out / "images" / split / name, out / "masks" / split / name
+    if not (im_path.is_file() and mask_path.is_file()):
+        src = coco_root / split_dir / img["file_name"]
+        if not src.is_file():
+            raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
+        try:
+            with Image.open(src) as raw:
+                raw.load()
+                im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+        except (OSError, SyntaxError) as exc:  # PIL's errors for truncated or non-image files
+            raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
+                            "re-run the same command: finished images are kept") from None
+        save_image(encode_bits(ms), mask_path)
+        save_image(im, im_path)
+    present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
+    return {"coco_id": image_id, "source_file": f"{split_dir}/{img['file_name']}",
+            "image": f"images/{split}/{name}", "mask": f"masks/{split}/{name}",
+            "classes": [classes[c] for c in present], "selected_for": [classes[c] for c in sorted(chosen[image_id])],
+            "boxes": {str(c): b for c, b in scaled_boxes(coco, img, cat_ids, size).items()}}
+
+
 def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
                size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
                splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print) -> dict:
@@ -215,35 +241,11 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
                           f"at least {min_size:g}x{min_size:g}); those channels will have no images selected for them "
                           "in this split", RuntimeWarning, stacklevel=2)
         ids = apply_caps(chosen, len(classes), max_per_class, max_per_split, seed)
-        entries = []
-        it = ids
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(ids, desc=f"build-coco {split}", unit="img", mininterval=1.0)
-        for image_id in it:
-            img = coco.loadImgs([image_id])[0]
-            name = f"{image_id:012d}.png"
-            im_path, mask_path = out / "images" / split / name, out / "masks" / split / name
-            if not (im_path.is_file() and mask_path.is_file()):
-                src = coco_root / split_dir / img["file_name"]
-                if not src.is_file():
-                    raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
-                try:
-                    with Image.open(src) as raw:
-                        raw.load()
-                        im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
-                except (OSError, SyntaxError) as exc:  # PIL's errors for truncated or non-image files
-                    raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
-                                    "re-run the same command: finished images are kept") from None
-                save_image(encode_bits(ms), mask_path)
-                save_image(im, im_path)
-            present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
-            entries.append({"coco_id": image_id, "source_file": f"{split_dir}/{img['file_name']}",
-                            "image": f"images/{split}/{name}", "mask": f"masks/{split}/{name}",
-                            "classes": [classes[c] for c in present],
-                            "selected_for": [classes[c] for c in sorted(chosen[image_id])],
-                            "boxes": {str(c): b for c, b in scaled_boxes(coco, img, cat_ids, size).items()}})
+            ids = tqdm(ids, desc=f"build-coco {split}", unit="img", mininterval=1.0)
+        entries = [_build_entry(coco, image_id, coco_root, out, split, cat_ids, classes, chosen, size) for image_id in ids]
         index["splits"][split] = entries
         counts[split] = {name: sum(name in e["classes"] for e in entries) for name in classes}
     index["counts"] = counts
