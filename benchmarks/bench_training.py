@@ -1,9 +1,12 @@
-"""Our training loop against stock's method and against the bare model step.
+"""Our training loop against stock's method and against the bare model step, eager and compiled.
 
 Same model (mUNetASPP, depth 16), same data (the first N*batch real training images),
-same batch size (4), N iterations, in the same run. Reports images per second.
+same batch size (4), N iterations, in the same run. Reports images per second: whole
+loops (best of three rounds, order rotated), and the steady state of our loop eager and
+with ``compile=True`` (steps after the first three, so compiling is not counted; the
+compiled row runs once, after the others).
 
-Usage: python benchmarks/bench_training.py [--iters N]
+Usage: python benchmarks/bench_training.py [--iters N] [--no-compile]
 """
 import argparse
 import copy
@@ -22,6 +25,7 @@ from _common import machine, table  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled row (compiling takes minutes on CPU)")
     args = ap.parse_args()
     from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
     from dlstudio_aspp.dlstudio_glue import load_dlstudio
@@ -72,9 +76,33 @@ def main():
             runs[k].append(loops[k]())
     best = {k: min(v) for k, v in runs.items()}
     ips = {k: n * bs / v for k, v in best.items()}
+    ips["ours, steady"] = steady(lambda: ours.run_code_for_training_for_semantic_segmentation(
+        net, progress=False, checkpoint_every=0), bs)
+    if not args.no_compile:
+        ips["ours --compile, steady"] = steady(lambda: ours.run_code_for_training_for_semantic_segmentation(
+            net, progress=False, checkpoint_every=0, compile=True), bs)
     print(f"machine: {machine()}; {n} iterations of batch {bs}, 64x64, mUNetASPP depth 16")
-    table([[k, f"{best[k]:.1f}", f"{ips[k]:.2f}", f"{ips[k] / ips['bare']:.3f}", f"{ips[k] / ips['stock']:.3f}"]
-           for k in ("bare", "stock", "ours")], ["loop", "seconds", "images/s", "vs bare step", "vs stock"])
+    table([[k, f"{n * bs / ips[k]:.1f}" if k in best else "", f"{ips[k]:.2f}", f"{ips[k] / ips['bare']:.3f}",
+            f"{ips[k] / ips['stock']:.3f}"] for k in ips], ["loop", "seconds", "images/s", "vs bare step", "vs stock"])
+
+
+def steady(train, bs: int, skip: int = 3) -> float:
+    """Images/s of the training loop's steps after the first ``skip`` (timestamps taken around each step)."""
+    from dlstudio_aspp import training
+
+    stamps, real = [], training._Run.step
+
+    def step(self, data):
+        out = real(self, data)
+        stamps.append(time.perf_counter())
+        return out
+
+    training._Run.step = step
+    try:
+        train()
+    finally:
+        training._Run.step = real
+    return (len(stamps) - 1 - skip) * bs / (stamps[-1] - stamps[skip])
 
 
 if __name__ == "__main__":

@@ -1,35 +1,60 @@
-"""Atomic file writes: every file is written under a temporary name in its folder and
-renamed into place, so a crash or Ctrl-C never leaves a half-written file that looks
-finished, and a failed re-run never truncates the previous run's file.
+"""Atomic, durable file writes.
+
+Every file is written into a new temporary file in its folder and renamed into place,
+so a crash or Ctrl-C never leaves a half-written file that looks finished, and a failed
+re-run never truncates the previous run's file. The temporary file is made by
+:func:`tempfile.mkstemp` (a random name, created exclusively, never following a link
+planted under a predictable name), written through its open descriptor, flushed to disk
+with ``fsync`` before the rename, and the folder is synced after it, so a power cut
+leaves either the old file or the new one.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 
-def write_with(path, writer: Callable[[Path], Any]) -> Path:
-    """Call ``writer(tmp_path)`` and rename the result to ``path``; return ``path``."""
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_with(path, writer: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``writer(f)`` with an open binary file, then move it to ``path`` atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        writer(tmp)
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
     return path
 
 
 def write_text(path, text: str) -> Path:
-    return write_with(path, lambda p: p.write_text(text))
+    return write_with(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_bytes(path, data: bytes) -> Path:
-    return write_with(path, lambda p: p.write_bytes(data))
+    return write_with(path, lambda f: f.write(data))
 
 
 def write_json(path, obj: Any, indent: int = 2) -> Path:
@@ -39,16 +64,16 @@ def write_json(path, obj: Any, indent: int = 2) -> Path:
 def torch_save(obj: Any, path) -> Path:
     import torch
 
-    return write_with(path, lambda p: torch.save(obj, p))
+    return write_with(path, lambda f: torch.save(obj, f))
 
 
 def save_figure(fig, path, **kwargs) -> Path:
     """``fig.savefig`` through a temporary file (the format comes from ``path``'s suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
-    return write_with(path, lambda p: fig.savefig(p, format=fmt, **kwargs))
+    return write_with(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 
 
 def save_image(image, path, **kwargs) -> Path:
     """A PIL image, saved through a temporary file (format from ``path``'s suffix)."""
     fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(Path(path).suffix.lstrip(".").lower(), Path(path).suffix.lstrip(".").upper() or "PNG")
-    return write_with(path, lambda p: image.save(p, format=fmt, **kwargs))
+    return write_with(path, lambda f: image.save(f, format=fmt, **kwargs))

@@ -98,6 +98,8 @@ class RunCard:
         image_size: [H, W] of the data.
         spec: the run's options (:meth:`RunSpec.to_json`), recipe included.
         iterations, epochs: what training actually ran (the spec holds what was asked).
+        weights_sha256, weights_size: the weights file this card describes; :meth:`load`
+            refuses weights that are not those.
     """
 
     weights: Path
@@ -111,6 +113,8 @@ class RunCard:
     spec: Dict = field(default_factory=dict)
     iterations: Optional[int] = None
     epochs: Optional[int] = None
+    weights_sha256: Optional[str] = None
+    weights_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.weights = Path(self.weights)
@@ -261,9 +265,24 @@ class RunCard:
         return self.load_weights(self.build_model()).to(device).eval()
 
     def save_weights(self, net) -> None:
-        """Weights, then the card, both atomically: a folder never pairs new weights with an old card."""
+        """Weights, then the card naming them (sha256, size), both atomically.
+
+        Files that described earlier weights (metrics, test grid, samples, summary) are
+        removed first; if the card's write fails, the old card no longer matches the new
+        weights and :meth:`load` refuses the pair."""
+        for stale in (self.metrics_file, self.test_grid, self.samples_file, self.summary_file):
+            stale.unlink(missing_ok=True)
         torch_save(net.state_dict(), self.weights)
+        self.weights_size, self.weights_sha256 = self.weights.stat().st_size, sha256_of(self.weights)
         self.save()
+
+    def check_weights(self) -> None:
+        """Refuse a weights file that is not the one this card was written with."""
+        if self.weights_sha256 is None or not self.weights.is_file():
+            return
+        if self.weights.stat().st_size != self.weights_size or sha256_of(self.weights) != self.weights_sha256:
+            raise UserError(f"{self.weights} is not the weights file {self.file.name} describes (its sha256 or size "
+                            "differs: replaced, or a save was cut short); retrain, or restore the run folder as a whole")
 
     # ---- reading and writing -------------------------------------------------------------
     def to_json(self) -> Dict:
@@ -279,7 +298,8 @@ class RunCard:
     @classmethod
     def from_json(cls, weights, data: Dict) -> "RunCard":
         known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
-                                      "image_size", "spec", "iterations", "epochs") if k in data}
+                                      "image_size", "spec", "iterations", "epochs", "weights_sha256", "weights_size")
+                 if k in data}
         if "spec" not in known and "train" in data:  # cards before version 3
             known["spec"] = dict(data["train"], recipe=data.get("recipe", "stock"))
         return cls(weights=Path(weights), **known)
@@ -299,7 +319,9 @@ class RunCard:
             raise UserError(f"{file} is not valid JSON ({exc}); delete the run folder and train again") from None
         if not isinstance(data, dict) or "model" not in data or "mask_values" not in data:
             raise UserError(f"{file} is not a run card (it lacks 'model' or 'mask_values'); delete the run folder and train again")
-        return cls.from_json(weights, data)
+        card = cls.from_json(weights, data)
+        card.check_weights()
+        return card
 
     @classmethod
     def load_if_present(cls, weights) -> Optional["RunCard"]:
@@ -321,6 +343,16 @@ class RunCard:
         names, values = dataset_labels(dataset)
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
                    mask_values=values, image_size=list(image_size))
+
+
+def sha256_of(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def output_kind(loss_fn) -> str:

@@ -119,6 +119,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
     p.add_argument("--fetch", action="store_true", help="download the real data into --data when it is missing")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (its files are "
+                                                             "moved to OUT/previous-<time>/ first)")
     add_spec_options(p, defaults=commands.run_spec_defaults())
     p.set_defaults(func="run")
 
@@ -234,11 +236,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # a batch system's stop saves a checkpoint too
+    stops = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.getsignal(s) for s in stops}
+    try:  # a batch system's stop or a dropped SSH session: like Ctrl-C (training saves a checkpoint first)
+        for s in stops:
+            signal.signal(s, _sigterm_as_interrupt)
     except ValueError:  # not the main thread
-        previous = None
+        previous = {}
     try:
         return int(getattr(commands, args.func)(args) or 0)
     except UserError as exc:
@@ -250,8 +254,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted; re-run the same command (with --resume for `run`) to continue", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ changes an existing folder.
 from __future__ import annotations
 
 from pathlib import Path
+import time
+
 from .errors import MissingFileError, UserError
+from .locks import FolderLock
 from .spec import RunSpec, given_values, parse_ints
 
 #: What `run` sets before the recipe: a seed, so that a run is reproducible.
@@ -40,16 +43,42 @@ def make_shapes(args) -> int:
 
 def run(args) -> int:
     from .card import RunCard
-    from .data.open import dataroot, is_synthetic, open_datasets
+    from .data.open import dataroot
 
     spec = RunSpec.build(RUN_RECIPE, base=RUN_BASE, **given_values(args)).validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite starts it afresh; give one of them")
     layout = RunCard(weights=RunCard.weights_in(out))
     if args.resume and not layout.checkpoint.is_file():
         raise MissingFileError(f"--resume: there is no checkpoint at {layout.checkpoint}; run without --resume to start afresh")
     spec = spec.replace(data=dataroot(spec, fetch=args.fetch))
+    with FolderLock(out, "dlstudio-aspp run"):
+        _check_restart(layout, args)
+        return _run_locked(spec, out, layout, args)
+
+
+def _check_restart(layout, args) -> None:
+    """Refuse to start afresh over a run unless --overwrite, which moves its files aside first."""
+    old = layout.own_files()
+    if not old or args.resume:
+        return
+    if not args.overwrite:
+        what = "an interrupted run (a checkpoint)" if layout.checkpoint.is_file() else "a finished run"
+        raise UserError(f"{layout.folder} holds {what}; add --resume to continue it, --overwrite to start afresh "
+                        "(its files are moved aside), or choose another --out")
+    aside = layout.folder / time.strftime("previous-%Y%m%d-%H%M%S")
+    aside.mkdir()
+    for path in old:
+        path.rename(aside / path.name)
+    print(f"--overwrite: moved {len(old)} files of the previous run to {aside}")
+
+
+def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
+    from .data.open import is_synthetic, open_datasets
+
     if is_synthetic(spec):
         print(f"NOTE: {spec.data} holds SYNTHETIC data (see SYNTHETIC.txt)")
     train, test = open_datasets(spec)
@@ -81,20 +110,21 @@ def experiments(args) -> int:
     out = _grid_out(args)
     given = given_values(args)
     axes = dict(losses=given.pop("loss", None), aspp=given.pop("aspp", None), seeds=given.pop("seed", None))
-    cfg = GridConfig.from_preset(args.preset, **axes, **given)
-    if args.executor == "ray":
-        from .ray_executor import run_grid_ray
+    cfg = GridConfig.from_preset(args.preset, **axes, **given).validate()
+    if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
+        raise UserError("--address and --gpus-per-run need --executor ray")
+    with FolderLock(out, "dlstudio-aspp experiments"):
+        if args.executor == "ray":
+            from .ray_executor import run_grid_ray
 
-        gpus = args.gpus_per_run
-        if gpus is None:
-            import torch
+            gpus = args.gpus_per_run
+            if gpus is None:
+                import torch
 
-            gpus = 1.0 if torch.cuda.is_available() and not cfg.spec.cpu else 0.0
-        run_grid_ray(cfg, out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
-    else:
-        if args.address or args.gpus_per_run is not None:
-            raise UserError("--address and --gpus-per-run need --executor ray")
-        run_grid(cfg, out)
+                gpus = 1.0 if torch.cuda.is_available() and not cfg.spec.cpu else 0.0
+            run_grid_ray(cfg, out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
+        else:
+            run_grid(cfg, out)
     print(grid_outcome(cfg, out))
     if not args.no_report:
         print(f"report: {make_report(out)}")
@@ -117,9 +147,10 @@ def report(args) -> int:
 def build_coco(args) -> int:
     from .data.coco import build_coco as build
 
-    build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
-          max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
-          splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
+    with FolderLock(args.out, "dlstudio-aspp build-coco"):
+        build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
+              max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
+              splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
     print(f"COCO set ready in {args.out} (index.json)")
     return 0
 

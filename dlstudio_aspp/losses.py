@@ -113,7 +113,10 @@ class DiceMSELoss(nn.Module):
     and sets ``dice_scale = mean(MSE) / mean(Dice)`` so that both contribute equally at
     the start; the scale is then frozen (``scale_frozen``) and recorded.
 
-    After every call ``last_components`` holds ``{'mse': ..., 'dice': ..., 'dice_scale': ...}``.
+    After every call ``last_components`` holds ``{'mse': ..., 'dice': ..., 'dice_scale': ...}``:
+    the terms as detached 0-dim tensors (read by the training loop at its log points, so
+    no step waits for the device) and the scale as a float. Only the ``auto_warmup``
+    calibration batches read the terms at once.
 
     Shape:
         pred, target (B, C, H, W) -> scalar.
@@ -135,7 +138,7 @@ class DiceMSELoss(nn.Module):
         self.mse, self.dice = MSELoss(), DiceLoss(eps, smooth)
         self.auto_warmup = auto_warmup
         self._sums = [0.0, 0.0, 0]
-        self.last_components: Dict[str, float] = {}
+        self.last_components: Dict[str, Union[torch.Tensor, float]] = {}
 
     @property
     def scale_frozen(self) -> bool:
@@ -148,7 +151,7 @@ class DiceMSELoss(nn.Module):
             self._sums[1] += float(dice.detach())
             self._sums[2] += 1
             self.dice_scale = self._sums[0] / max(self._sums[1], 1e-12)
-        self.last_components = {"mse": float(mse.detach()), "dice": float(dice.detach()), "dice_scale": self.dice_scale}
+        self.last_components = {"mse": mse.detach(), "dice": dice.detach(), "dice_scale": self.dice_scale}
         return mse + self.dice_scale * dice
 
     def extra_state(self) -> dict:
@@ -180,7 +183,8 @@ class LogitLoss(nn.Module):
     absent then does not pull that channel to all-zero (per-sample Dice does, through
     every image that lacks the shape), and the channel keeps its gradient.
 
-    After every call ``last_components`` holds ``{'bce': ..., 'dice': ...}``.
+    After every call ``last_components`` holds ``{'bce': ..., 'dice': ...}`` as detached
+    0-dim tensors (no host sync in the loss, so a compiled step stays one graph).
 
     Shape:
         logits, target (B, C, H, W) -> scalar.
@@ -193,7 +197,7 @@ class LogitLoss(nn.Module):
         if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
             raise UserError(f"loss weights must be >= 0 and not both 0, got bce {bce_weight}, dice {dice_weight}")
         self.bce_weight, self.dice_weight, self.smooth = float(bce_weight), float(dice_weight), float(smooth)
-        self.last_components: Dict[str, float] = {}
+        self.last_components: Dict[str, torch.Tensor] = {}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_shapes(logits, target)
@@ -203,11 +207,11 @@ class LogitLoss(nn.Module):
         if self.bce_weight:
             bce = F.binary_cross_entropy_with_logits(logits, target)
             total = total + self.bce_weight * bce
-            parts["bce"] = float(bce.detach())
+            parts["bce"] = bce.detach()
         if self.dice_weight:
             dice = (1.0 - dice_per_channel_batch(torch.sigmoid(logits), target, self.smooth)).mean()
             total = total + self.dice_weight * dice
-            parts["dice"] = float(dice.detach())
+            parts["dice"] = dice.detach()
         self.last_components = parts
         return total
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .accel import quiet_worker
 from .atomic import write_json, write_with
 from .card import RunCard
 from .dlstudio_glue import default_num_workers
@@ -69,7 +70,7 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
 
 
 def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUNT, progress: bool = True,
-          batch_size: int = 32, workers: Optional[int] = None, grid_path=None) -> dict:
+          batch_size: int = 32, workers: Optional[int] = None, grid_path=None, compile: bool = False) -> dict:
     """Score ``net`` on every image of ``dataset`` with the card's input scaling and thresholds.
 
     Writes the metrics file and a test grid of the first ``grid_images`` images (at
@@ -77,8 +78,9 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
     ``metrics['samples']`` holds the grid's (image, mask, output) triples.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=default_num_workers(workers))
-    metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress)
+                                         num_workers=default_num_workers(workers), worker_init_fn=quiet_worker,
+                                         pin_memory=torch.device(device).type == "cuda")
+    metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress, compile=compile)
     samples = metrics.pop("samples", [])
     if samples:
         path = grid_path or card.test_grid
@@ -113,10 +115,10 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
         resume = card.checkpoint.is_file()
     device = torch.device(device) if device is not None else device_for(spec)
     loader = torch.utils.data.DataLoader(train_set, batch_size=spec.batch_size, shuffle=True,
-                                         num_workers=default_num_workers(spec.workers))
+                                         num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
     trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
-    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers)
+    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile)
     save_samples(metrics.pop("samples"), card)
     summary = {"loss": spec.loss, "aspp": spec.aspp, "seed": spec.seed, "iterations": len(history["loss"]),
                "final_running_loss": float(np.mean(history["loss"][-50:])), "train_seconds": time.perf_counter() - t0,

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from .accel import quiet_worker
 from .card import RunCard
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
@@ -59,8 +60,11 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         """As stock, with a worker count the machine has (stock asks for 4)."""
         workers = default_num_workers(num_workers)
         bs = self.dl_studio.batch_size
-        self.train_dataloader = torch.utils.data.DataLoader(dataserver_train, batch_size=bs, shuffle=True, num_workers=workers)
-        self.test_dataloader = torch.utils.data.DataLoader(dataserver_test, batch_size=bs, shuffle=False, num_workers=workers)
+        quiet = quiet_worker if workers else None  # Ctrl-C/SIGTERM: the checkpoint message, no worker traceback
+        self.train_dataloader = torch.utils.data.DataLoader(dataserver_train, batch_size=bs, shuffle=True, num_workers=workers,
+                                                            worker_init_fn=quiet)
+        self.test_dataloader = torch.utils.data.DataLoader(dataserver_test, batch_size=bs, shuffle=False, num_workers=workers,
+                                                           worker_init_fn=quiet)
 
     def _device(self) -> torch.device:
         return getattr(self.dl_studio, "device", torch.device("cpu"))

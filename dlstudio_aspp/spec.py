@@ -226,6 +226,8 @@ class RunSpec:
     seed: Optional[int] = option(None, "seeds the initial weights and the data order (off: stock's order)",
                                  group="train", check=_int_at_least(0), off=True, axis=True)
     amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")
+    compile: bool = option(False, "compile the training step and evaluation (CUDA graphs on CUDA, inductor on CPU; "
+                                  "the last partial batch of an epoch is dropped)", group="train", kind="switch")
     # ---- how it runs (does not change the result) ----
     cpu: bool = option(False, "do not use a GPU even when there is one", group="run", kind="switch", result=False)
     workers: Optional[int] = option(None, "DataLoader workers (none: cores - 2, at most 4)", group="run",
@@ -234,6 +236,9 @@ class RunSpec:
                             check=_int_at_least(1), result=False)
     checkpoint_every: int = option(500, "iterations between checkpoints (0: only at the end)", group="run",
                                    check=_int_at_least(0), result=False)
+    checkpoint_seconds: float = option(60.0, "at least this many seconds between two checkpoints (0: no limit; "
+                                             "the last iteration and Ctrl-C/SIGTERM always save)", group="run",
+                                       check=_number(0, strict=False), result=False)
     progress: bool = option(True, "show progress bars", group="run", kind="switch", result=False)
 
     # ---- building ---------------------------------------------------------------------------
@@ -298,7 +303,12 @@ class RunSpec:
         return ", ".join(f"{k}={v}" for k, v in self.to_json().items() if k in keep)
 
     def per_epoch(self, num_train: int) -> int:
-        """Iterations in one epoch of ``num_train`` images (the last batch may be partial)."""
+        """Iterations in one epoch of ``num_train`` images (a partial last batch counts, except under --compile)."""
+        if self.compile:
+            if num_train < self.batch_size:
+                raise UserError(f"--compile needs at least one full batch: {num_train} images, --batch-size "
+                                f"{self.batch_size}")
+            return num_train // self.batch_size
         return max(1, math.ceil(num_train / self.batch_size))
 
     def iterations(self, num_train: int) -> Tuple[int, int]:

@@ -17,15 +17,19 @@ import copy
 import csv
 import io
 import math
+import signal
+import threading
 import time
 import warnings
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from .accel import device_batches, device_tensors, quiet_worker
 from .atomic import torch_save, write_json, write_text
 from .card import RunCard
+from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
 from .errors import MissingFileError, NonFiniteLossError, UserError
 from .losses import get_loss
@@ -40,18 +44,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-class _EpochSampler(torch.utils.data.Sampler):
-    """A fixed permutation per (seed, epoch), starting at ``start``: exact resume mid-epoch."""
-
-    def __init__(self, n: int, seed: int, epoch: int, start: int = 0) -> None:
-        g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        self.order = torch.randperm(n, generator=g)[start:].tolist()
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
+def _seeded_order(n: int, seed: int, epoch: int, start: int = 0) -> List[int]:
+    """A fixed permutation per (seed, epoch), from position ``start`` on: exact resume mid-epoch."""
+    g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g)[start:].tolist()
 
 
 def make_optimizer(net: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimizer:
@@ -99,8 +95,19 @@ def write_history(history: dict, card: RunCard) -> None:
     write_text(card.history_csv, history_csv(history))
 
 
+#: Iterations between two reads of the losses from the device (also at log points and checkpoints):
+#: the NaN/inf check's delay, and the only host syncs of the loop.
+FLUSH_EVERY = 50
+
+
 class _Run:
-    """The mutable state of one training run: network, optimizer, schedule, position, history."""
+    """The mutable state of one training run: network, optimizer, schedule, position, history.
+
+    A step leaves its loss and the loss's components on the device (``pending``);
+    :meth:`flush` reads them all with one host sync, checks them for NaN/inf and appends
+    them to the history. It runs at log points, before every checkpoint and every
+    :data:`FLUSH_EVERY` iterations, so the loop never waits for the device per step.
+    """
 
     def __init__(self, net, spec: RunSpec, card: RunCard, device, total: int, loss_fn) -> None:
         self.net, self.spec, self.card, self.device, self.loss_fn = net, spec, card, device, loss_fn
@@ -111,20 +118,38 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.it, self.epoch, self.batch = 0, 0, 0
         self.own_checkpoint = False  # a checkpoint of *this* run exists (written or resumed from)
+        self.last_save = -math.inf
+        self.device_arrays = None  # PurdueShapes' arrays on a CUDA device, when batches are drawn there
+        self.stop = StopRequests()
+        self.data: Dict[str, Any] = {}  # the training set's identity (data_identity), compared on resume
+        self.in_step = False
+        self.probe: Optional[Callable[[str], None]] = None  # tests: called at named points inside a step
+        self.pending: List[tuple] = []  # (iteration, epoch, batch, lr, stacked device values, names, float parts)
         self.history: Dict[str, Any] = {"iteration": [], "epoch": [], "loss": [], "lr": [], "components": {}, "running": [],
                                         "options": spec.to_json(), "loss_name": loss_title(spec.loss)}
+        self.forward_loss = self._forward_loss
+        if spec.compile:
+            from .accel import Compiled
+
+            self.forward_loss = Compiled(self._forward_loss, device, "the training step")
 
     def save_checkpoint(self) -> None:
-        """Weights, optimizer, schedule, position, RNG, options and history, atomically."""
+        """Weights, optimizer, schedule, position, RNG, options and history, atomically (after a flush)."""
+        self.flush()
         torch_save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                     "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch, "batch": self.batch,
                     "history": self.history, "rng": torch.get_rng_state(), "options": self.spec.result_values(),
-                    "card": self.card.to_json(),
+                    "card": self.card.to_json(), "data": self.data,
                     "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None},
                    self.card.checkpoint)
         write_history(self.history, self.card)
         self.own_checkpoint = True
+        self.last_save = _clock()
+
+    def checkpoint_due(self) -> bool:
+        every = self.spec.checkpoint_every
+        return bool(every) and self.it % every == 0 and _clock() - self.last_save >= self.spec.checkpoint_seconds
 
     def resume(self) -> None:
         path = self.card.checkpoint
@@ -138,6 +163,8 @@ class _Run:
         saved_model, now_model = (ck.get("card") or {}).get("model", {}), self.card.model
         saved.update({f"model.{k}": v for k, v in saved_model.items()})
         now.update({f"model.{k}": v for k, v in now_model.items()})
+        saved.update({f"data.{k}": v for k, v in (ck.get("data") or {}).items()})
+        now.update({f"data.{k}": v for k, v in self.data.items()})
         differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if differ:
             pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
@@ -156,58 +183,143 @@ class _Run:
             warnings.warn("resuming without a seed: the data order after the resume differs from an uninterrupted run")
         print(f"resumed from {path} at iteration {self.it} (epoch {self.epoch + 1}, batch {self.batch})")
 
-    def step(self, data) -> float:
-        """One optimisation step on a batch; returns the loss value."""
-        im = self.card.prepare_input(data["image"].to(self.device))
-        target = self.card.target(data["mask_tensor"]).to(self.device)
-        self.optimizer.zero_grad()
+    def _forward_loss(self, im: torch.Tensor, target: torch.Tensor):
+        """(loss, its components) of the network on one batch: the part ``--compile`` compiles."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             output = self.net(im)
         loss = self.loss_fn(output.float(), target)
+        return loss, dict(getattr(self.loss_fn, "last_components", {}))
+
+    def _at(self, point: str) -> None:
+        if self.probe is not None:
+            self.probe(point)
+
+    def step(self, data) -> None:
+        """One optimisation step on a batch; its loss stays on the device until :meth:`flush`."""
+        self.in_step = True
+        self._step(data)
+        self.in_step = False
+
+    def _step(self, data) -> None:
+        self._at("start")
+        im = self.card.prepare_input(data["image"].to(self.device, non_blocking=True))
+        target = self.card.target(data["mask_tensor"].to(self.device, non_blocking=True))
+        self.optimizer.zero_grad()
+        loss, parts = self.forward_loss(im, target)
         if not (torch.is_tensor(loss) and loss.dim() == 0):
             shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
             raise UserError(f"the loss must return a scalar tensor (0-dim, with a gradient), got {shape}; "
                             "reduce it with .mean() and do not call .item()")
-        value = loss.item()
-        if not math.isfinite(value):
-            kept = (f"the last good checkpoint is {self.card.checkpoint}" if self.own_checkpoint
-                    else "this run wrote no checkpoint yet")
-            raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {self.it + 1} "
-                                     f"(epoch {self.epoch + 1}, batch {self.batch + 1}); {kept}. "
-                                     "Lower the learning rate or check the data.")
+        self._at("forward")
         self.scaler.scale(loss).backward()
+        self._at("backward")
         if self.spec.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.spec.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._at("optimizer")
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
+        names = [k for k, v in parts.items() if torch.is_tensor(v)]
+        values = torch.stack([loss.detach().float()] + [parts[k].float() for k in names])  # a copy: safe under CUDA graphs
+        floats = {k: v for k, v in parts.items() if not torch.is_tensor(v)}
+        self._at("schedule")
         self.it += 1
-        h = self.history
-        h["iteration"].append(self.it)
-        h["epoch"].append(self.epoch + 1)
-        h["loss"].append(value)
-        h["lr"].append(lr)
-        for k, v in getattr(self.loss_fn, "last_components", {}).items():
-            h["components"].setdefault(k, []).append(v)
-        return value
+        self.pending.append((self.it, self.epoch + 1, self.batch + 1, lr, values, names, floats))
+        self._at("end")
+
+    def flush(self) -> List[float]:
+        """Read the pending steps' losses (one host sync), stop on NaN/inf, add them to the history; return the losses."""
+        if not self.pending:
+            return []
+        rows = torch.stack([p[4] for p in self.pending]).tolist() if len({len(p[5]) for p in self.pending}) == 1 \
+            else [p[4].tolist() for p in self.pending]
+        pending, self.pending = self.pending, []
+        h, losses = self.history, []
+        for (it, epoch, batch, lr, _, names, floats), row in zip(pending, rows):
+            if not math.isfinite(row[0]):
+                self._non_finite(row[0], it, epoch, batch)
+            h["iteration"].append(it)
+            h["epoch"].append(epoch)
+            h["loss"].append(row[0])
+            h["lr"].append(lr)
+            for k, v in list(zip(names, row[1:])) + list(floats.items()):
+                h["components"].setdefault(k, []).append(v)
+            losses.append(row[0])
+        return losses
+
+    def _non_finite(self, value: float, it: int, epoch: int, batch: int) -> None:
+        kept = (f"the last good checkpoint is {self.card.checkpoint}" if self.own_checkpoint
+                else "this run wrote no checkpoint yet")
+        raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {it} "
+                                 f"(epoch {epoch}, batch {batch}); {kept}. Lower the learning rate or check the data.")
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+class StopRequests:
+    """While training runs in the main thread, SIGINT, SIGTERM and SIGHUP only set a flag.
+
+    The loop checks it between iterations, saves a checkpoint of the last finished
+    iteration there and stops (:class:`Interrupted`), so a signal that lands inside a step
+    (between the optimizer's update and the iteration count, or halfway through the
+    parameters) can never produce a checkpoint that disagrees with its weights. A second
+    signal stops at once, without a new checkpoint. Elsewhere (another thread) the
+    handlers cannot be installed and Python's own handling applies.
+    """
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self.requested: Optional[int] = None
+        self.previous: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on a signal after saving a checkpoint of its last finished iteration."""
 
 
 def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time: float) -> bool:
     """Run the batches of one epoch from ``run.batch`` on; True when the run's last iteration is done."""
-    log_every, checkpoint_every = run.spec.log_every, run.spec.checkpoint_every
+    log_every = run.spec.log_every
     running = 0.0
     for data in batches:
-        value = run.step(data)
+        run.step(data)
+        if run.stop.requested is not None:
+            run.batch += 1
+            run.save_checkpoint()
+            name = signal.Signals(run.stop.requested).name
+            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
         i = run.batch
-        running += value
         run.batch += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-        if i % log_every == log_every - 1:
+        logs, due = i % log_every == log_every - 1, run.checkpoint_due()
+        if logs or due or run.it % FLUSH_EVERY == 0 or run.it >= run.total:
+            losses = run.flush()
+            running += sum(losses)
+            if bar is not None and losses:
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        if logs:
             avg = running / float(log_every)
             elapsed = time.perf_counter() - start_time
             say("[epoch=%d/%d, iter=%4d  elapsed_time=%3d secs]   %s loss: %.3f" % (run.epoch + 1, epochs, i + 1, elapsed,
@@ -215,10 +327,11 @@ def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time:
             run.history["running"].append([run.it, avg])
             perf()
             running = 0.0
-        if checkpoint_every and run.it % checkpoint_every == 0:
+        if due:
             run.save_checkpoint()
         if run.it >= run.total:
             return True
+    run.flush()
     return False
 
 
@@ -230,20 +343,34 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _epoch_batches(loader, dataset, spec: RunSpec, epoch: int, start_batch: int):
-    """The batches of one epoch from ``start_batch`` on: a fixed order per (seed, epoch), or stock's."""
-    batch_size, workers = loader.batch_size, default_num_workers(spec.workers if spec.workers is not None
-                                                                 else loader.num_workers)
+def _epoch_order(n: int, spec: RunSpec, epoch: int, start_batch: int) -> List[int]:
+    """The data order of one epoch from ``start_batch`` on: fixed per (seed, epoch), else drawn from the global RNG."""
     if spec.seed is None:
-        if dataset is loader.dataset and start_batch == 0:
-            return loader  # stock: the caller's loader, its shuffling and RNG use
-        sampler = torch.utils.data.SubsetRandomSampler(torch.randperm(len(dataset))[start_batch * batch_size:].tolist())
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
-    sampler = _EpochSampler(len(dataset), spec.seed, epoch, start_batch * batch_size)
+        return torch.randperm(n)[start_batch * spec.batch_size:].tolist()
+    return _seeded_order(n, spec.seed, epoch, start_batch * spec.batch_size)
+
+
+def _epoch_batches(run: _Run, loader, dataset, epoch: int, start_batch: int):
+    """The batches of one epoch from ``start_batch`` on: a fixed order per (seed, epoch), or stock's.
+
+    On CUDA, PurdueShapes' arrays stay on the GPU and batches are drawn there in the same
+    order (:func:`~dlstudio_aspp.accel.device_batches`); elsewhere a DataLoader draws them.
+    """
+    spec = run.spec
+    if spec.seed is None and dataset is loader.dataset and start_batch == 0 and not spec.compile:
+        return loader  # stock: the caller's loader, its shuffling and RNG use
+    order = _epoch_order(len(dataset), spec, epoch, start_batch)
+    if run.device_arrays is not None:
+        return device_batches(run.device_arrays, order, spec.batch_size, drop_last=spec.compile)
+    workers = default_num_workers(spec.workers if spec.workers is not None else loader.num_workers)
+    kwargs = dict(batch_size=spec.batch_size, num_workers=workers, drop_last=spec.compile,
+                  pin_memory=run.device.type == "cuda", worker_init_fn=quiet_worker if workers else None)
+    if spec.seed is None:
+        return torch.utils.data.DataLoader(dataset, sampler=order, **kwargs)
     # Its own generator: making the iterator must not draw from the global RNG,
     # or a resumed run's dropout would drift from the uninterrupted one.
     gen = torch.Generator().manual_seed(_epoch_seed(spec.seed, epoch))
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=gen)
+    return torch.utils.data.DataLoader(dataset, sampler=order, generator=gen, **kwargs)
 
 
 def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, start_time: float) -> None:
@@ -260,12 +387,15 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
     try:
         while not done and run.epoch < epochs:
             say("")
-            batches = _epoch_batches(loader, dataset, run.spec, run.epoch, run.batch)
+            batches = _epoch_batches(run, loader, dataset, run.epoch, run.batch)
             done = train_one_epoch(run, batches, epochs, say, bar, perf, start_time)
             if run.batch >= per_epoch:
                 run.epoch, run.batch = run.epoch + 1, 0
-    except KeyboardInterrupt:
-        if run.it:
+    except Interrupted as exc:
+        print(f"\n{exc}")
+        raise
+    except KeyboardInterrupt:  # not through StopRequests: save only if no step was cut in half
+        if run.it and not run.in_step:
             run.save_checkpoint()
             print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
         raise
@@ -302,6 +432,8 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     epochs, total = spec.iterations(len(dataset))
     per_epoch = spec.per_epoch(len(dataset))
     run = _Run(copy.deepcopy(net).to(device), spec, card, device, total, loss_fn)
+    run.device_arrays = device_tensors(dataset, device) if device.type == "cuda" else None
+    run.data = data_identity(dataset)
     if resume:
         run.resume()
     perf_path = perf_file or RunCard.stock_perf_file(epochs)
@@ -310,7 +442,8 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))
 
     start_time = time.perf_counter()
-    _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
+    with run.stop:
+        _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
     perf()
     run.history["seconds"] = time.perf_counter() - start_time
     run.history["epochs"] = epochs

@@ -10,7 +10,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_part_file(tmp_path
     write_json(path, {"miou": 0.5})
 
     def crash(p):
-        p.write_text('{"miou": 0.')  # half-written, then the writer dies
+        p.write(b'{"miou": 0.')  # half-written, then the writer dies
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -24,3 +24,27 @@ def test_write_replaces_and_creates_folders(tmp_path):
     write_text(path, "one")
     write_text(path, "two")
     assert path.read_text() == "two" and sorted(p.name for p in path.parent.iterdir()) == ["note.txt"]
+
+
+def test_a_planted_symlink_is_not_followed(tmp_path):
+    """Bug: the temporary name was predictable (.NAME.PID.part), so a link planted there redirected the write."""
+    import os
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path = tmp_path / "summary.json"
+    for name in (f".{path.name}.{os.getpid()}.part.json", f".{path.name}.part"):
+        (tmp_path / name).symlink_to(victim)
+    write_json(path, {"ok": 1})
+    assert victim.read_text() == "keep me" and json.loads(path.read_text()) == {"ok": 1}
+    assert not path.is_symlink()
+
+
+def test_writes_are_synced_to_disk(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    write_text(tmp_path / "a.txt", "x")
+    assert len(synced) == 2  # the file before the rename, the folder after it

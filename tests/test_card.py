@@ -71,3 +71,26 @@ def test_num_classes_must_match_the_data(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
     with pytest.raises(ValueError, match="model has 3 output channels but the data has 5 classes; .*num_classes=5"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
+
+
+def test_a_card_whose_weights_were_replaced_is_refused(tmp_path):
+    """Bug: with a failure between the weights' and the card's renames, the old card loaded the new weights."""
+    import torch
+
+    card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4).config)
+    net = card.build_model()
+    card.save_weights(net)
+    assert RunCard.load(tmp_path).weights_sha256 == card.weights_sha256
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    torch.save(net.state_dict(), card.weights)  # new weights, the old card beside them
+    with pytest.raises(ValueError, match="is not the weights file saved_model.json describes"):
+        RunCard.load(tmp_path)
+
+
+def test_saving_new_weights_removes_what_described_the_old_ones(tmp_path):
+    card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4).config)
+    for stale in (card.metrics_file, card.test_grid, card.summary_file, card.samples_file):
+        stale.write_text("old")
+    card.save_weights(card.build_model())
+    assert not any(p.exists() for p in (card.metrics_file, card.test_grid, card.summary_file, card.samples_file))

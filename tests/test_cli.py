@@ -158,7 +158,7 @@ def test_data_pointing_at_a_file(tmp_path, capsys):
 def test_failed_starts_leave_a_good_run_folder_as_it_was(syn, tmp_path, capsys):
     """Bugs: `run --out GOOD --loss msee` and `--resume --depth 8` rewrote saved_model.json."""
     out = tmp_path / "good"
-    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--checkpoint-every", "1"]) == 0
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--checkpoint-every", "1", "--checkpoint-seconds", "0"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
     assert cli.main(["run", *syn, "--out", str(out), "--loss", "msee"]) == 2

@@ -77,7 +77,7 @@ def test_auto_scale_balances_then_freezes():
     for _ in range(3):
         loss(p, q)
     c = loss.last_components
-    assert c["mse"] == pytest.approx(c["dice_scale"] * c["dice"], rel=1e-5)
+    assert float(c["mse"]) == pytest.approx(c["dice_scale"] * float(c["dice"]), rel=1e-5)
     assert loss.scale_frozen
     frozen = loss.dice_scale
     loss(p * 2, q)

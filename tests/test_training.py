@@ -102,15 +102,15 @@ def test_resume_after_crash_gives_same_weights(synthetic_shapes, tmp_path):
     net = mUNetASPP(depth=4, aspp_dropout=0.2)
     files = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
     full = make_segmenter(synthetic_shapes, tmp_path / "full", *files, epochs=2)
-    full.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, progress=False)
+    full.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, checkpoint_seconds=0, progress=False)
     part = make_segmenter(synthetic_shapes, tmp_path / "part", *files, epochs=2)
     good = _crash_loader(part, at_item=33)  # the 9th batch of 4
     with pytest.raises(RuntimeError, match="simulated crash"):
-        part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, progress=False)
+        part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, checkpoint_seconds=0, progress=False)
     ck = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)
     assert ck["iteration"] == 8 and ck["epoch"] == 1 and ck["batch"] == 2
     part.train_dataloader = good
-    part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, resume=True, progress=False)
+    part.run_code_for_training_for_semantic_segmentation(net, loss="mse", seed=3, checkpoint_every=4, checkpoint_seconds=0, resume=True, progress=False)
     assert part.history["loss"] == full.history["loss"]
     a = torch.load(tmp_path / "full" / "saved_model", weights_only=True)
     b = torch.load(tmp_path / "part" / "saved_model", weights_only=True)
@@ -122,10 +122,10 @@ def test_resume_without_seed_continues_mid_epoch(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
     good = _crash_loader(seg, at_item=17)  # the 5th batch: iterations 1-4 done, checkpoint at 4
     with pytest.raises(RuntimeError, match="simulated crash"):
-        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, progress=False)
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, checkpoint_seconds=0, progress=False)
     seg.train_dataloader = good
     with pytest.warns(UserWarning, match="without a seed"):
-        h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, resume=True,
+        h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), checkpoint_every=2, checkpoint_seconds=0, resume=True,
                                                                 progress=False)
     assert h["iteration"] == [1, 2, 3, 4, 5, 6] and h["epoch"] == [1] * 6
 
@@ -171,7 +171,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(synthetic_shapes, tm
         return v * float("nan") if calls["n"] == 3 else v
 
     with pytest.raises(NonFiniteLossError, match="nan at iteration 3 .*saved_model.ckpt"):
-        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, checkpoint_every=2, progress=False)
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, checkpoint_every=2, checkpoint_seconds=0, progress=False)
     ck = torch.load(tmp_path / "saved_model.ckpt", weights_only=True)
     assert ck["iteration"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
@@ -311,3 +311,86 @@ def test_grad_clip_bounds_the_update(synthetic_shapes, tmp_path):
     opt.step()
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
     assert step.norm().item() == pytest.approx(0.01, rel=1e-3)
+
+
+@pytest.mark.parametrize("point", ["start", "forward", "backward", "optimizer", "schedule", "end"])
+def test_a_signal_anywhere_in_a_step_checkpoints_that_step_and_resumes_bit_for_bit(synthetic_shapes, tmp_path, point,
+                                                                                   monkeypatch):
+    """Bug: SIGTERM became KeyboardInterrupt wherever it landed; between the optimizer step and the iteration
+    count, the checkpoint said iteration 2 and held the weights after 3 steps."""
+    import os
+    import signal
+
+    from dlstudio_aspp import training
+
+    files = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    opts = dict(loss="mse", seed=3, max_iters=8, checkpoint_every=0, progress=False)
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4, aspp_dropout=0.2)  # dropout: the RNG state must resume exactly too
+    full = make_segmenter(synthetic_shapes, tmp_path / "full", *files, epochs=2)
+    full.run_code_for_training_for_semantic_segmentation(net, **opts)
+
+    real_init = training._Run.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        steps = []
+
+        def probe(where):
+            steps.append(where == "start")
+            if where == point and sum(steps) == 3:  # inside the third step
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        self.probe = probe
+
+    part = make_segmenter(synthetic_shapes, tmp_path / "part", *files, epochs=2)
+    monkeypatch.setattr(training._Run, "__init__", init)
+    with pytest.raises(training.Interrupted, match="SIGTERM: stopped at iteration 3"):
+        part.run_code_for_training_for_semantic_segmentation(net, **opts)
+    monkeypatch.setattr(training._Run, "__init__", real_init)
+    ck = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)
+    assert ck["iteration"] == 3 and ck["batch"] == 3 and ck["history"]["iteration"] == [1, 2, 3]
+    part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)
+    a = torch.load(tmp_path / "full" / "saved_model", weights_only=True)
+    b = torch.load(tmp_path / "part" / "saved_model", weights_only=True)
+    assert part.history["loss"] == full.history["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_signal_stops_at_once_without_a_new_checkpoint(synthetic_shapes, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from dlstudio_aspp import training
+
+    real_init = training._Run.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self.probe = lambda where: os.kill(os.getpid(), signal.SIGINT) if where in ("forward", "optimizer") \
+            and self.it == 1 else None
+
+    monkeypatch.setattr(training._Run, "__init__", init)
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    with pytest.raises(KeyboardInterrupt) as e:
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=4, progress=False,
+                                                            checkpoint_every=1, checkpoint_seconds=0)
+    assert not isinstance(e.value, training.Interrupted)
+    ck = torch.load(tmp_path / "saved_model.ckpt", weights_only=True)
+    assert ck["iteration"] == 1  # the step cut in half (iteration 2) was not saved
+
+
+def test_resume_with_other_data_or_batch_size_is_refused(synthetic_shapes, tmp_path):
+    """Bug: a checkpoint from batch size 2 resumed at batch size 4 without a word."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz",
+                         "PurdueShapes5MultiObject-8-test.gz", batch_size=2)
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=2, progress=False)
+    other = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz",
+                           "PurdueShapes5MultiObject-8-test.gz", batch_size=4)
+    with pytest.raises(ValueError, match="batch_size: checkpoint 2, now 4"):
+        other.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=2, resume=True,
+                                                              progress=False)
+    sub = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz",
+                         "PurdueShapes5MultiObject-8-test.gz", batch_size=2)
+    with pytest.raises(ValueError, match="data.images: checkpoint 24, now 12"):
+        sub.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=2, resume=True,
+                                                            progress=False, train_subset=12)

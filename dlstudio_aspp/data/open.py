@@ -77,6 +77,27 @@ def dataset_shape(dataset) -> Tuple[int, list]:
     return int(item["mask_tensor"].shape[0]), list(item["image"].shape[-2:])
 
 
+def file_identity(path) -> dict:
+    """Name, size and sha256 of a data file: what a resume compares."""
+    from ..card import sha256_of
+
+    path = Path(path)
+    return {"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def data_identity(dataset) -> dict:
+    """What a training set is, for a checkpoint: its length and its file (PurdueShapes' .gz,
+    a COCO set's index.json) by name, size and sha256; a Subset is looked through."""
+    inner = getattr(dataset, "dataset", dataset)
+    out = {"kind": type(inner).__name__, "images": len(dataset)}
+    source = getattr(inner, "path", None)
+    if source is None and getattr(inner, "root", None) is not None and (Path(inner.root) / "index.json").is_file():
+        source = Path(inner.root) / "index.json"
+    if source is not None and Path(source).is_file():
+        out.update(file_identity(source))
+    return out
+
+
 def is_synthetic(spec: RunSpec) -> bool:
     from .sources import is_synthetic as marked
 

@@ -193,7 +193,7 @@ class PurdueShapes5MultiObjectDataset(torch.utils.data.Dataset):
         if root is not None:
             root = str(root)
             root = root if root.endswith(("/", os.sep)) else root + "/"
-        path = check_dataroot(root if root is not None else getattr(dl_studio, "dataroot", None), dataset_file)
+        path = self.path = check_dataroot(root if root is not None else getattr(dl_studio, "dataroot", None), dataset_file)
         self.image_size = list(image_size or getattr(dl_studio, "image_size", None) or [64, 64])
         arrays, self.label_map = load_arrays(path, self.image_size, use_cache)
         self.images = torch.from_numpy(arrays["images"])

@@ -1,0 +1,138 @@
+"""Training-step speed on one device, in one process and one table: the bare step against run's loop.
+
+Rows, at 64x64 batch 4 (PurdueShapes) and 256x256 batch 4 (the COCO shape), depth 16,
+dense head, AdamW, BCE+Dice (the main job's model and recipe):
+
+- bare eager: zero_grad, forward, loss, backward, optimizer step, nothing else;
+- bare CUDA graphs: the same with forward+loss under ``torch.compile(mode="reduce-overhead")``
+  (inductor's default mode on CPU), as ``--compile`` does;
+- run's loop, eager and with ``compile=True``: :func:`dlstudio_aspp.runner.fit` on
+  random data of that shape (device-resident batches on CUDA, as ``run`` uses them).
+
+Every row is timed over ``--iters`` steps after ``--warmup`` steps; the ratio column is
+against the bare CUDA-graph step of the same shape. On a CPU it runs too (use small
+``--iters``): that is how the script itself is tested.
+
+Usage: python benchmarks/bench_gpu.py [--iters 200] [--warmup 30] [--json OUT.json]
+"""
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, table  # noqa: E402
+
+SHAPES = ((64, 5), (256, 1))  # (side, classes): PurdueShapes, a one-class COCO set
+
+
+class RandomSet(torch.utils.data.Dataset):
+    """n images of one shape with random masks, held as uint8 arrays like PurdueShapes (so CUDA draws on the device)."""
+
+    def __init__(self, n: int, side: int, classes: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8)
+        self.masks = (torch.rand(n, classes, side, side, generator=g) > 0.7).to(torch.uint8) * 50
+        self.label_map = {f"c{k}": 50 * (k + 1) for k in range(classes)}
+        self.image_size = [side, side]
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return {"image": self.images[i].float(), "mask_tensor": self.masks[i]}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare(side: int, classes: int, device, compiled: bool, iters: int, warmup: int) -> float:
+    from dlstudio_aspp.losses import get_loss
+    from dlstudio_aspp.model import mUNetASPP
+
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=16, num_classes=classes, head="dense").to(device).train()
+    loss_fn = get_loss("bce+dice")
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda")
+    x = torch.rand(4, 3, side, side, device=device)
+    y = (torch.rand(4, classes, side, side, device=device) > 0.7).float()
+
+    def forward_loss(a, b):
+        return loss_fn(net(a), b)
+
+    fn = forward_loss
+    if compiled:
+        fn = torch.compile(forward_loss, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+    for k in range(warmup + iters):
+        if k == warmup:
+            sync(device)
+            t = time.perf_counter()
+        opt.zero_grad()
+        fn(x, y).backward()
+        opt.step()
+    sync(device)
+    return iters / (time.perf_counter() - t)
+
+
+def loop(side: int, classes: int, device, compiled: bool, iters: int, warmup: int) -> float:
+    from dlstudio_aspp import training
+    from dlstudio_aspp.card import RunCard
+    from dlstudio_aspp.losses import get_loss
+    from dlstudio_aspp.runner import build_model, fit
+    from dlstudio_aspp.spec import RunSpec
+
+    data = RandomSet(4 * (warmup + iters), side, classes)
+    spec = RunSpec.build("modern", seed=0, max_iters=warmup + iters, progress=False, compile=compiled,
+                         checkpoint_every=0, log_every=10 ** 6).validate()
+    net = build_model(spec, classes)
+    folder = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    card = RunCard.for_training(RunCard.weights_in(folder), net, data, [side, side], spec, get_loss(spec.loss))
+    stamps, real = [], training._Run.step
+
+    def step(self, batch):
+        real(self, batch)
+        if len(stamps) in (warmup - 1, warmup + iters - 1):
+            sync(device)
+        stamps.append(time.perf_counter())
+
+    training._Run.step = step
+    try:
+        fit(spec, card, net, torch.utils.data.DataLoader(data, batch_size=4), device, perf_file=str(folder / "perf.txt"))
+    finally:
+        training._Run.step = real
+    return iters / (stamps[warmup + iters - 1] - stamps[warmup - 1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
+    rows, out = [], {"device": name, "machine": machine(), "iters": args.iters}
+    for side, classes in SHAPES:
+        res = {}
+        for label, fn, compiled in (("bare eager", bare, False), ("bare CUDA graphs", bare, True),
+                                    ("run's loop, eager", loop, False), ("run's loop, --compile", loop, True)):
+            res[label] = fn(side, classes, device, compiled, args.iters, args.warmup)
+            print(f"{side}x{side} {label}: {res[label]:.1f} it/s", flush=True)
+        for label, v in res.items():
+            rows.append([f"{side}x{side}", label, f"{v:.1f}", f"{4 * v:.0f}", f"{v / res['bare CUDA graphs']:.2f}x"])
+        out[f"{side}x{side}"] = res
+    print(f"device: {name}; {machine()}; batch 4, depth 16, dense head, AdamW, BCE+Dice; "
+          f"{args.iters} timed steps after {args.warmup}")
+    table(rows, ["input", "step", "it/s", "images/s", "vs bare CUDA graphs"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

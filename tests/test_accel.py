@@ -1,0 +1,159 @@
+"""The fast paths change nothing but speed: compiled steps, device-resident batches, no per-step host sync,
+checkpoints by time, quiet DataLoader workers."""
+import sys
+import warnings
+
+import pytest
+import torch
+
+from conftest import make_segmenter
+from dlstudio_aspp import accel, training
+from dlstudio_aspp.model import mUNetASPP
+
+FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+
+
+def _train(synthetic_shapes, tmp_path, **options):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    torch.manual_seed(0)
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, head="dense"), recipe="modern",
+                                                            seed=0, progress=False, **options)
+    return h, torch.load(tmp_path / "saved_model", weights_only=True)
+
+
+def test_compiled_step_matches_the_eager_step(synthetic_shapes, tmp_path):
+    """torch.compile (inductor on CPU) gives the same losses and weights to float tolerance.
+
+    SGD, whose update is linear in the gradient: Adam's normalised update turns float noise in
+    near-zero gradients into whole lr-sized steps, which says nothing about the compiled step."""
+    sgd = dict(max_iters=3, optimizer="sgd", lr=1e-2)
+    eager, w_eager = _train(synthetic_shapes, tmp_path / "eager", **sgd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would make this test pass vacuously
+        compiled, w_compiled = _train(synthetic_shapes, tmp_path / "compiled", compile=True, **sgd)
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+    for k in w_eager:
+        if w_eager[k].is_floating_point():
+            torch.testing.assert_close(w_compiled[k], w_eager[k], rtol=1e-3, atol=1e-4)
+
+
+def test_a_failing_compile_falls_back_with_one_warning(synthetic_shapes, tmp_path, monkeypatch):
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager, w_eager = _train(synthetic_shapes, tmp_path / "eager", max_iters=3)
+    with pytest.warns(RuntimeWarning, match="--compile: compiling the training step failed .*no compiler here") as rec:
+        fallback, w_fallback = _train(synthetic_shapes, tmp_path / "fallback", max_iters=3, compile=True)
+    assert len([w for w in rec if "--compile" in str(w.message)]) == 1
+    assert fallback["loss"] == eager["loss"] and all(torch.equal(w_eager[k], w_fallback[k]) for k in w_eager)
+
+
+def test_the_loop_makes_no_per_step_host_sync(synthetic_shapes, tmp_path, monkeypatch):
+    """Reads of a tensor's value by this package's code do not grow with the steps: 3 and 6 steps make the same."""
+    calls = []
+    for name in ("item", "__float__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("dlstudio_aspp"):
+                calls.append((_name, caller))
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    counts = []
+    for steps in (3, 6):
+        calls.clear()
+        _train(synthetic_shapes, tmp_path / str(steps), max_iters=steps, log_every=1000, checkpoint_every=0)
+        counts.append(list(calls))
+    assert counts[0] == counts[1]
+    assert counts[0].count(("tolist", "dlstudio_aspp.training")) == 2  # the epoch's order and the one flush
+    assert not [c for c in counts[0] if c[1] == "dlstudio_aspp.losses"]
+
+
+def test_non_finite_loss_is_found_at_the_flush_with_its_iteration(synthetic_shapes, tmp_path, monkeypatch):
+    from dlstudio_aspp.errors import NonFiniteLossError
+
+    monkeypatch.setattr(training, "FLUSH_EVERY", 4)
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    n = {"k": 0}
+
+    def loss(out, target):
+        n["k"] += 1
+        v = torch.nn.functional.mse_loss(out, target)
+        return v * float("inf") if n["k"] == 2 else v
+
+    with pytest.raises(NonFiniteLossError, match="loss became inf at iteration 2 "):
+        seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, max_iters=6, progress=False)
+    assert n["k"] == 4  # found at the first flush, after iteration 4, not after the run
+
+
+def test_device_batches_equal_the_dataloader_batches(synthetic_shapes, tmp_path):
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    dataset = torch.utils.data.Subset(seg.train_dataloader.dataset, range(10))
+    order = training._seeded_order(len(dataset), seed=5, epoch=1)
+    cpu = list(torch.utils.data.DataLoader(dataset, batch_size=4, sampler=order))
+    dev = list(accel.device_batches(accel.device_tensors(dataset, torch.device("cpu")), order, 4))
+    assert len(cpu) == len(dev) == 3
+    for a, b in zip(cpu, dev):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask_tensor"], b["mask_tensor"])
+    assert len(list(accel.device_batches(accel.device_tensors(dataset, torch.device("cpu")), order, 4, drop_last=True))) == 2
+
+
+def test_a_run_drawing_batches_on_the_device_trains_the_same(synthetic_shapes, tmp_path, monkeypatch):
+    """The device-resident path (used on CUDA) forced on CPU: the same losses and weights as the DataLoader path."""
+    base, w_base = _train(synthetic_shapes, tmp_path / "loader", max_iters=8)
+    run_device = _force_device_batches(monkeypatch)
+    dev, w_dev = _train(synthetic_shapes, tmp_path / "device", max_iters=8)
+    assert run_device["used"] and dev["loss"] == base["loss"]
+    assert all(torch.equal(w_base[k], w_dev[k]) for k in w_base)
+
+
+def _force_device_batches(monkeypatch):
+    """Make training keep the arrays on the (CPU) device as it does on CUDA; the loop's own batcher then draws there."""
+    used = {"used": False}
+    real = training._epoch_batches
+
+    def batches(run, loader, dataset, epoch, start_batch):
+        if run.device_arrays is None:
+            run.device_arrays = accel.device_tensors(dataset, torch.device("cpu"))
+        used["used"] = True
+        return real(run, loader, dataset, epoch, start_batch)
+
+    monkeypatch.setattr(training, "_epoch_batches", batches)
+    return used
+
+
+def test_checkpoints_are_spaced_by_time(synthetic_shapes, tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+    saved = []
+    real_step, real_save = training._Run.step, training._Run.save_checkpoint
+
+    def step(self, data):
+        clock["t"] += 10.0  # every step takes 10 fake seconds
+        return real_step(self, data)
+
+    def save(self):
+        saved.append(self.it)
+        return real_save(self)
+
+    monkeypatch.setattr(training, "_clock", lambda: clock["t"])
+    monkeypatch.setattr(training._Run, "step", step)
+    monkeypatch.setattr(training._Run, "save_checkpoint", save)
+    _train(synthetic_shapes, tmp_path, max_iters=10, checkpoint_every=1, checkpoint_seconds=25)
+    assert saved == [1, 4, 7, 10, 10]  # due every iteration, at most one per 25 s; the end always saves
+
+
+def test_workers_ignore_stop_signals():
+    import signal
+
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        accel.quiet_worker(0)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])

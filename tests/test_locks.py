@@ -1,0 +1,77 @@
+"""One writer per folder; no silent restart over a run."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dlstudio_aspp import cli
+from dlstudio_aspp.locks import LOCK_NAME, FolderLock
+
+
+@pytest.fixture
+def syn(tmp_path):
+    data = tmp_path / "syn"
+    assert cli.main(["make-shapes", str(data), "--train", "8", "--test", "4"]) == 0
+    return ["--data", str(data), "--train-file", "PurdueShapes5MultiObject-8-train.gz",
+            "--test-file", "PurdueShapes5MultiObject-4-test.gz", "--depth", "4", "--no-progress"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_the_first_finishes(syn, tmp_path, capsys):
+    out = tmp_path / "o"
+    first = subprocess.Popen([sys.executable, "-m", "dlstudio_aspp.cli", "run", *syn, "--out", str(out),
+                              "--max-iters", "40", "--cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / LOCK_NAME).exists():
+        assert first.poll() is None and time.time() < deadline, "the first run ended before it took its lock"
+        time.sleep(0.05)
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"is in use by `dlstudio-aspp run` (pid {first.pid} on {socket.gethostname()}" in err
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    card = json.loads((out / "saved_model.json").read_text())
+    assert card["iterations"] == 40 and not (out / LOCK_NAME).exists()
+
+
+def test_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "old"}))
+    with FolderLock(tmp_path, "new"):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "taking over the lock of `old`" in capsys.readouterr().out and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_another_hosts_lock_is_never_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "run"}))
+    with pytest.raises(ValueError, match=r"in use by `run` \(pid 1 on elsewhere.*delete .*\.dlstudio_aspp\.lock"):
+        FolderLock(tmp_path, "new").acquire()
+
+
+def test_a_failed_command_leaves_no_empty_folder(tmp_path):
+    lock = FolderLock(tmp_path / "new", "x")
+    with lock:
+        assert (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()
+
+
+def test_run_without_resume_refuses_an_interrupted_folder_and_overwrite_moves_it_aside(syn, tmp_path, capsys):
+    """Bug: `run` without --resume overwrote the interrupted run's checkpoint at its first save."""
+    out = tmp_path / "o"
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2"]) == 0
+    (out / "saved_model").unlink()  # as if stopped: only the checkpoint and its history
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2"]) == 2
+    assert "holds an interrupted run (a checkpoint); add --resume" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--overwrite", "--loss", "mse"]) == 0
+    assert "--overwrite: moved" in capsys.readouterr().out
+    aside = [p for p in out.iterdir() if p.name.startswith("previous-")]
+    assert len(aside) == 1 and (aside[0] / "saved_model.ckpt").read_bytes() == before["saved_model.ckpt"]
+    assert json.loads((out / "saved_model.json").read_text())["spec"]["loss"] == "mse"
+    assert cli.main(["run", *syn, "--out", str(out), "--resume", "--overwrite"]) == 2
