@@ -14,7 +14,13 @@ and the report work unchanged.
   once more; it resumes from its checkpoint if it wrote one. A second failure is
   recorded with its error in ``grid.json`` (``failed``) and in the report, and the rest
   of the grid goes on.
-- **Ctrl-C** cancels the tasks; re-running the command resumes them.
+- **Ctrl-C** cancels the tasks: first gently (each task's training takes it as a stop
+  signal and saves a checkpoint of its last finished iteration), then, after
+  ``CANCEL_GRACE`` seconds, by force. Re-running the command resumes them.
+- **Where.** Without ``--address`` a private local Ray is started (``address="local"``),
+  even when ``RAY_ADDRESS`` or a running cluster on this machine would otherwise be
+  joined: on a shared machine that cluster may be another user's, and its tasks would run
+  as that user.
 """
 from __future__ import annotations
 
@@ -68,7 +74,10 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus_per_run}, {gpus_per_run}")
     folder, _, _ = prepare_grid(cfg, Path(out).resolve())
     data = str(Path(cfg.spec.data).resolve()) + "/"
-    todo = [(name, spec.replace(data=data, progress=False)) for name, spec in cfg.cells() if not folder.is_finished(name)]
+    threads = max(1, int(cpus_per_run))
+    workers = min(cfg.spec.workers if cfg.spec.workers is not None else 0, threads - 1)  # within the task's CPUs
+    todo = [(name, spec.replace(data=data, progress=False, workers=workers)) for name, spec in cfg.cells()
+            if not folder.is_finished(name)]
     skipped = len(cfg.cells()) - len(todo)
     if skipped:
         print(f"{skipped} finished runs skipped")
@@ -76,10 +85,9 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         return {}
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs = dict(address=address) if address else dict(num_cpus=num_cpus)
+        kwargs = dict(address=address) if address else dict(address="local", num_cpus=num_cpus)
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
-    threads = max(1, int(cpus_per_run))
 
     def submit(name, spec):
         return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads)
@@ -128,10 +136,22 @@ def _collect(ray, pending: dict, submit, bar, failed: Dict[str, str], on_finish)
             if on_finish is not None:
                 on_finish(name, summary)
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, list(pending))
         raise
     return results
+
+
+#: Seconds a cancelled task has to save its checkpoint before it is killed.
+CANCEL_GRACE = 30.0
+
+
+def _cancel(ray, refs) -> None:
+    """Cancel gently (the task's training saves a checkpoint and stops), then by force after the grace period."""
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE) if refs else ([], [])
+    for ref in left:
+        ray.cancel(ref, force=True)
 
 
 def _short(exc: BaseException) -> str:

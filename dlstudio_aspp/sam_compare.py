@@ -150,6 +150,10 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
     """
     if (sam_checkpoint is None) == (sam_masks is None) and sam is None:
         raise UserError("give exactly one SAM source: --sam-checkpoint PATH (local SAM) or --sam-masks DIR (saved masks)")
+    for flag, value, high in (("--sam-size", sam_size, 4096), ("--points-per-side", points_per_side, 128),
+                              ("--count", count, 1000), ("--tolerance", tolerance, 64)):
+        if not 1 <= value <= high and not (flag == "--tolerance" and value == 0):
+            raise UserError(f"{flag} must be from 1 to {high}, got {value}")
     card = RunCard.load(run)
     model = card.load_model(device)
     names = card.class_names

@@ -106,14 +106,19 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 # ---- checks: each returns an error text, or None ------------------------------------------
-def _int_at_least(low: int) -> Callable[[Any], Optional[str]]:
+def _int_at_least(low: int, high: Optional[int] = None) -> Callable[[Any], Optional[str]]:
     def check(v):
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            return f"must be an int >= {low}, got {v!r}"
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            return f"must be an int >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {v!r}"
         return None
     return check
+
+
+#: Upper bounds on sizes, so a typo cannot ask for an absurd allocation.
+MAX_BATCH = 4096
+MAX_DEPTH = 64
 
 
 def _number(low: float, *, strict: bool, high: Optional[float] = None) -> Callable[[Any], Optional[str]]:
@@ -178,7 +183,7 @@ class RunSpec:
     """Everything that makes a run. The defaults are stock DLStudio's loop; see :data:`RECIPES`."""
 
     # ---- model ----
-    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4))
+    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4, MAX_DEPTH))
     aspp: bool = option(True, "ASPP at the bottleneck (off: stock mUNet's)", group="model", kind="onoff", axis=True)
     rates: Tuple[int, ...] = option((2, 4, 6), "ASPP dilation rates", group="model", check=_rates_check, kind="ints",
                                     applies=lambda s: s.aspp)
@@ -222,7 +227,7 @@ class RunSpec:
                                    check=_int_at_least(1))
     max_iters: Optional[int] = option(None, "iterations in all (wins over --epochs)", group="train",
                                       check=_int_at_least(1))
-    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1))
+    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1, MAX_BATCH))
     seed: Optional[int] = option(None, "seeds the initial weights and the data order (off: stock's order)",
                                  group="train", check=_int_at_least(0), off=True, axis=True)
     amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")

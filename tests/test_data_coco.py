@@ -153,3 +153,45 @@ def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
     assert np.mean(h["loss"][-2:]) < 0.7 * np.mean(h["loss"][:2])
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
     assert m["class_names"] == ["dog", "cat", "bus"] and m["num_images"] == 1
+
+
+def _edit_train_json(root, change):
+    f = root / "annotations" / "instances_train2017.json"
+    data = json.loads(f.read_text())
+    change(data)
+    f.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("name", ["../../secret.jpg", "/etc/secret.jpg"])
+def test_a_file_name_outside_the_coco_root_is_refused(fake_coco, tmp_path, name):
+    """Bug: `../../x.jpg` or an absolute file_name in the JSON was read and its pixels stored in the built set."""
+    secret = tmp_path / "secret.jpg"
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(secret)
+    _edit_train_json(fake_coco, lambda d: d["images"][0].update(file_name=name.replace("/etc", str(tmp_path))))
+    with pytest.raises(ValueError, match="file_name .*(leads outside|is not a path inside)"):
+        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_an_index_entry_outside_the_set_is_refused(fake_coco, tmp_path):
+    out = tmp_path / "out"
+    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    index = json.loads((out / "index.json").read_text())
+    index["splits"]["train"][0]["image"] = "../../../etc/passwd"
+    (out / "index.json").write_text(json.dumps(index))
+    ds = C.COCOSegmentationDataset(train_or_test="train", root=out)
+    with pytest.raises(ValueError, match="index.json image '../../../etc/passwd' leads outside"):
+        ds[0]
+
+
+@pytest.mark.parametrize("width", [0, -5, 10 ** 9, "640"])
+def test_absurd_sizes_in_the_json_are_one_line(fake_coco, tmp_path, width):
+    _edit_train_json(fake_coco, lambda d: d["images"][0].update(width=width))
+    with pytest.raises(ValueError, match=f"image 1 has height 300 and width {width!r}; both must be whole numbers"):
+        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+
+
+def test_a_decompression_bomb_is_one_line(fake_coco, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "MAX_PIXELS", 1000)  # the fixture's 400x300 image is then a "bomb"
+    with pytest.raises(ValueError, match=r"000000000001\.jpg \(COCO id 1\) is too large to decode safely"):
+        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)

@@ -49,3 +49,84 @@ def test_make_shapes_is_deterministic_and_labelled(tmp_path):
     assert sources.is_synthetic(tmp_path / "a")
     with pytest.raises(ValueError, match=">= 1"):
         sources.make_shapes(tmp_path / "c", train=0)
+
+
+def test_a_cached_sdist_that_fails_its_hash_is_fetched_again(tmp_path, monkeypatch):
+    """Bug: the cached sdist was never hash-checked, so a truncated one stayed forever."""
+    good = sources.sdist_path().read_bytes()  # the real one (fetched once, cached)
+    monkeypatch.setenv("DLSTUDIO_ASPP_CACHE", str(tmp_path))
+    (tmp_path / "sdist").mkdir()
+    (tmp_path / "sdist" / "DLStudio-1.0.9.tar.gz").write_bytes(b"truncated")
+    commands = []
+
+    def fake_run(cmd, **kw):
+        commands.append(cmd)
+        (tmp_path / "sdist" / "DLStudio-1.0.9.tar.gz").write_bytes(good)
+        return __import__("subprocess").CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(sources.subprocess, "run", fake_run)
+    logs = []
+    path = sources.sdist_path(log=logs.append)
+    assert sources.sha256(path) == sources.SDIST_SHA256 and "fails its sha256 check" in logs[0]
+    assert "--require-hashes" in commands[0]  # pip checks the pinned hash before it runs any build code
+    req = (tmp_path / "sdist" / "requirements.txt").read_text()
+    assert f"--hash=sha256:{sources.SDIST_SHA256}" in req
+
+
+def test_fetch_shapes_removes_the_synthetic_mark_of_the_files_it_replaces(tmp_path, real_shapes):
+    """Bug: SYNTHETIC.txt survived fetch-shapes, so reports called the real data synthetic."""
+    sources.make_shapes(tmp_path, train=20, test=5, seed=0)  # 20-train collides with a real file's name
+    assert sources.is_synthetic(tmp_path, ["PurdueShapes5MultiObject-20-train.gz"])
+    files = {n: open(real_shapes + n, "rb").read() for n in sources.SHA256}
+    sources.fetch_shapes(tmp_path, sources={"local": lambda wanted: {n: files[n] for n in wanted}}, log=lambda s: None)
+    assert not sources.is_synthetic(tmp_path, ["PurdueShapes5MultiObject-20-train.gz"])
+    assert sources.is_synthetic(tmp_path, ["PurdueShapes5MultiObject-5-test.gz"])  # still synthetic
+
+
+def test_make_shapes_never_overwrites_real_files(tmp_path, real_shapes):
+    import shutil
+
+    shutil.copy(real_shapes + "PurdueShapes5MultiObject-20-train.gz", tmp_path)
+    with pytest.raises(ValueError, match="holds the real PurdueShapes5MultiObject-20-train.gz"):
+        sources.make_shapes(tmp_path, train=20, test=20)
+    assert sources.sha256(tmp_path / "PurdueShapes5MultiObject-20-train.gz") == \
+        sources.SHA256["PurdueShapes5MultiObject-20-train.gz"]
+
+
+def test_an_oversized_gzip_is_refused(tmp_path, monkeypatch):
+    from dlstudio_aspp.data import shapes
+
+    sources.make_shapes(tmp_path, train=3, test=1)
+    monkeypatch.setattr(shapes, "MAX_UNCOMPRESSED", 1000)
+    with pytest.raises(ValueError, match="holds more than 0 MB uncompressed"):
+        shapes.read_pickle_gz(tmp_path / "PurdueShapes5MultiObject-3-train.gz")
+
+
+def test_a_download_past_its_limit_is_refused():
+    import io
+
+    with pytest.raises(ValueError, match="larger than the 1 MB allowed"):
+        sources.read_bounded(io.BytesIO(b"x" * (3 << 20)), 1 << 20, "tarball", progress=False)
+
+
+def test_a_cache_folder_you_cannot_write_falls_back_to_your_own_cache(tmp_path, monkeypatch, capsys):
+    """Bug: an .npz cache folder owned by another user raised an uncaught PermissionError."""
+    from dlstudio_aspp.data import shapes
+
+    monkeypatch.setenv("DLSTUDIO_ASPP_CACHE", str(tmp_path / "home"))
+    sources.make_shapes(tmp_path / "data", train=3, test=1)
+    src = tmp_path / "data" / "PurdueShapes5MultiObject-3-train.gz"
+    local, home = shapes._cache_paths(src, [64, 64])
+    real = shapes.write_with
+
+    def refuse_local(path, writer):
+        if path.parent == local.parent:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, writer)
+
+    monkeypatch.setattr(shapes, "write_with", refuse_local)
+    shapes.load_arrays(src, [64, 64])
+    assert home.is_file() and "keeping it in" in capsys.readouterr().out
+    src.touch()  # a newer file: a new cache, and the stale one is removed
+    shapes.load_arrays(src, [64, 64])
+    assert not home.exists() and len(list(home.parent.glob("*.npz"))) == 1

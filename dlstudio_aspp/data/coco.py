@@ -43,6 +43,24 @@ from ..errors import MissingFileError, UserError
 
 SPLITS = {"train": "train2017", "test": "val2017"}
 INDEX = "index.json"
+#: The largest side of a built set's images (--size).
+MAX_SIZE = 2048
+#: The largest image side the builder accepts from a COCO JSON (COCO's own images are at most 640).
+MAX_SIDE = 20000
+#: PIL's decompression-bomb limit for the images the builder reads (about 12 times a 10000x10000 image).
+MAX_PIXELS = 12 * 10000 * 10000
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, refusing a path that leaves ``root`` (``..``, an absolute path, a link outside)."""
+    root = Path(root)
+    rel = Path(str(relative))
+    if rel.is_absolute() or not str(relative):
+        raise UserError(f"{what} {relative!r} is not a path inside {root}; the file names there must be relative")
+    path = root / rel
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{what} {relative!r} leads outside {root}; refusing to read it")
+    return path
 
 
 def load_coco(ann_file: Path):
@@ -79,6 +97,13 @@ def check_annotations(coco, ann_file: Path) -> None:
         if ann["category_id"] not in coco.cats:
             raise UserError(f"{ann_file}: annotation {ann.get('id', '?')} names category id {ann['category_id']}, which "
                             "is not in its 'categories' list; re-download the annotations")
+    for img in data["images"]:
+        h, w = img.get("height"), img.get("width")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in (h, w)):
+            raise UserError(f"{ann_file}: image {img.get('id', '?')} has height {h!r} and width {w!r}; both must be "
+                            f"whole numbers from 1 to {MAX_SIDE} (re-download the annotations)")
+        if not isinstance(img.get("file_name"), str):
+            raise UserError(f"{ann_file}: image {img.get('id', '?')} has no file_name; re-download the annotations")
 
 
 def category_ids(coco, classes: Sequence[str]) -> List[int]:
@@ -188,13 +213,16 @@ def _build_entry(coco, image_id: int, coco_root: Path, out: Path, split: str, ca
     name = f"{image_id:012d}.png"
     im_path, mask_path = out / "images" / split / name, out / "masks" / split / name
     if not (im_path.is_file() and mask_path.is_file()):
-        src = coco_root / split_dir / img["file_name"]
+        src = inside(coco_root / split_dir, img["file_name"], f"COCO id {image_id}: file_name")
         if not src.is_file():
             raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
         try:
-            with Image.open(src) as raw:
+            with _bounded_pixels(), Image.open(src) as raw:
                 raw.load()
                 im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+        except Image.DecompressionBombError as exc:
+            raise UserError(f"image {src} (COCO id {image_id}) is too large to decode safely ({exc}); remove it "
+                            "from the annotations or the folder") from None
         except (OSError, SyntaxError) as exc:  # PIL's errors for truncated or non-image files
             raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
                             "re-run the same command: finished images are kept") from None
@@ -218,8 +246,8 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
         raise UserError(f"--splits must name train and/or test, got {list(splits)}")
-    if size < 8 or size % 8:
-        raise UserError(f"--size must be a multiple of 8 (mUNet needs it), got {size}")
+    if size < 8 or size % 8 or size > MAX_SIZE:
+        raise UserError(f"--size must be a multiple of 8 (mUNet needs it) from 8 to {MAX_SIZE}, got {size}")
     settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
                     max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
     check_settings(out, settings)
@@ -283,6 +311,19 @@ def check_settings(out: Path, settings: dict) -> None:
     write_json(out / SETTINGS, settings)
 
 
+@contextlib.contextmanager
+def _bounded_pixels():
+    """PIL's decompression-bomb check at :data:`MAX_PIXELS` while the builder decodes an image."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL raises at twice its limit and warns above it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def read_index(root) -> dict:
     path = Path(root) / INDEX
     if not path.is_file():
@@ -335,9 +376,9 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         e = self.entries[idx]
-        with Image.open(self.root / e["image"]) as im:
+        with Image.open(inside(self.root, e["image"], f"{INDEX} image")) as im:
             image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        bits = torch.from_numpy(decode_bits(self.root / e["mask"], self.num_shapes))
+        bits = torch.from_numpy(decode_bits(inside(self.root, e["mask"], f"{INDEX} mask"), self.num_shapes))
         mask = bits.to(torch.uint8) * self.values
         bbox = torch.zeros(self.size, self.num_shapes, 4)
         for c, boxes in e["boxes"].items():

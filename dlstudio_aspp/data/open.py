@@ -101,4 +101,4 @@ def data_identity(dataset) -> dict:
 def is_synthetic(spec: RunSpec) -> bool:
     from .sources import is_synthetic as marked
 
-    return spec.dataset == "shapes" and marked(spec.data or DEFAULT_SHAPES_DATA)
+    return spec.dataset == "shapes" and marked(spec.data or DEFAULT_SHAPES_DATA, [spec.train_file, spec.test_file])

@@ -77,11 +77,29 @@ class _SafeUnpickler(pickle.Unpickler):
                                      "(only numpy arrays and builtin containers are allowed)")
 
 
+#: The most a dataset ``.gz`` may hold uncompressed (the real 10000-image file holds 1.3 GB).
+MAX_UNCOMPRESSED = 4 << 30
+
+
+def _read_gz(path: Path, limit: int) -> bytes:
+    chunks, total = [], 0
+    with gzip.open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 24)
+            if not block:
+                return b"".join(chunks)
+            total += len(block)
+            if total > limit:
+                raise UserError(f"{path} holds more than {limit >> 20} MB uncompressed, more than any "
+                                "PurdueShapes5MultiObject file; it is not one (or raise "
+                                "dlstudio_aspp.data.shapes.MAX_UNCOMPRESSED for a larger set of your own)")
+            chunks.append(block)
+
+
 def read_pickle_gz(path: Path) -> Tuple[dict, dict]:
     """Read and check a PurdueShapes5MultiObject ``.gz``; one-line errors on bad files."""
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
+        raw = _read_gz(path, MAX_UNCOMPRESSED)
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
         raise UserError(
             f"{path} is not a complete gzip file ({type(exc).__name__}: {exc}); delete it and "
@@ -134,20 +152,41 @@ def decode(dataset: dict, image_size) -> Dict[str, np.ndarray]:
     return {"images": images, "masks": masks, "boxes": boxes, "counts": counts}
 
 
-def _cache_path(src: Path, image_size) -> Path:
+def _cache_paths(src: Path, image_size) -> Tuple[Path, Path]:
+    """(beside the data, in the user's cache) for ``src`` at ``image_size``: named by the file's path,
+    size and mtime, so an edited file gets a new cache."""
     st = src.stat()
     size = "x".join(str(int(v)) for v in image_size)
     tag = hashlib.sha1(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{CACHE_VERSION}".encode()).hexdigest()[:12]
-    local = src.parent / ".dlstudio_aspp_cache"
-    if os.access(src.parent, os.W_OK):
-        return local / f"{src.name}.{tag}.npz"
-    home = Path(os.environ.get("DLSTUDIO_ASPP_CACHE", Path.home() / ".cache" / "dlstudio_aspp"))
-    return home / f"{src.name}.{tag}.npz"
+    name = f"{src.name}.{size}.{tag}.npz"
+    home = Path(os.environ.get("DLSTUDIO_ASPP_CACHE", Path.home() / ".cache" / "dlstudio_aspp")) / "npz"
+    return src.parent / ".dlstudio_aspp_cache" / name, home / name
+
+
+def _write_cache(paths: Tuple[Path, Path], label_map: dict, arrays: dict) -> None:
+    """Write the cache beside the data, else (a folder you cannot write) in the user's cache; drop older
+    caches of the same file and size there."""
+    for k, cache in enumerate(paths):
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_with(cache, lambda f: np.savez_compressed(f, label_names=np.array(list(label_map)),
+                                                            label_values=np.array(list(label_map.values())), **arrays))
+        except PermissionError:
+            if k == 0:
+                print(f"cannot write the cache beside the data ({cache.parent}); keeping it in {paths[1].parent}")
+                continue
+            raise
+        prefix = cache.name.rsplit(".", 2)[0]  # <file>.<size>
+        for old in cache.parent.glob(f"{prefix}.*.npz"):
+            if old != cache:
+                old.unlink(missing_ok=True)
+        return
 
 
 def load_arrays(path: Path, image_size, use_cache: bool = True) -> Tuple[Dict[str, np.ndarray], dict]:
     """Arrays and label map for ``path``, from the ``.npz`` cache when it is fresh."""
-    cache = _cache_path(path, image_size)
+    paths = _cache_paths(path, image_size)
+    cache = next((p for p in paths if p.is_file()), paths[0])
     if use_cache and cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
@@ -159,9 +198,7 @@ def load_arrays(path: Path, image_size, use_cache: bool = True) -> Tuple[Dict[st
     dataset, label_map = read_pickle_gz(path)
     arrays = decode(dataset, image_size)
     if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_with(cache, lambda tmp: np.savez_compressed(tmp, label_names=np.array(list(label_map)),
-                                                          label_values=np.array(list(label_map.values())), **arrays))
+        _write_cache(paths, label_map, arrays)
     return arrays, dict(label_map)
 
 

@@ -22,8 +22,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..atomic import write_bytes
-from ..card import shape_label_map
+from ..atomic import write_bytes, write_text
+from ..card import sha256_of, shape_label_map
 from ..errors import MissingFileError, UserError
 
 PURDUE_URL = "https://engineering.purdue.edu/kak/distDLS/datasets_for_DLStudio.tar.gz"
@@ -35,6 +35,7 @@ SHA256: Dict[str, str] = {
     "PurdueShapes5MultiObject-20-test.gz": "4e3b6198b1663f4ac2d50786dca4344c612ea9c8f54ff1fedc6be672c784b8a7",
 }
 LABEL_MAP = shape_label_map()
+SYNTHETIC_MARK = "SYNTHETIC.txt"
 SYNTHETIC_NOTE = "SYNTHETIC PurdueShapes5MultiObject stand-in made by dlstudio-aspp make-shapes (not the real data)"
 
 
@@ -45,12 +46,12 @@ def cache_dir() -> Path:
     return d
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = sha256_of
+#: The DLStudio 1.0.9 sdist on PyPI (``Examples/data/`` holds the real files); pip checks this
+#: hash before it unpacks the archive or runs any of its build code.
+SDIST_SHA256 = "45a80a9342945fad0335948b37644d2b6e3c189d4f34f030d4bd810c087b4a3a"
+#: The most the Purdue tarball download may be (it is about 400 MB).
+MAX_DOWNLOAD = 2 << 30
 
 
 def _from_tar(tar: tarfile.TarFile, wanted) -> Dict[str, bytes]:
@@ -68,22 +69,55 @@ def _from_tar(tar: tarfile.TarFile, wanted) -> Dict[str, bytes]:
     return found
 
 
+def read_bounded(response, limit: int, label: str, progress: bool = True) -> bytes:
+    """A download read in blocks, with a progress bar, refused once it passes ``limit`` bytes."""
+    size = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
+    if size > limit:
+        raise UserError(f"{label} is {size >> 20} MB, more than the {limit >> 20} MB allowed")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=size or None, unit="B", unit_scale=True, desc=label, mininterval=1.0)
+    chunks, total = [], 0
+    try:
+        while True:
+            block = response.read(1 << 20)
+            if not block:
+                return b"".join(chunks)
+            total += len(block)
+            if total > limit:
+                raise UserError(f"{label} is larger than the {limit >> 20} MB allowed; refusing the rest")
+            chunks.append(block)
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _purdue_source(wanted, timeout: float) -> Dict[str, bytes]:
     with urllib.request.urlopen(PURDUE_URL, timeout=timeout) as r:
-        blob = r.read()
+        blob = read_bounded(r, MAX_DOWNLOAD, "Purdue tarball")
     return _from_tar(tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz"), wanted)
 
 
-def sdist_path() -> Path:
-    """The DLStudio 1.0.9 sdist, fetched with pip once and cached."""
+def sdist_path(log: Callable[[str], None] = print) -> Path:
+    """The DLStudio 1.0.9 sdist, fetched with pip once (hash-pinned) and cached; a cached copy
+    that fails its sha256 (truncated, replaced) is deleted and fetched again."""
     d = cache_dir() / "sdist"
-    hits = sorted(d.glob("[Dd][Ll][Ss]tudio-1.0.9.tar.gz")) if d.is_dir() else []
-    if hits:
-        return hits[0]
+    for hit in sorted(d.glob("[Dd][Ll][Ss]tudio-1.0.9.tar.gz")) if d.is_dir() else []:
+        if sha256_of(hit) == SDIST_SHA256:
+            return hit
+        log(f"the cached {hit.name} fails its sha256 check; fetching it again")
+        hit.unlink()
     d.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(d), SDIST_SPEC]
+    req = d / "requirements.txt"
+    req.write_text(f"{SDIST_SPEC} --hash=sha256:{SDIST_SHA256}\n")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+           "-r", str(req), "-d", str(d)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    hits = sorted(d.glob("[Dd][Ll][Ss]tudio-1.0.9.tar.gz"))
+    hits = [h for h in sorted(d.glob("[Dd][Ll][Ss]tudio-1.0.9.tar.gz")) if sha256_of(h) == SDIST_SHA256]
     if proc.returncode != 0 or not hits:
         raise MissingFileError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
     return hits[0]
@@ -132,6 +166,7 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
     if missing:
         raise MissingFileError(f"could not fetch {missing}: {'; '.join(errors)}. Copy the files into {dest} by hand, "
                                 "or use `dlstudio-aspp make-shapes` for a synthetic stand-in.")
+    _unmark(dest, list(SHA256))
     return result
 
 
@@ -186,6 +221,11 @@ def make_shapes(dest: str | os.PathLike, train: int = 200, test: int = 40, seed:
     if train < 1 or test < 1:
         raise UserError(f"--train and --test must be >= 1, got {train} and {test}")
     dest = Path(dest)
+    names = [f"PurdueShapes5MultiObject-{n}-{split}.gz" for split, n in (("train", train), ("test", test))]
+    real = [n for n in names if (dest / n).is_file() and n in SHA256 and sha256(dest / n) == SHA256[n]]
+    if real:
+        raise UserError(f"{dest} holds the real {', '.join(real)}; make-shapes would overwrite it with synthetic data. "
+                        "Choose another DEST or other --train/--test counts")
     dest.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     out = {}
@@ -197,9 +237,37 @@ def make_shapes(dest: str | os.PathLike, train: int = 200, test: int = 40, seed:
             f.write(pickle.dumps((dataset, dict(LABEL_MAP)), protocol=2))
         write_bytes(path, buf.getvalue())
         out[split] = path
-    (dest / "SYNTHETIC.txt").write_text(f"{SYNTHETIC_NOTE}; seed={seed}, train={train}, test={test}\n")
+    marked = sorted(set(synthetic_files(dest)) | {p.name for p in out.values()})
+    write_text(dest / SYNTHETIC_MARK, f"{SYNTHETIC_NOTE}; seed={seed}, train={train}, test={test}\n"
+               + "".join(f"{name}\n" for name in marked))
     return out
 
 
-def is_synthetic(folder: str | os.PathLike) -> bool:
-    return (Path(folder) / "SYNTHETIC.txt").is_file()
+def synthetic_files(folder) -> list:
+    """The files ``SYNTHETIC.txt`` names (its first line is the note; older marks name none: all are synthetic)."""
+    mark = Path(folder) / SYNTHETIC_MARK
+    if not mark.is_file():
+        return []
+    return [line.strip() for line in mark.read_text().splitlines()[1:] if line.strip()]
+
+
+def is_synthetic(folder: str | os.PathLike, files=None) -> bool:
+    """True when ``folder`` holds synthetic data (any of ``files``, when given, is one of the synthetic files)."""
+    mark = Path(folder) / SYNTHETIC_MARK
+    if not mark.is_file():
+        return False
+    named = synthetic_files(folder)
+    return not named or files is None or any(f in named for f in files)
+
+
+def _unmark(dest: Path, real_names) -> None:
+    """Real files just written over synthetic ones of the same name: they leave ``SYNTHETIC.txt``."""
+    named = synthetic_files(dest)
+    if not (dest / SYNTHETIC_MARK).is_file():
+        return
+    left = [n for n in named if n not in real_names and (dest / n).is_file()]
+    if left:
+        lines = (dest / SYNTHETIC_MARK).read_text().splitlines()[:1]
+        write_text(dest / SYNTHETIC_MARK, "\n".join(lines + left) + "\n")
+    else:
+        (dest / SYNTHETIC_MARK).unlink()
