@@ -100,6 +100,8 @@ class RunCard:
         iterations, epochs: what training actually ran (the spec holds what was asked).
         weights_sha256, weights_size: the weights file this card describes; :meth:`load`
             refuses weights that are not those.
+        provenance: how the run was made (:func:`dlstudio_aspp.provenance.provenance`).
+        seconds: wall time of each phase ('load', 'train', 'test').
     """
 
     weights: Path
@@ -115,6 +117,8 @@ class RunCard:
     epochs: Optional[int] = None
     weights_sha256: Optional[str] = None
     weights_size: Optional[int] = None
+    provenance: Dict = field(default_factory=dict)
+    seconds: Dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.weights = Path(self.weights)
@@ -298,7 +302,8 @@ class RunCard:
     @classmethod
     def from_json(cls, weights, data: Dict) -> "RunCard":
         known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
-                                      "image_size", "spec", "iterations", "epochs", "weights_sha256", "weights_size")
+                                      "image_size", "spec", "iterations", "epochs", "weights_sha256", "weights_size",
+                                      "provenance", "seconds")
                  if k in data}
         if "spec" not in known and "train" in data:  # cards before version 3
             known["spec"] = dict(data["train"], recipe=data.get("recipe", "stock"))

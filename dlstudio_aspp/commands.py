@@ -81,11 +81,13 @@ def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
 
     if is_synthetic(spec):
         print(f"NOTE: {spec.data} holds SYNTHETIC data (see SYNTHETIC.txt)")
+    t0 = time.perf_counter()
     train, test = open_datasets(spec)
+    load_seconds = time.perf_counter() - t0
     _describe(spec, train)
     from .runner import train_and_score
 
-    summary = train_and_score(spec, out, data=(train, test), resume=args.resume)
+    summary = train_and_score(spec, out, data=(train, test), resume=args.resume, load_seconds=load_seconds)
     print(f"test mIoU {summary['miou']:.3f} after {summary['iterations']} iterations; outputs in {out}/: "
           f"{', '.join(p.name for p in layout.own_files())}")
     return 0

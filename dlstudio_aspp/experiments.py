@@ -122,7 +122,9 @@ def prepare_grid(cfg: GridConfig, out) -> Tuple[GridFolder, object, object]:
         from .data.sources import SYNTHETIC_NOTE
 
         print(f"NOTE: {cfg.spec.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
-    folder.write_settings(dict(cfg.to_json(), synthetic=synthetic))
+    from .provenance import provenance
+
+    folder.write_settings(dict(cfg.to_json(), synthetic=synthetic, provenance=provenance()))
     return folder, train, test
 
 

@@ -25,6 +25,7 @@ from .errors import UserError
 from .evaluation import evaluate, save_grid
 from .losses import get_loss
 from .metrics import format_table
+from .provenance import provenance
 from .spec import RunSpec
 from .training import train
 
@@ -56,15 +57,20 @@ def _output_channels(net) -> Optional[int]:
     return getattr(head, "out_channels", None)
 
 
-def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None):
-    """Train ``net`` on ``loader`` under ``spec``; save the weights and ``card``; return (trained net, history)."""
+def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None,
+        command: Optional[str] = None):
+    """Train ``net`` on ``loader`` under ``spec``; save the weights and ``card``; return (trained net, history).
+
+    ``command``: what made the run, for the card's provenance (default: this process's command line)."""
     channels = _output_channels(net)
     if channels is not None and channels != len(card.mask_values):
         raise UserError(f"the model has {channels} output channels but the data has {len(card.mask_values)} classes; "
                         f"build it with num_classes={len(card.mask_values)}")
     card.folder.mkdir(parents=True, exist_ok=True)
+    card.provenance = provenance(command, device)
     trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
     card.iterations, card.epochs = len(history["loss"]), history["epochs"]
+    card.seconds["train"] = round(history["seconds"], 2)
     card.save_weights(trained)
     return trained, history
 
@@ -80,6 +86,7 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=default_num_workers(workers), worker_init_fn=quiet_worker,
                                          pin_memory=torch.device(device).type == "cuda")
+    t0 = time.perf_counter()
     metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress, compile=compile)
     samples = metrics.pop("samples", [])
     if samples:
@@ -88,13 +95,17 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
                                         title=f"{card.weights.name}: mIoU {metrics['miou']:.3f}"))
     metrics["model"] = card.model
     write_json(card.metrics_file, metrics)
+    if card.file.is_file() and card.weights_sha256:  # the card of these weights gains the test time
+        card.seconds["test"] = round(time.perf_counter() - t0, 2)
+        card.save()
     print(format_table(metrics))
     print(f"scored {metrics['num_images']} test images; metrics in {card.metrics_file.name}")
     metrics["samples"] = samples
     return metrics
 
 
-def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None) -> dict:
+def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None,
+                    load_seconds: Optional[float] = None) -> dict:
     """Train and score one run in ``folder``; return its summary (``summary.json``, written last).
 
     Args:
@@ -102,15 +113,19 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
         data: ``(train, test)`` datasets already open (a grid opens them once); default: from the spec.
         resume: continue from the folder's checkpoint; None resumes when there is one (the grid's rule).
         device: default: CUDA when there is one and ``spec.cpu`` is off.
+        load_seconds: how long opening ``data`` took, for the card (measured here when it opens the data).
     """
     from .data.open import dataset_shape, open_datasets
 
     spec.validate()
+    t0 = time.perf_counter()
     train_set, test_set = data if data is not None else open_datasets(spec)
+    load_seconds = time.perf_counter() - t0 if load_seconds is None else load_seconds
     num_classes, image_size = dataset_shape(train_set)
     net = build_model(spec, num_classes)
     loss_fn = get_loss(spec.loss)
     card = RunCard.for_training(RunCard.weights_in(folder), net, train_set, image_size, spec, loss_fn)
+    card.seconds["load"] = round(load_seconds, 2)
     if resume is None:
         resume = card.checkpoint.is_file()
     device = torch.device(device) if device is not None else device_for(spec)

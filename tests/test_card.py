@@ -94,3 +94,20 @@ def test_saving_new_weights_removes_what_described_the_old_ones(tmp_path):
         stale.write_text("old")
     card.save_weights(card.build_model())
     assert not any(p.exists() for p in (card.metrics_file, card.test_grid, card.summary_file, card.samples_file))
+
+
+def test_the_card_records_provenance_and_phase_times(synthetic_shapes, tmp_path):
+    import torch
+
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1], depth=4, seed=0,
+                         max_iters=2, progress=False, cpu=True)
+    train_and_score(spec, tmp_path / "run")
+    card = json.loads((tmp_path / "run" / "saved_model.json").read_text())
+    prov = card["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["dlstudio_aspp"] == "0.1.0" and prov["threads"] >= 1
+    assert {"torchvision", "DLStudio", "numpy", "cuda", "cudnn", "device", "command", "git_commit"} <= set(prov)
+    assert set(card["seconds"]) == {"load", "train", "test"} and card["seconds"]["train"] > 0
+    assert RunCard.load(tmp_path / "run").seconds == card["seconds"]  # re-saved card still matches its weights
