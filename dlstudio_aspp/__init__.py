@@ -22,6 +22,7 @@ _LAZY = {
     "RunCard": "card",
     "GridFolder": "grid",
     "train_and_score": "runner",
+    "predict": "inference",
 }
 
 __all__ = sorted(_LAZY)

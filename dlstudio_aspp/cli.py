@@ -209,6 +209,21 @@ def _sam_parser(sub) -> None:
     p.set_defaults(func="sam_compare")
 
 
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="run a trained model on your own images",
+                       description="Masks for your own pictures (any size; PNG, JPEG, grey or RGBA): per image an "
+                                   "overlay PNG, one 0/255 mask PNG per class, and a line of predictions.jsonl with "
+                                   "each class's pixel fraction. The run's card gives the image size, the input "
+                                   "scaling and the thresholds.")
+    p.add_argument("run", help="a run folder (saved_model + saved_model.json)")
+    p.add_argument("images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, help="where the masks, overlays and predictions.jsonl go")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func="predict")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, "
                                      "training, experiments, reports, COCO and SAM tools.")
@@ -218,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_parsers(sub)
     _experiments_parser(sub)
     _sam_parser(sub)
+    _predict_parser(sub)
     p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
                        description="Loss curves (best/worst seed, overlay), ASPP on vs off with paired intervals, a "
                                    "qualitative grid, metrics and Dice-scale tables, all from the runs on disk, in report.md.")

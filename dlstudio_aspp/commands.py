@@ -139,6 +139,20 @@ def _grid_out(args) -> str:
     return args.out_pos or args.out or "outputs/experiments"
 
 
+def predict(args) -> int:
+    import torch
+
+    from .inference import predict_files
+
+    if not 1 <= args.batch_size <= 4096:
+        raise UserError(f"--batch-size must be from 1 to 4096, got {args.batch_size}")
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    path = predict_files(args.run, args.images, args.out, batch_size=args.batch_size, device=device,
+                         progress=not args.no_progress)
+    print(f"masks and overlays in {args.out}/; per-image class fractions in {path}")
+    return 0
+
+
 def report(args) -> int:
     from .report import make_report
 

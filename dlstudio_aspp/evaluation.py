@@ -33,6 +33,24 @@ def colour_masks(masks: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def class_colours(num_classes: int) -> List[tuple]:
+    """One (R, G, B) 0..255 colour per class, the same in every figure."""
+    return [tuple(int(round(v * 255)) for v in CLASS_COLOURS[k % len(CLASS_COLOURS)]) for k in range(num_classes)]
+
+
+def overlay(image: torch.Tensor, masks, alpha: float = 0.55) -> torch.Tensor:
+    """(3, H, W) image in 0..255 with (C, H, W) bool masks drawn on it in the class colours
+    (``torchvision.utils.draw_segmentation_masks``); returns (3, H, W) uint8."""
+    from torchvision.utils import draw_segmentation_masks
+
+    masks = torch.as_tensor(masks, dtype=torch.bool)
+    if masks.dim() == 2:
+        masks = masks[None]
+    img = image.detach().cpu().float()
+    img = (img * 255 if img.max() <= 1.0 else img).clamp(0, 255).to(torch.uint8)
+    return draw_segmentation_masks(img, masks.cpu(), alpha=alpha, colors=class_colours(masks.shape[0]))
+
+
 def to_rgb(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) image in [0, 255] (or [0, 1]) -> (H, W, 3) float in [0, 1]."""
     im = image.detach().cpu().float()

@@ -16,7 +16,7 @@ import torch
 
 from . import atomic
 from .card import RunCard, mask_truth
-from .evaluation import colour_masks, to_rgb
+from .evaluation import overlay, to_rgb
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
 from .errors import UserError
 
@@ -40,12 +40,7 @@ def _overlay(image: torch.Tensor, masks: np.ndarray, gt: np.ndarray) -> np.ndarr
     """Image with class colours blended in and the ground-truth outlines in white."""
     from .mask_metrics import boundary
 
-    rgb = to_rgb(image)
-    if masks.ndim == 2:
-        masks = masks[None]
-    col = colour_masks(masks)
-    any_mask = masks.any(0)[..., None]
-    out = np.where(any_mask, 0.45 * rgb + 0.55 * col, rgb)
+    out = overlay(image, masks).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
     edge = boundary(torch.from_numpy(gt)).any(0).numpy()
     out[edge] = 1.0
     return out

@@ -1,0 +1,87 @@
+"""`predict`: a trained run on your own pictures."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlstudio_aspp import cli
+from dlstudio_aspp.card import RunCard
+
+FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_shapes, tmp_path_factory):
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    folder = tmp_path_factory.mktemp("run")
+    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1], depth=4, seed=0,
+                         max_iters=6, progress=False, cpu=True)
+    train_and_score(spec, folder)
+    return folder
+
+
+def test_predict_gives_the_masks_evaluation_computed(trained, tmp_path):
+    """The first test images, saved as PNG and predicted, give the masks evaluation made of them."""
+    samples = np.load(RunCard.load(trained).samples_file)
+    card = RunCard.load(trained)
+    files = []
+    for k, image in enumerate(samples["images"]):
+        files.append(tmp_path / f"test{k}.png")
+        Image.fromarray(image.transpose(1, 2, 0)).save(files[-1])
+    from dlstudio_aspp import predict
+
+    masks = predict(trained, files)
+    expected = card.binarize(torch.from_numpy(samples["outputs"]))
+    assert len(masks) == len(files) and all(torch.equal(m, e) for m, e in zip(masks, expected))
+
+
+def test_a_folder_of_mixed_images(trained, tmp_path, capsys):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((100, 150, 3)) * 255).astype(np.uint8)).save(pics / "wide.jpg")
+    Image.fromarray((rng.random((37, 41)) * 255).astype(np.uint8), mode="L").save(pics / "grey.png")
+    Image.fromarray((rng.random((64, 64, 4)) * 255).astype(np.uint8), mode="RGBA").save(pics / "alpha.png")
+    (pics / "notes.txt").write_text("not an image, and not picked up from a folder")
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(trained), str(pics), "--out", str(out), "--cpu", "--no-progress"]) == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in lines] == ["alpha", "grey", "wide"]
+    assert [r["size"] for r in lines] == [[64, 64], [37, 41], [100, 150]]
+    names = RunCard.load(trained).class_names
+    for r in lines:
+        assert set(r["fraction"]) == set(names) and all(0 <= v <= 1 for v in r["fraction"].values())
+        overlay = Image.open(out / f"{r['image']}_overlay.png")
+        assert overlay.size == (r["size"][1], r["size"][0]) and overlay.mode == "RGB"
+        mask = np.asarray(Image.open(out / f"{r['image']}_{names[0]}.png"))
+        assert mask.shape == tuple(r["size"]) and set(np.unique(mask)) <= {0, 255}
+        assert mask.mean() / 255 == pytest.approx(r["fraction"][names[0]], abs=1e-6)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("text", "is not an image this tool can read"), ("empty", "holds no images"), ("missing", "does not exist"),
+    ("no-weights", "no trained weights"),
+])
+def test_bad_inputs_are_one_line(trained, tmp_path, capsys, case, match):
+    run, target = str(trained), tmp_path / "in"
+    if case == "text":
+        target = tmp_path / "a.png"
+        target.write_text("hello")
+    elif case == "empty":
+        target.mkdir()
+    elif case == "no-weights":
+        import shutil
+
+        run = str(tmp_path / "run")
+        shutil.copytree(trained, run)
+        (tmp_path / "run" / "saved_model").unlink()
+        target = tmp_path / "a.png"
+        Image.new("RGB", (8, 8)).save(target)
+    assert cli.main(["predict", run, str(target), "--out", str(tmp_path / "out"), "--cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err
+    assert not (tmp_path / "out").exists()
