@@ -24,7 +24,8 @@ setup(
     extras_require={
         "sam": ["segment-anything"],
         "ray": ["ray"],
-        "test": ["pytest", "segment-anything", "ray"],
+        "tensorboard": ["tensorboard"],
+        "test": ["pytest", "segment-anything", "ray", "tensorboard"],
     },
     entry_points={"console_scripts": ["dlstudio-aspp=dlstudio_aspp.cli:main"]},
 )

@@ -161,6 +161,10 @@ class RunCard:
         return self.folder / "samples.npz"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        return self.folder / "tensorboard"
+
+    @property
     def summary_file(self) -> Path:
         return self.folder / "summary.json"
 

@@ -234,10 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     _experiments_parser(sub)
     _sam_parser(sub)
     _predict_parser(sub)
-    p = sub.add_parser("report", help="plots, tables and report.md from an experiments folder",
-                       description="Loss curves (best/worst seed, overlay), ASPP on vs off with paired intervals, a "
-                                   "qualitative grid, metrics and Dice-scale tables, all from the runs on disk, in report.md.")
-    p.add_argument("run_dir", help="an experiments folder")
+    p = sub.add_parser("report", help="a report of a run or an experiments folder, as Markdown, HTML and PDF",
+                       description="For a run folder: its configuration, loss curve and components, per-class IoU/Dice "
+                                   "with intervals, TP/FP/FN per class, the test grid, provenance and timings. For an "
+                                   "experiments folder: loss curves (best/worst seed, overlay), ASPP on vs off with "
+                                   "paired intervals, a qualitative grid, metrics and Dice-scale tables. Everything is "
+                                   "read from the files on disk; the HTML embeds its figures (one file, offline) and "
+                                   "the PDF is A4, made without a browser.")
+    p.add_argument("run_dir", help="a run folder (`run --out`) or an experiments folder (`experiments --out`)")
+    p.add_argument("--format", default="md,html,pdf", help="comma-separated: md, html, pdf (default: md,html,pdf)")
     p.set_defaults(func="report")
     return parser
 

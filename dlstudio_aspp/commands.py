@@ -129,7 +129,10 @@ def experiments(args) -> int:
             run_grid(cfg, out)
     print(grid_outcome(cfg, out))
     if not args.no_report:
-        print(f"report: {make_report(out)}")
+        from .documents import write_document
+
+        written = write_document(make_report(out))
+        print("report: " + ", ".join(str(p) for p in written.values()))
     return 0
 
 
@@ -154,9 +157,27 @@ def predict(args) -> int:
 
 
 def report(args) -> int:
+    from .card import RunCard
+    from .documents import FORMATS, write_document
+    from .grid import GridFolder
     from .report import make_report
+    from .run_report import make_run_report
 
-    print(f"report: {make_report(args.run_dir)}")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--format takes {', '.join(FORMATS)} (comma-separated), got {args.format!r}")
+    folder = Path(args.run_dir)
+    if GridFolder(folder).exists():
+        md = make_report(folder)
+    elif RunCard(weights=RunCard.weights_in(folder)).file.is_file():
+        md = make_run_report(folder)
+    else:
+        raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "
+                               "(saved_model.json); give the folder `run --out` or `experiments --out` wrote")
+    for kind, path in write_document(md, ["md", *formats]).items():
+        if kind in formats:
+            print(f"{kind}: {path}")
     return 0
 
 

@@ -15,6 +15,7 @@ mIoU and mean Dice, rather than counting it as 0 (a failure that did not happen)
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -77,6 +78,7 @@ class MultiLabelConfusion:
             "miou": _nanmean(iou), "mean_dice": _nanmean(dice), "mean_pixel_accuracy": float(acc.mean()),
             "confusion": self.mat.tolist(),
             "miou_ci95": bootstrap_miou(self.image_counts()) if self.per_image else [math.nan, math.nan],
+            **bootstrap_per_class(self.image_counts()),
         }
 
     def image_counts(self) -> np.ndarray:
@@ -109,6 +111,26 @@ def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level:
         totals[b:b + idx.shape[0]] = miou_from_counts(counts[idx])
     lo, hi = np.nanpercentile(totals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return [float(lo), float(hi)]
+
+
+def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, level: float = 0.95) -> Dict:
+    """Percentile bootstrap intervals over test images of each class's IoU and Dice:
+    ``{'iou_ci95': [[low, high], ...], 'dice_ci95': [...]}`` (NaN for a class never seen)."""
+    n, c = counts.shape[0], counts.shape[1] if counts.ndim == 3 else 0
+    if n == 0:
+        return {"iou_ci95": [[math.nan, math.nan]] * c, "dice_ci95": [[math.nan, math.nan]] * c}
+    rng = np.random.default_rng(seed)
+    iou, dice = np.empty((n_boot, c)), np.empty((n_boot, c))
+    for b in range(0, n_boot, 100):
+        idx = rng.integers(0, n, size=(min(100, n_boot - b), n))
+        tp, fp, fn = (counts[idx].sum(-3)[..., k].astype(np.float64) for k in range(3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou[b:b + idx.shape[0]] = np.where(tp + fp + fn > 0, tp / np.maximum(tp + fp + fn, 1), np.nan)
+            dice[b:b + idx.shape[0]] = np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a class absent from every image
+        return {"iou_ci95": np.nanpercentile(iou, q, axis=0).T.tolist(), "dice_ci95": np.nanpercentile(dice, q, axis=0).T.tolist()}
 
 
 def _floats(t: torch.Tensor) -> List[float]:

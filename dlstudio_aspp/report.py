@@ -13,10 +13,12 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .atomic import save_figure, write_text
+from .atomic import write_text
+from .plots import pyplot as _plt, running_mean, save_plot as _save
 from .card import RunCard, mask_truth
 from .errors import MissingFileError, UserError
 from .evaluation import colour_masks
+from .documents import key_value_table
 from .grid import GridFolder, read_json as _read_json
 from .spec import loss_label
 from .stats import paired_interval
@@ -36,31 +38,6 @@ def load_runs(folder: GridFolder) -> List[dict]:
         raise MissingFileError(f"no finished runs under {folder.runs_dir}; run `dlstudio-aspp experiments --out "
                                f"{folder.root}` first")
     return runs
-
-
-def running_mean(values, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` iterations (shorter at the start): the running loss."""
-    v = np.asarray(values, dtype=float)
-    c = np.cumsum(np.insert(v, 0, 0.0))
-    idx = np.arange(1, len(v) + 1)
-    lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    _plt().close(fig)
-    return path
 
 
 def _window(runs) -> int:
@@ -345,7 +322,9 @@ def make_report(root: str | Path) -> Path:
     folder.figures_dir.mkdir(exist_ok=True)
     rel = lambda p: p.relative_to(folder.root).as_posix()  # noqa: E731
     curves, aspp, qualitative = _figures(runs, folder.figures_dir, rel)
+    made = ["", "## How it was made", "", *key_value_table("provenance", grid.get("provenance") or {"recorded": "no"}),
+            "", "Each run's own card (`runs/<name>/saved_model.json`) records its provenance and the time of each phase."]
     parts = (_header(grid, runs) + curves + _tables(runs) + aspp + qualitative + _scale_section(runs)
-             + _failures_and_sam(folder, grid.get("failed") or {}, rel))
+             + _failures_and_sam(folder, grid.get("failed") or {}, rel) + made)
     write_text(folder.report_file, "\n".join(parts) + "\n")
     return folder.report_file

@@ -135,12 +135,28 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
     metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile)
     save_samples(metrics.pop("samples"), card)
+    if spec.tensorboard:
+        log_test_metrics(card, metrics, len(history["loss"]))
     summary = {"loss": spec.loss, "aspp": spec.aspp, "seed": spec.seed, "iterations": len(history["loss"]),
                "final_running_loss": float(np.mean(history["loss"][-50:])), "train_seconds": time.perf_counter() - t0,
                "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
                "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
     write_json(card.summary_file, summary)
     return summary
+
+
+def log_test_metrics(card: RunCard, metrics: dict, step: int) -> None:
+    """The test mIoU, mean Dice and each class's IoU into the run's TensorBoard log."""
+    from .training import open_board
+
+    board = open_board(card)
+    try:
+        board.add_scalar("test/miou", metrics["miou"], step)
+        board.add_scalar("test/mean_dice", metrics["mean_dice"], step)
+        for name, iou in zip(metrics["class_names"], metrics["iou"]):
+            board.add_scalar(f"test/iou/{name}", iou, step)
+    finally:
+        board.close()
 
 
 def save_samples(samples, card: RunCard) -> None:

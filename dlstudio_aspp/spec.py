@@ -245,6 +245,9 @@ class RunSpec:
                                              "the last iteration and Ctrl-C/SIGTERM always save)", group="run",
                                        check=_number(0, strict=False), result=False)
     progress: bool = option(True, "show progress bars", group="run", kind="switch", result=False)
+    tensorboard: bool = option(False, "also log the loss, its components, the learning rate and the test metrics for "
+                                      "TensorBoard, in RUN/tensorboard/ (pip install tensorboard)", group="run",
+                               kind="switch", result=False)
 
     # ---- building ---------------------------------------------------------------------------
     @classmethod

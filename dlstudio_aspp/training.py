@@ -121,6 +121,7 @@ class _Run:
         self.last_save = -math.inf
         self.device_arrays = None  # PurdueShapes' arrays on a CUDA device, when batches are drawn there
         self.stop = StopRequests()
+        self.board = open_board(card) if spec.tensorboard else None  # a TensorBoard SummaryWriter
         self.data: Dict[str, Any] = {}  # the training set's identity (data_identity), compared on resume
         self.in_step = False
         self.probe: Optional[Callable[[str], None]] = None  # tests: called at named points inside a step
@@ -239,6 +240,11 @@ class _Run:
         pending, self.pending = self.pending, []
         h, losses = self.history, []
         for (it, epoch, batch, lr, _, names, floats), row in zip(pending, rows):
+            if self.board is not None and math.isfinite(row[0]):
+                self.board.add_scalar("train/loss", row[0], it)
+                self.board.add_scalar("train/lr", lr, it)
+                for k, v in list(zip(names, row[1:])) + list(floats.items()):
+                    self.board.add_scalar(f"train/{k}", v, it)
             if not math.isfinite(row[0]):
                 self._non_finite(row[0], it, epoch, batch)
             h["iteration"].append(it)
@@ -255,6 +261,16 @@ class _Run:
                 else "this run wrote no checkpoint yet")
         raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {it} "
                                  f"(epoch {epoch}, batch {batch}); {kept}. Lower the learning rate or check the data.")
+
+
+def open_board(card: RunCard):
+    """A TensorBoard ``SummaryWriter`` in the run's folder (imported only when asked for)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(or pip install -e \".[tensorboard]\")") from None
+    return SummaryWriter(log_dir=str(card.tensorboard_dir))
 
 
 def _clock() -> float:
@@ -442,8 +458,12 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))
 
     start_time = time.perf_counter()
-    with run.stop:
-        _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
+    try:
+        with run.stop:
+            _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
+    finally:
+        if run.board is not None:
+            run.board.close()
     perf()
     run.history["seconds"] = time.perf_counter() - start_time
     run.history["epochs"] = epochs

@@ -394,3 +394,23 @@ def test_resume_with_other_data_or_batch_size_is_refused(synthetic_shapes, tmp_p
     with pytest.raises(ValueError, match="data.images: checkpoint 24, now 12"):
         sub.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=2, resume=True,
                                                             progress=False, train_subset=12)
+
+
+def test_tensorboard_writes_events_that_tensorboard_reads(synthetic_shapes, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e \".[tensorboard]\"")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    spec = RunSpec.build("modern", data=synthetic_shapes, train_file="PurdueShapes5MultiObject-24-train.gz",
+                         test_file="PurdueShapes5MultiObject-8-test.gz", depth=4, seed=0, max_iters=3, progress=False,
+                         cpu=True, tensorboard=True)
+    train_and_score(spec, tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/bce", "train/dice", "test/miou", "test/iou/rectangle"} <= tags
+    history = json.loads((tmp_path / "saved_model.history.json").read_text())
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(history["loss"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]

@@ -1,0 +1,108 @@
+"""The report of a single run folder (``dlstudio-aspp report outputs/run``).
+
+From the run card, its history and its metrics: the configuration and how it was made,
+the loss curve with its components and the learning rate, per-class IoU and Dice with
+95% bootstrap intervals, the per-class TP/FP/FN picture, the test grid and the time each
+phase took. Written as ``report.md`` in the run folder (with ``report.html`` and
+``report.pdf`` by :func:`dlstudio_aspp.documents.write_document`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from .atomic import write_text
+from .card import RunCard
+from .documents import key_value_table
+from .grid import read_json
+from .plots import pyplot as _plt, running_mean, save_plot as _save
+
+REPORT_NAME = "report.md"
+FIGURES = "figures"
+
+
+def plot_training(history: dict, path: Path) -> Path:
+    """Loss (running mean) and each component on the left, the learning rate on the right."""
+    plt = _plt()
+    n = len(history["loss"])
+    w = max(1, min(100, n // 10))
+    x = np.arange(1, n + 1)
+    fig, (ax, lr) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    ax.plot(x, running_mean(history["loss"], w), label=f"{history.get('loss_name', 'loss')} (running mean of {w})")
+    for name, values in sorted(history.get("components", {}).items()):
+        if name != "dice_scale" and len(values) == n:
+            ax.plot(x, running_mean(values, w), label=name, linewidth=1, alpha=0.8)
+    ax.set(xlabel="iteration", ylabel="training loss", title="training loss and its components")
+    ax.legend(fontsize=8)
+    lr.plot(x, history["lr"])
+    lr.set(xlabel="iteration", title="learning rate")
+    return _save(fig, path)
+
+
+def plot_per_class(metrics: dict, path: Path) -> Path:
+    """Per-class IoU and Dice with their intervals, and the pixel counts TP / FP / FN."""
+    plt = _plt()
+    names = metrics["class_names"]
+    k = np.arange(len(names))
+    fig, (ax, cx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for j, (key, label) in enumerate((("iou", "IoU"), ("dice", "Dice"))):
+        vals = np.array(metrics[key], dtype=float)
+        ci = np.array(metrics.get(f"{key}_ci95") or [[np.nan, np.nan]] * len(names), dtype=float)
+        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+        ax.bar(k + (j - 0.5) * 0.38, vals, 0.38, yerr=np.nan_to_num(err), capsize=3, label=label)
+    ax.set(xticks=k, xticklabels=names, ylim=(0, 1.05), title="per class, with 95% bootstrap intervals")
+    ax.legend(fontsize=8)
+    conf = np.array(metrics["confusion"], dtype=float)  # (C, 2, 2): [[tn, fp], [fn, tp]]
+    tp, fp, fn = conf[:, 1, 1], conf[:, 0, 1], conf[:, 1, 0]
+    cx.bar(k, tp, label="true positive")
+    cx.bar(k, fp, bottom=tp, label="false positive")
+    cx.bar(k, fn, bottom=tp + fp, label="false negative")
+    cx.set(xticks=k, xticklabels=names, ylabel="pixels", title="where the pixels went (test set)")
+    cx.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def metrics_rows(metrics: dict) -> List[str]:
+    rows = ["| class | IoU | 95% interval | Dice | 95% interval | pixel accuracy |", "|---|---|---|---|---|---|"]
+    ci_iou = metrics.get("iou_ci95") or [[None, None]] * len(metrics["class_names"])
+    ci_dice = metrics.get("dice_ci95") or [[None, None]] * len(metrics["class_names"])
+    for name, i, d, a, ci, cd in zip(metrics["class_names"], metrics["iou"], metrics["dice"],
+                                     metrics["pixel_accuracy"], ci_iou, ci_dice):
+        rows.append(f"| {name} | {_fmt(i)} | {_fmt(ci[0])}-{_fmt(ci[1])} | {_fmt(d)} | {_fmt(cd[0])}-{_fmt(cd[1])} | {_fmt(a)} |")
+    lo, hi = metrics.get("miou_ci95", [None, None])
+    rows.append(f"| **mean** | **{_fmt(metrics['miou'])}** | {_fmt(lo)}-{_fmt(hi)} | {_fmt(metrics['mean_dice'])} | | "
+                f"{_fmt(metrics['mean_pixel_accuracy'])} |")
+    return rows
+
+
+def make_run_report(folder) -> Path:
+    """Write ``report.md`` (and its figures) for the run in ``folder``; return its path."""
+    card = RunCard.load(folder)
+    history, metrics = read_json(card.history_json), read_json(card.metrics_file)
+    figs = card.folder / FIGURES
+    rel = lambda p: Path(p).relative_to(card.folder).as_posix()  # noqa: E731
+    training = plot_training(history, figs / "training.png")
+    per_class = plot_per_class(metrics, figs / "per_class.png")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in card.seconds.items())
+    parts = [
+        f"# Run report: {card.folder.name}", "",
+        f"mUNet{'+ASPP' if card.model.get('aspp') else ''} (depth {card.model.get('depth')}, output layer "
+        f"`{card.model.get('head', 'stock')}`), recipe `{card.recipe}`, loss `{card.spec.get('loss')}`; "
+        f"{card.iterations} iterations ({card.epochs} epoch{'s' * (card.epochs != 1)}); test mIoU **{metrics['miou']:.3f}** on "
+        f"{metrics['num_images']} test images. Time: {seconds or 'not recorded'}.", "",
+        "## Test metrics", "", f"Decision rule: {card.threshold_rule()}.", "", *metrics_rows(metrics), "",
+        f"![per class]({rel(per_class)})", "",
+        "## Training", "", f"![training]({rel(training)})", "",
+        "## Test images", "", "Input, ground truth, the maximum over the output channels, then each class binarised.", "",
+    ]
+    if card.test_grid.is_file():
+        parts += [f"![test grid]({rel(card.test_grid)})", ""]
+    parts += ["## Configuration", "", *key_value_table("option", card.spec), "",
+              "## How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
+    return write_text(card.folder / REPORT_NAME, "\n".join(parts) + "\n")

@@ -1,0 +1,91 @@
+"""Reports as one self-contained HTML file and an A4 PDF."""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from dlstudio_aspp import cli
+from dlstudio_aspp.documents import parse, to_html, write_document
+
+FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+
+
+def test_parse_the_markdown_the_reports_write():
+    md = "# T\n\nSome **bold** and `code`.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- one\n  more\n- two\n\n![fig](f.png)\n"
+    assert parse(md) == [("h", (1, "T")), ("p", "Some **bold** and `code`."), ("table", (["a", "b"], [["1", "2"]])),
+                         ("li", ["one more", "two"]), ("img", ("fig", "f.png"))]
+
+
+def _pdf_counts(path):
+    data = path.read_bytes()
+    return len(re.findall(rb"/Type\s*/Page\b", data)), len(re.findall(rb"/Subtype\s*/Image\b", data))
+
+
+@pytest.fixture(scope="module")
+def run_folder(synthetic_shapes, tmp_path_factory):
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    folder = tmp_path_factory.mktemp("run")
+    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1], depth=4, seed=0,
+                         max_iters=4, progress=False, cpu=True)
+    train_and_score(spec, folder)
+    return folder
+
+
+def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):
+    assert cli.main(["report", str(run_folder)]) == 0
+    md = (run_folder / "report.md").read_text()
+    for part in ("# Run report", "95% interval", "Decision rule", "figures/training.png", "figures/per_class.png",
+                 "saved_model.test_grid.png", "## Configuration", "| recipe | modern |", "## How it was made", "| torch |"):
+        assert part in md, part
+    html = (run_folder / "report.html").read_text()
+    images = re.findall(r"<img [^>]*src='([^']+)'", html)
+    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)  # self-contained
+    pages, pdf_images = _pdf_counts(run_folder / "report.pdf")
+    assert pdf_images == 3 and pages >= 2
+
+
+def test_report_of_an_experiments_folder(synthetic_shapes, tmp_path):
+    from dlstudio_aspp.experiments import GridConfig, run_grid
+    from dlstudio_aspp.report import make_report
+
+    cfg = GridConfig.from_preset("smoke", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1],
+                                 losses=["mse"], seeds=[0, 1], max_iters=2, progress=False, cpu=True)
+    run_grid(cfg, tmp_path)
+    written = write_document(make_report(tmp_path))
+    md_images = len(re.findall(r"!\[", written["md"].read_text()))
+    html_images = len(re.findall(r"<img ", written["html"].read_text()))
+    pages, pdf_images = _pdf_counts(written["pdf"])
+    assert md_images == html_images == pdf_images >= 4 and pages >= 2
+
+
+def test_bad_format_and_folder_are_one_line(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path), "--format", "docx"]) == 2
+    assert "--format takes md, html, pdf" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "neither an experiments folder" in capsys.readouterr().err
+
+
+def _browser():
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)),
+                None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless browser installed (apt-get install chromium)")
+def test_the_html_report_loads_every_image_in_a_real_browser(run_folder, tmp_path):
+    assert cli.main(["report", str(run_folder), "--format", "html"]) == 0
+    page = (run_folder / "report.html").read_text()
+    probe = ("<script>window.addEventListener('load', () => { const i = [...document.images];"
+             " document.title = 'IMAGES ' + i.filter(x => x.complete && x.naturalWidth > 0).length + '/' + i.length; });"
+             "</script></body>")
+    test_page = tmp_path / "probe.html"
+    test_page.write_text(page.replace("</body>", probe))
+    out = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--virtual-time-budget=5000", "--dump-dom", test_page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "<title>IMAGES 3/3</title>" in out.stdout
+    console = [line for line in out.stderr.splitlines() if "CONSOLE" in line and "error" in line.lower()]
+    assert not console, console
