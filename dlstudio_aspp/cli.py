@@ -110,6 +110,11 @@ def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunS
         groups[meta["group"]].add_argument(*names, **kwargs)
 
 
+# The parsers below are flat lists of add_parser/add_argument calls, one per sub-command, on
+# purpose: each reads as that command's help. Their run options all come from
+# add_spec_options; what repeats between parsers is only the shape of argparse calls.
+
+
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="the main job: fetch the real data, train one run and score it",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

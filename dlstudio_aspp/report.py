@@ -5,7 +5,6 @@ Every number in the report is read from the run folders written by
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path

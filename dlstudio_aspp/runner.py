@@ -11,7 +11,6 @@ into the segmenter.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np

@@ -129,7 +129,8 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         grid_path = Path(save_to) / card.test_grid.name if save_to else self.out_dir / card.test_grid.name
         metrics = score(card, net, dataset, self._device(), grid_images=grid_images, progress=progress,
                         batch_size=batch_size or self.test_dataloader.batch_size,
-                        workers=self.test_dataloader.num_workers, grid_path=grid_path)
+                        workers=self.test_dataloader.num_workers, grid_path=grid_path,
+                        compile=bool(card.spec.get("compile")))
         self.samples = metrics.pop("samples")
         self.metrics = metrics
         return metrics

@@ -40,6 +40,33 @@ def synthetic_shapes(tmp_path_factory) -> str:
     return str(dest) + "/"
 
 
+SYN_FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_shapes, tmp_path_factory) -> Path:
+    """A run folder trained by `train_and_score` (modern recipe, depth 4, 6 iterations) on the synthetic data."""
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    folder = tmp_path_factory.mktemp("run")
+    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=SYN_FILES[0], test_file=SYN_FILES[1], depth=4,
+                         seed=0, max_iters=6, progress=False, cpu=True)
+    train_and_score(spec, folder)
+    return folder
+
+
+@pytest.fixture
+def syn(tmp_path):
+    """`run` arguments for an 8+4-image synthetic set made by `make-shapes` (depth 4, no progress bar)."""
+    from dlstudio_aspp import cli
+
+    data = tmp_path / "syn"
+    assert cli.main(["make-shapes", str(data), "--train", "8", "--test", "4"]) == 0
+    return ["--data", str(data), "--train-file", "PurdueShapes5MultiObject-8-train.gz",
+            "--test-file", "PurdueShapes5MultiObject-4-test.gz", "--depth", "4", "--no-progress"]
+
+
 def make_dls(dataroot: str, tmp_path, **kw):
     from dlstudio_aspp.dlstudio_glue import load_dlstudio
 

@@ -59,14 +59,6 @@ def test_run_end_to_end_on_synthetic(tmp_path, capsys):
     assert (out / "performance_numbers.txt").read_text().count("\n") == 2
 
 
-@pytest.fixture
-def syn(tmp_path):
-    data = tmp_path / "syn"
-    assert cli.main(["make-shapes", str(data), "--train", "8", "--test", "4"]) == 0
-    return ["--data", str(data), "--train-file", "PurdueShapes5MultiObject-8-train.gz",
-            "--test-file", "PurdueShapes5MultiObject-4-test.gz", "--depth", "4", "--no-progress"]
-
-
 @pytest.mark.parametrize("extra,match", [
     (["--batch-size", "0"], "--batch-size must be an int >= 1"), (["--epochs", "0"], "--epochs must be an int >= 1"),
     (["--loss", "msee"], "unknown loss 'msee'"), (["--grad-clip", "0"], "--grad-clip must be a finite number > 0"),

@@ -3,13 +3,12 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
 from dlstudio_aspp import cli
-from dlstudio_aspp.documents import parse, to_html, write_document
+from dlstudio_aspp.documents import parse, write_document
 
-FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+from conftest import SYN_FILES as FILES
 
 
 def test_parse_the_markdown_the_reports_write():
@@ -23,16 +22,9 @@ def _pdf_counts(path):
     return len(re.findall(rb"/Type\s*/Page\b", data)), len(re.findall(rb"/Subtype\s*/Image\b", data))
 
 
-@pytest.fixture(scope="module")
-def run_folder(synthetic_shapes, tmp_path_factory):
-    from dlstudio_aspp.runner import train_and_score
-    from dlstudio_aspp.spec import RunSpec
-
-    folder = tmp_path_factory.mktemp("run")
-    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1], depth=4, seed=0,
-                         max_iters=4, progress=False, cpu=True)
-    train_and_score(spec, folder)
-    return folder
+@pytest.fixture
+def run_folder(trained_run):
+    return trained_run
 
 
 def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):

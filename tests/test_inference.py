@@ -9,19 +9,11 @@ from PIL import Image
 from dlstudio_aspp import cli
 from dlstudio_aspp.card import RunCard
 
-FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
 
 
-@pytest.fixture(scope="module")
-def trained(synthetic_shapes, tmp_path_factory):
-    from dlstudio_aspp.runner import train_and_score
-    from dlstudio_aspp.spec import RunSpec
-
-    folder = tmp_path_factory.mktemp("run")
-    spec = RunSpec.build("modern", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1], depth=4, seed=0,
-                         max_iters=6, progress=False, cpu=True)
-    train_and_score(spec, folder)
-    return folder
+@pytest.fixture
+def trained(trained_run):
+    return trained_run
 
 
 def test_predict_gives_the_masks_evaluation_computed(trained, tmp_path):

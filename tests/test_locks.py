@@ -12,14 +12,6 @@ from dlstudio_aspp import cli
 from dlstudio_aspp.locks import LOCK_NAME, FolderLock
 
 
-@pytest.fixture
-def syn(tmp_path):
-    data = tmp_path / "syn"
-    assert cli.main(["make-shapes", str(data), "--train", "8", "--test", "4"]) == 0
-    return ["--data", str(data), "--train-file", "PurdueShapes5MultiObject-8-train.gz",
-            "--test-file", "PurdueShapes5MultiObject-4-test.gz", "--depth", "4", "--no-progress"]
-
-
 def test_a_second_run_on_the_same_folder_is_refused_and_the_first_finishes(syn, tmp_path, capsys):
     out = tmp_path / "o"
     first = subprocess.Popen([sys.executable, "-m", "dlstudio_aspp.cli", "run", *syn, "--out", str(out),

@@ -82,18 +82,12 @@ MAX_UNCOMPRESSED = 4 << 30
 
 
 def _read_gz(path: Path, limit: int) -> bytes:
-    chunks, total = [], 0
+    from .sources import read_bounded
+
     with gzip.open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 24)
-            if not block:
-                return b"".join(chunks)
-            total += len(block)
-            if total > limit:
-                raise UserError(f"{path} holds more than {limit >> 20} MB uncompressed, more than any "
-                                "PurdueShapes5MultiObject file; it is not one (or raise "
-                                "dlstudio_aspp.data.shapes.MAX_UNCOMPRESSED for a larger set of your own)")
-            chunks.append(block)
+        return read_bounded(f, limit, f"{path} uncompressed (more than any PurdueShapes5MultiObject file; raise "
+                                      "dlstudio_aspp.data.shapes.MAX_UNCOMPRESSED for a larger set of your own)",
+                            progress=False)
 
 
 def read_pickle_gz(path: Path) -> Tuple[dict, dict]:
