@@ -100,6 +100,10 @@ class RunCard:
         iterations, epochs: what training actually ran (the spec holds what was asked).
         weights_sha256, weights_size: the weights file this card describes; :meth:`load`
             refuses weights that are not those.
+        mean, std: per-channel input normalisation in 0..255 units (``(image - mean) / std``
+            replaces ``input_scale``), or None.
+        augment: the augmentation the training batches had ('none', 'light', 'standard').
+        validation: the held-out split and the best iteration, when the run had one.
         provenance: how the run was made (:func:`dlstudio_aspp.provenance.provenance`).
         seconds: wall time of each phase ('load', 'train', 'test').
     """
@@ -117,6 +121,10 @@ class RunCard:
     epochs: Optional[int] = None
     weights_sha256: Optional[str] = None
     weights_size: Optional[int] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+    augment: str = "none"
+    validation: Dict = field(default_factory=dict)
     provenance: Dict = field(default_factory=dict)
     seconds: Dict = field(default_factory=dict)
 
@@ -226,7 +234,11 @@ class RunCard:
         return mask_truth(mask).float() if self.binary_targets else mask.float()
 
     def prepare_input(self, image):
-        """(B, 3, H, W) images in 0..255 -> what the network was trained on."""
+        """(B, 3, H, W) images in 0..255 -> what the network was trained on: normalised by the card's
+        mean and std when it has them, else scaled by ``input_scale``."""
+        if self.mean is not None:
+            mean = image.new_tensor(self.mean).view(1, -1, 1, 1)
+            return (image - mean) / image.new_tensor(self.std).view(1, -1, 1, 1)
         return image if self.input_scale == 1.0 else image * self.input_scale
 
     def binarize(self, output):
@@ -307,7 +319,7 @@ class RunCard:
     def from_json(cls, weights, data: Dict) -> "RunCard":
         known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
                                       "image_size", "spec", "iterations", "epochs", "weights_sha256", "weights_size",
-                                      "provenance", "seconds")
+                                      "provenance", "seconds", "mean", "std", "augment", "validation")
                  if k in data}
         if "spec" not in known and "train" in data:  # cards before version 3
             known["spec"] = dict(data["train"], recipe=data.get("recipe", "stock"))
@@ -344,7 +356,8 @@ class RunCard:
         names, values = dataset_labels(dataset)
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
                    mask_values=values, normalize_masks=spec.normalize_masks, output=output_kind(loss_fn),
-                   input_scale=spec.input_scale, image_size=list(image_size), spec=spec.to_json())
+                   input_scale=spec.input_scale, image_size=list(image_size), spec=spec.to_json(),
+                   augment=spec.augment_level())
 
     @classmethod
     def stock(cls, weights, net, dataset, image_size: Sequence[int], class_names: Sequence[str] = ()) -> "RunCard":

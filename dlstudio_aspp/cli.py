@@ -126,6 +126,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (its files are "
                                                              "moved to OUT/previous-<time>/ first)")
+    p.add_argument("--coco-root", default=None, help="with --dataset coco: build the set from this COCO folder first "
+                                                     "when --data holds none (as build-coco does)")
+    p.add_argument("--classes", nargs="+", default=None, help="with --coco-root: COCO category names (default: person)")
     add_spec_options(p, defaults=commands.run_spec_defaults())
     p.set_defaults(func="run")
 

@@ -54,10 +54,31 @@ def run(args) -> int:
     layout = RunCard(weights=RunCard.weights_in(out))
     if args.resume and not layout.checkpoint.is_file():
         raise MissingFileError(f"--resume: there is no checkpoint at {layout.checkpoint}; run without --resume to start afresh")
+    spec = _coco_set(spec, args)
     spec = spec.replace(data=dataroot(spec, fetch=args.fetch))
     with FolderLock(out, "dlstudio-aspp run"):
         _check_restart(layout, args)
         return _run_locked(spec, out, layout, args)
+
+
+def _coco_set(spec: RunSpec, args) -> RunSpec:
+    """``run --dataset coco --coco-root ROOT``: build the set into --data (default data/coco_<classes>) when it
+    holds none, with build-coco's defaults; the spec then points at it."""
+    if args.coco_root is None and args.classes is None:
+        return spec
+    if spec.dataset != "coco":
+        raise UserError("--coco-root and --classes go with --dataset coco")
+    if args.coco_root is None:
+        raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
+    from .data.coco import INDEX, build_coco as build
+
+    classes = args.classes or ["person"]
+    data = spec.data or f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}"
+    if not (Path(data) / INDEX).is_file():
+        print(f"building the COCO set for {', '.join(classes)} in {data}")
+        with FolderLock(data, "dlstudio-aspp run (build-coco)"):
+            build(args.coco_root, data, classes=classes, progress=spec.progress)
+    return spec.replace(data=data)
 
 
 def _check_restart(layout, args) -> None:

@@ -66,7 +66,10 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
         raise UserError(f"the model has {channels} output channels but the data has {len(card.mask_values)} classes; "
                         f"build it with num_classes={len(card.mask_values)}")
     card.folder.mkdir(parents=True, exist_ok=True)
+    from .data.open import input_stats
+
     card.provenance = provenance(command, device)
+    card.mean, card.std = input_stats(spec.normalization(), loader.dataset)
     trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
     card.iterations, card.epochs = len(history["loss"]), history["epochs"]
     card.seconds["train"] = round(history["seconds"], 2)

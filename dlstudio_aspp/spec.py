@@ -198,6 +198,17 @@ class RunSpec:
                              check=lambda v: None, applies=lambda s: s.dataset == "shapes")
     test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
                             applies=lambda s: s.dataset == "shapes")
+    augment: str = option("auto", "augmentation of training batches: none | light (flip, crop) | standard (flip, "
+                                  "wider crop, colour jitter); auto: standard for coco, none for shapes", group="data",
+                          choices=("auto", "none", "light", "standard"))
+    normalize: str = option("auto", "input normalisation: none (the recipe's --input-scale) | dataset (mean and std "
+                                    "of the training images) | imagenet; auto: dataset for coco, none for shapes",
+                            group="data", choices=("auto", "none", "dataset", "imagenet"))
+    val_split: Optional[float] = option(None, "hold out this fraction of the training images, score them every "
+                                              "--val-every iterations and keep the best weights (off: train on all)",
+                                        group="data", off=True, check=_number(0, strict=True, high=0.5))
+    val_every: Optional[int] = option(None, "iterations between validations (none: at the end of each epoch)",
+                                      group="data", check=_int_at_least(1), applies=lambda s: s.val_split is not None)
     train_subset: Optional[int] = option(None, "train on the first N images only (none: all)", group="data",
                                          check=_int_at_least(1), metavar="N")
     test_subset: Optional[int] = option(None, "score the first N test images only (none: all)", group="data",
@@ -325,6 +336,14 @@ class RunSpec:
             return math.ceil(self.max_iters / per_epoch), self.max_iters
         epochs = self.epochs or 1
         return epochs, epochs * per_epoch
+
+    def augment_level(self) -> str:
+        """The augmentation in effect: 'auto' is standard for COCO, none for PurdueShapes."""
+        return ("standard" if self.dataset == "coco" else "none") if self.augment == "auto" else self.augment
+
+    def normalization(self) -> str:
+        """The input normalisation in effect: 'auto' is dataset for COCO, none for PurdueShapes."""
+        return ("dataset" if self.dataset == "coco" else "none") if self.normalize == "auto" else self.normalize
 
     @property
     def loss_title(self) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .accel import device_batches, device_tensors, quiet_worker
+from .augment import augment_batch, transform_for
 from .atomic import torch_save, write_json, write_text
 from .card import RunCard
 from .data.open import data_identity
@@ -34,6 +35,7 @@ from .dlstudio_glue import default_num_workers
 from .errors import MissingFileError, NonFiniteLossError, UserError
 from .losses import get_loss
 from .spec import RunSpec, loss_title
+from .validation import Validator, split_for_validation
 
 def output_kind(loss_fn) -> str:
     """'logits' for a loss on logits, else 'raw': how the run card reads the output."""
@@ -122,6 +124,8 @@ class _Run:
         self.device_arrays = None  # PurdueShapes' arrays on a CUDA device, when batches are drawn there
         self.stop = StopRequests()
         self.board = open_board(card) if spec.tensorboard else None  # a TensorBoard SummaryWriter
+        self.augment = transform_for(spec.augment_level(), tuple(card.image_size))
+        self.validator: Optional[Validator] = None
         self.data: Dict[str, Any] = {}  # the training set's identity (data_identity), compared on resume
         self.in_step = False
         self.probe: Optional[Callable[[str], None]] = None  # tests: called at named points inside a step
@@ -142,6 +146,7 @@ class _Run:
                     "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch, "batch": self.batch,
                     "history": self.history, "rng": torch.get_rng_state(), "options": self.spec.result_values(),
                     "card": self.card.to_json(), "data": self.data,
+                    "validation": self.validator.state_dict() if self.validator is not None else None,
                     "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None},
                    self.card.checkpoint)
         write_history(self.history, self.card)
@@ -176,6 +181,8 @@ class _Run:
             self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.history, self.it, self.epoch, self.batch = ck["history"], ck["iteration"], ck["epoch"], ck["batch"]
+        if self.validator is not None and ck.get("validation"):
+            self.validator.load_state_dict(ck["validation"])
         torch.set_rng_state(ck["rng"])
         if ck.get("loss_state") and hasattr(self.loss_fn, "load_extra_state"):
             self.loss_fn.load_extra_state(ck["loss_state"])
@@ -203,6 +210,8 @@ class _Run:
 
     def _step(self, data) -> None:
         self._at("start")
+        if self.augment is not None:
+            data = augment_batch(data, self.augment, self.spec.seed or 0, self.it)
         im = self.card.prepare_input(data["image"].to(self.device, non_blocking=True))
         target = self.card.target(data["mask_tensor"].to(self.device, non_blocking=True))
         self.optimizer.zero_grad()
@@ -343,12 +352,25 @@ def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time:
             run.history["running"].append([run.it, avg])
             perf()
             running = 0.0
+        last = run.it >= run.total
+        if run.validator is not None and run.validator.due(run.it, end_of_epoch=False) and not last:
+            _validate(run, say)
         if due:
             run.save_checkpoint()
-        if run.it >= run.total:
+        if last:
             return True
     run.flush()
     return False
+
+
+def _validate(run: _Run, say) -> None:
+    """Score the held-out images now; the network goes back to training mode."""
+    miou = run.validator.run(run.net, run.it)
+    run.net.train()
+    best = run.validator.best
+    say(f"[validation at iteration {run.it}] mIoU {miou:.3f} (best {best['miou']:.3f} at iteration {best['iteration']})")
+    if run.board is not None:
+        run.board.add_scalar("val/miou", miou, run.it)
 
 
 def _seed_everything(seed: int) -> None:
@@ -407,6 +429,8 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
             done = train_one_epoch(run, batches, epochs, say, bar, perf, start_time)
             if run.batch >= per_epoch:
                 run.epoch, run.batch = run.epoch + 1, 0
+                if run.validator is not None and not done and run.validator.due(run.it, end_of_epoch=True):
+                    _validate(run, say)
     except Interrupted as exc:
         print(f"\n{exc}")
         raise
@@ -418,6 +442,17 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
     finally:
         if bar is not None:
             bar.close()
+
+
+def _finish_validation(run: _Run) -> None:
+    """The last validation, then the best weights become the run's weights (recorded in the history and card)."""
+    if not run.validator.history or run.validator.history[-1][0] != run.it:
+        _validate(run, print)
+    run.net.load_state_dict(run.validator.best["state"])
+    run.history["validation"] = run.validator.summary()
+    run.card.validation = {k: v for k, v in run.history["validation"].items() if k != "history"}
+    print(f"best validation mIoU {run.validator.best['miou']:.3f} at iteration {run.validator.best['iteration']}: "
+          "those are the run's weights")
 
 
 def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=None, *, loss_fn=None,
@@ -445,9 +480,14 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     dataset = loader.dataset
     if spec.train_subset is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(spec.train_subset, len(dataset))))
+    val_set = None
+    if spec.val_split is not None:
+        dataset, val_set = split_for_validation(dataset, spec.val_split)
     epochs, total = spec.iterations(len(dataset))
     per_epoch = spec.per_epoch(len(dataset))
     run = _Run(copy.deepcopy(net).to(device), spec, card, device, total, loss_fn)
+    if val_set is not None:
+        run.validator = Validator(val_set, card, device, spec.val_every)
     run.device_arrays = device_tensors(dataset, device) if device.type == "cuda" else None
     run.data = data_identity(dataset)
     if resume:
@@ -465,6 +505,8 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         if run.board is not None:
             run.board.close()
     perf()
+    if run.validator is not None:
+        _finish_validation(run)
     run.history["seconds"] = time.perf_counter() - start_time
     run.history["epochs"] = epochs
     if hasattr(loss_fn, "extra_state"):

@@ -195,3 +195,21 @@ def test_a_decompression_bomb_is_one_line(fake_coco, tmp_path, monkeypatch):
     monkeypatch.setattr(C, "MAX_PIXELS", 1000)  # the fixture's 400x300 image is then a "bomb"
     with pytest.raises(ValueError, match=r"000000000001\.jpg \(COCO id 1\) is too large to decode safely"):
         C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+
+
+@pytest.mark.skipif(not COCO_TINY.is_dir(), reason="the coco_tiny sample is not beside the repository")
+def test_run_builds_the_coco_set_then_trains_on_it(tmp_path, capsys):
+    """`run --dataset coco --coco-root ROOT --classes person`: the set is built when missing, then a run is made
+    with COCO's defaults (standard augmentation, inputs normalised by the training images' statistics)."""
+    from dlstudio_aspp import cli
+
+    out, data = tmp_path / "run", tmp_path / "coco_person"
+    rc = cli.main(["run", "--dataset", "coco", "--coco-root", str(COCO_TINY), "--classes", "person", "--data", str(data),
+                   "--out", str(out), "--max-iters", "2", "--depth", "4", "--batch-size", "2", "--test-subset", "2",
+                   "--no-progress", "--cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert "building the COCO set for person" in capsys.readouterr().out
+    assert json.loads((data / "index.json").read_text())["counts"]["train"] == {"person": 12}
+    card = json.loads((out / "saved_model.json").read_text())
+    assert card["class_names"] == ["person"] and card["augment"] == "standard" and len(card["mean"]) == 3
+    assert json.loads((out / "saved_model.metrics.json").read_text())["num_images"] == 2

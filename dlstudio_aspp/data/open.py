@@ -77,6 +77,35 @@ def dataset_shape(dataset) -> Tuple[int, list]:
     return int(item["mask_tensor"].shape[0]), list(item["image"].shape[-2:])
 
 
+#: ImageNet's per-channel mean and std, in 0..255 units.
+IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def input_stats(kind: str, dataset, max_images: int = 512):
+    """(mean, std) per channel in 0..255 units for ``kind`` ('none' -> (None, None), 'imagenet', or
+    'dataset': measured on up to ``max_images`` evenly spaced images of ``dataset``)."""
+    import torch
+
+    if kind == "none":
+        return None, None
+    if kind == "imagenet":
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    n = len(dataset)
+    idx = torch.linspace(0, n - 1, min(n, max_images)).round().long().unique().tolist()
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    pixels = 0
+    for i in idx:
+        im = dataset[i]["image"].double()
+        total += im.sum((1, 2))
+        squares += (im * im).sum((1, 2))
+        pixels += im.shape[1] * im.shape[2]
+    mean = total / pixels
+    std = (squares / pixels - mean * mean).clamp(min=1e-6).sqrt()
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
 def file_identity(path) -> dict:
     """Name, size and sha256 of a data file: what a resume compares."""
     from ..card import sha256_of

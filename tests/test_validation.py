@@ -1,0 +1,55 @@
+"""A validation split held out of training; the best weights by validation mIoU are the run's weights."""
+import json
+
+import pytest
+import torch
+
+from conftest import SYN_FILES, make_segmenter
+from dlstudio_aspp import validation
+from dlstudio_aspp.model import mUNetASPP
+from dlstudio_aspp.validation import split_for_validation
+
+
+def test_the_split_is_fixed_and_disjoint():
+    data = list(range(50))
+    train, val = split_for_validation(data, 0.2)
+    again_train, again_val = split_for_validation(data, 0.2)
+    assert len(val) == 10 and len(train) == 40 and set(train.indices).isdisjoint(val.indices)
+    assert val.indices == again_val.indices  # the same held-out images for every run
+
+
+def test_validation_never_overlaps_the_test_split(fake_coco, tmp_path):
+    from dlstudio_aspp.data.coco import COCOSegmentationDataset, build_coco
+
+    build_coco(fake_coco, tmp_path / "set", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    train = COCOSegmentationDataset(train_or_test="train", root=tmp_path / "set")
+    test = COCOSegmentationDataset(train_or_test="test", root=tmp_path / "set")
+    _, val = split_for_validation(train, 0.5)
+    val_ids = {train.entries[i]["coco_id"] for i in val.indices}
+    assert val_ids and val_ids.isdisjoint({e["coco_id"] for e in test.entries})
+
+
+def test_the_best_weights_are_the_ones_saved_and_scored(synthetic_shapes, tmp_path, monkeypatch):
+    scores = iter([0.2, 0.7, 0.4, 0.3])  # the best validation is the second
+    states = []
+    real = validation.Validator.run
+
+    def run(self, net, iteration):
+        states.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        with pytest.MonkeyPatch.context() as inner:  # the validation's score, for this call only
+            inner.setattr("dlstudio_aspp.evaluation.evaluate", lambda *a, **k: {"miou": next(scores)})
+            return real(self, net, iteration)
+
+    monkeypatch.setattr(validation.Validator, "run", run)
+    seg = make_segmenter(synthetic_shapes, tmp_path, *SYN_FILES)
+    torch.manual_seed(0)
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=4, val_split=0.25,
+                                                            val_every=1, progress=False)
+    monkeypatch.undo()
+    assert [it for it, _ in h["validation"]["history"]] == [1, 2, 3, 4]
+    saved = torch.load(tmp_path / "saved_model", weights_only=True)
+    assert all(torch.equal(saved[k], states[1][k]) for k in saved)
+    card = json.loads((tmp_path / "saved_model.json").read_text())
+    assert card["validation"]["best_iteration"] == 2 and card["validation"]["images"] == 6
+    metrics = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), progress=False)
+    assert metrics["num_images"] == 8  # the test split, scored once with the best weights
