@@ -22,6 +22,7 @@ import torch
 
 from .accel import quiet_worker
 from .card import RunCard
+from .data.coco import COCOSegmentationDataset
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import UserError
@@ -71,9 +72,14 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
 
     def spec_for(self, loss=None, *, recipe: str = "stock", **options) -> RunSpec:
         """The run's :class:`RunSpec`: DLStudio's ``learning_rate``, ``momentum``, ``epochs`` and
-        ``batch_size``, then the recipe, then ``loss`` and ``options`` (RunSpec fields); validated."""
+        ``batch_size`` (and ``dataset='coco'`` for a COCO training set, which turns on its
+        defaults: augmentation, normalised inputs), then the recipe, then ``loss`` and
+        ``options`` (RunSpec fields); validated."""
         dls = self.dl_studio
         base = dict(lr=dls.learning_rate, momentum=dls.momentum, epochs=dls.epochs, batch_size=dls.batch_size)
+        train_set = getattr(getattr(self, "train_dataloader", None), "dataset", None)
+        if isinstance(getattr(train_set, "dataset", train_set), COCOSegmentationDataset):
+            base["dataset"] = "coco"
         explicit = dict(options, **({"loss": loss} if loss is not None else {}))
         return RunSpec.build(recipe, base=base, **explicit).validate()
 

@@ -149,8 +149,12 @@ def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
     te = C.COCOSegmentationDataset(dls, seg, "test")
     seg.load_PurdueShapes5MultiObject_dataset(tr, te, num_workers=0)
     torch.manual_seed(0)
-    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), loss="mse", seed=0, progress=False)
+    h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), loss="mse", seed=0,
+                                                            augment="none", normalize="none", progress=False)
     assert np.mean(h["loss"][-2:]) < 0.7 * np.mean(h["loss"][:2])
+    # with a COCO training set, the stock-like path takes COCO's defaults: augmentation, normalised inputs
+    spec = seg.spec_for(loss="mse")
+    assert spec.dataset == "coco" and spec.augment_level() == "standard" and spec.normalization() == "dataset"
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
     assert m["class_names"] == ["dog", "cat", "bus"] and m["num_images"] == 1
 
