@@ -18,7 +18,6 @@ import csv
 import io
 import math
 import signal
-import threading
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional
@@ -34,7 +33,9 @@ from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
 from .errors import MissingFileError, NonFiniteLossError, UserError
 from .losses import get_loss
+from .optim import make_optimizer, make_scheduler
 from .spec import RunSpec, loss_title
+from .stopping import Interrupted, StopRequests
 from .validation import Validator, split_for_validation
 
 def output_kind(loss_fn) -> str:
@@ -50,36 +51,6 @@ def _seeded_order(n: int, seed: int, epoch: int, start: int = 0) -> List[int]:
     """A fixed permutation per (seed, epoch), from position ``start`` on: exact resume mid-epoch."""
     g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     return torch.randperm(n, generator=g)[start:].tolist()
-
-
-def make_optimizer(net: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimizer:
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(net.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    cls = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
-    return cls(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-def make_scheduler(optimizer, spec: RunSpec, total: int):
-    """The learning-rate schedule over ``total`` iterations; None for stock's constant rate."""
-    warm = min(spec.warmup, max(total - 1, 0))
-    if spec.schedule == "onecycle" and total >= 4:
-        # OneCycleLR needs at least one step up and one down: pct_start in [2/total, 1 - 2/total].
-        pct = warm / total if warm else 0.1
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total,
-                                                   pct_start=min(max(pct, 2 / total), 1 - 2 / total),
-                                                   cycle_momentum=spec.optimizer == "sgd")
-    if spec.schedule == "constant" and not warm:
-        return None
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if spec.schedule == "cosine":
-            t = (step - warm) / max(total - warm, 1)
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def history_csv(history: dict) -> str:
@@ -284,43 +255,6 @@ def open_board(card: RunCard):
 
 def _clock() -> float:
     return time.monotonic()
-
-
-class StopRequests:
-    """While training runs in the main thread, SIGINT, SIGTERM and SIGHUP only set a flag.
-
-    The loop checks it between iterations, saves a checkpoint of the last finished
-    iteration there and stops (:class:`Interrupted`), so a signal that lands inside a step
-    (between the optimizer's update and the iteration count, or halfway through the
-    parameters) can never produce a checkpoint that disagrees with its weights. A second
-    signal stops at once, without a new checkpoint. Elsewhere (another thread) the
-    handlers cannot be installed and Python's own handling applies.
-    """
-
-    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-    def __init__(self) -> None:
-        self.requested: Optional[int] = None
-        self.previous: Dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signum
-
-    def __enter__(self) -> "StopRequests":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped on a signal after saving a checkpoint of its last finished iteration."""
 
 
 def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time: float) -> bool:

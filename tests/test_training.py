@@ -245,39 +245,6 @@ def test_interrupt_writes_a_checkpoint_and_resume_continues(synthetic_shapes, tm
     assert h["iteration"] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("schedule,warmup", [("constant", 2), ("cosine", 0), ("cosine", 2), ("onecycle", 0)])
-def test_schedules(schedule, warmup):
-    from dlstudio_aspp.spec import RunSpec
-    from dlstudio_aspp.training import make_optimizer, make_scheduler
-
-    net = torch.nn.Linear(2, 2)
-    opts = RunSpec(optimizer="adam", lr=0.1, schedule=schedule, warmup=warmup)
-    opt = make_optimizer(net, opts)
-    sched = make_scheduler(opt, opts, total=10)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    if warmup:
-        assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)
-    if schedule == "constant":
-        assert lrs[2:] == [pytest.approx(0.1)] * 8
-    elif schedule == "cosine":
-        assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
-    else:
-        assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[0] < 0.01 and lrs[-1] < 1e-3
-
-
-def test_stock_options_make_no_scheduler():
-    from dlstudio_aspp.spec import RunSpec
-    from dlstudio_aspp.training import make_optimizer, make_scheduler
-
-    opts = RunSpec(lr=1e-4, momentum=0.9)
-    opt = make_optimizer(torch.nn.Linear(2, 2), opts)
-    assert make_scheduler(opt, opts, 100) is None and isinstance(opt, torch.optim.SGD)
-
-
 def test_modern_recipe_trains_on_logits_and_scores_with_logit_zero(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
     seen = {}
@@ -298,21 +265,6 @@ def test_modern_recipe_trains_on_logits_and_scores_with_logit_zero(synthetic_sha
     assert m["binarize"]["thresholds"] == [0.0] * 5 and m["binarize"]["output"] == "logits"
 
 
-def test_grad_clip_bounds_the_update(synthetic_shapes, tmp_path):
-    from dlstudio_aspp.spec import RunSpec
-    from dlstudio_aspp.training import make_optimizer
-
-    net = torch.nn.Linear(4, 1)
-    opts = RunSpec(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01)
-    opt = make_optimizer(net, opts)
-    before = [p.detach().clone() for p in net.parameters()]
-    (net(torch.full((1, 4), 100.0)) ** 2).sum().backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), opts.grad_clip)
-    opt.step()
-    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
-    assert step.norm().item() == pytest.approx(0.01, rel=1e-3)
-
-
 @pytest.mark.parametrize("point", ["start", "forward", "backward", "optimizer", "schedule", "end"])
 def test_a_signal_anywhere_in_a_step_checkpoints_that_step_and_resumes_bit_for_bit(synthetic_shapes, tmp_path, point,
                                                                                    monkeypatch):
@@ -321,7 +273,7 @@ def test_a_signal_anywhere_in_a_step_checkpoints_that_step_and_resumes_bit_for_b
     import os
     import signal
 
-    from dlstudio_aspp import training
+    from dlstudio_aspp import stopping, training
 
     files = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
     opts = dict(loss="mse", seed=3, max_iters=8, checkpoint_every=0, progress=False)
@@ -345,7 +297,7 @@ def test_a_signal_anywhere_in_a_step_checkpoints_that_step_and_resumes_bit_for_b
 
     part = make_segmenter(synthetic_shapes, tmp_path / "part", *files, epochs=2)
     monkeypatch.setattr(training._Run, "__init__", init)
-    with pytest.raises(training.Interrupted, match="SIGTERM: stopped at iteration 3"):
+    with pytest.raises(stopping.Interrupted, match="SIGTERM: stopped at iteration 3"):
         part.run_code_for_training_for_semantic_segmentation(net, **opts)
     monkeypatch.setattr(training._Run, "__init__", real_init)
     ck = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)
@@ -360,7 +312,7 @@ def test_a_second_signal_stops_at_once_without_a_new_checkpoint(synthetic_shapes
     import os
     import signal
 
-    from dlstudio_aspp import training
+    from dlstudio_aspp import stopping, training
 
     real_init = training._Run.__init__
 
@@ -374,7 +326,7 @@ def test_a_second_signal_stops_at_once_without_a_new_checkpoint(synthetic_shapes
     with pytest.raises(KeyboardInterrupt) as e:
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=4, progress=False,
                                                             checkpoint_every=1, checkpoint_seconds=0)
-    assert not isinstance(e.value, training.Interrupted)
+    assert not isinstance(e.value, stopping.Interrupted)
     ck = torch.load(tmp_path / "saved_model.ckpt", weights_only=True)
     assert ck["iteration"] == 1  # the step cut in half (iteration 2) was not saved
 

@@ -1,0 +1,38 @@
+"""The optimizer and the learning-rate schedule of a run, from its :class:`RunSpec`."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spec import RunSpec
+
+
+def make_optimizer(net: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    cls = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+    return cls(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(optimizer, spec: RunSpec, total: int):
+    """The learning-rate schedule over ``total`` iterations; None for stock's constant rate."""
+    warm = min(spec.warmup, max(total - 1, 0))
+    if spec.schedule == "onecycle" and total >= 4:
+        # OneCycleLR needs at least one step up and one down: pct_start in [2/total, 1 - 2/total].
+        pct = warm / total if warm else 0.1
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total,
+                                                   pct_start=min(max(pct, 2 / total), 1 - 2 / total),
+                                                   cycle_momentum=spec.optimizer == "sgd")
+    if spec.schedule == "constant" and not warm:
+        return None
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if spec.schedule == "cosine":
+            t = (step - warm) / max(total - warm, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
