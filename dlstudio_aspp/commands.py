@@ -123,7 +123,7 @@ def _describe(spec: RunSpec, train) -> None:
     num_classes, image_size = dataset_shape(train)
     print(SemanticSegmentationASPP.describe(build_model(spec, num_classes), image_size))
     print(f"{total} iterations ({epochs} epoch{'s' * (epochs > 1)} of {len(train)} images at batch {spec.batch_size}); "
-          + spec.summary_line())
+          + spec.summary_line() + f"; augmentation {spec.augment_level()}, input normalisation {spec.normalization()}")
 
 
 def experiments(args) -> int:
