@@ -52,11 +52,14 @@ class Compiled:
 
 
 def device_tensors(dataset, device: torch.device):
-    """(images (N, 3, H, W) uint8, masks (N, C, H, W) uint8, index map) of a PurdueShapes dataset on
-    ``device``, or None when the dataset does not keep its arrays in memory (COCO reads PNGs)."""
+    """(images (N, 3, H, W) uint8, masks (N, C, H, W) uint8) of a PurdueShapes dataset on ``device``
+    (through any nesting of ``Subset``\ s), or None when the dataset does not keep its arrays in memory
+    (COCO reads PNGs)."""
     base, indices = dataset, None
-    if isinstance(dataset, torch.utils.data.Subset):
-        base, indices = dataset.dataset, torch.as_tensor(list(dataset.indices))
+    while isinstance(base, torch.utils.data.Subset):
+        idx = torch.as_tensor(list(base.indices), dtype=torch.long)
+        indices = idx if indices is None else idx[indices]
+        base = base.dataset
     images, masks = getattr(base, "images", None), getattr(base, "masks", None)
     if not (torch.is_tensor(images) and torch.is_tensor(masks)):
         return None

@@ -69,13 +69,27 @@ def shape_label_map() -> Dict[str, int]:
     return dict(zip(SHAPE_CLASSES, mask_values_for(len(SHAPE_CLASSES))))
 
 
+def dataset_chain(dataset):
+    """``dataset``, then what it wraps (a ``Subset``'s or any wrapper's ``.dataset``), inward to the base dataset."""
+    yield dataset
+    while getattr(dataset, "dataset", None) is not None:
+        dataset = dataset.dataset
+        yield dataset
+
+
+def innermost_dataset(dataset):
+    """The base dataset under any ``Subset`` or wrapper (the one that holds the files and the label map)."""
+    *_, base = dataset_chain(dataset)
+    return base
+
+
 def dataset_labels(dataset) -> tuple:
     """(class names, mask values) from a dataset's ``label_map``, sorted by value.
 
-    A ``Subset`` is looked through; a dataset without ``label_map`` gets no names and
-    the stock values for 5 classes.
+    Wrappers (``Subset``) are looked through; a dataset without ``label_map`` gets no
+    names and the stock values for 5 classes.
     """
-    label_map = getattr(dataset, "label_map", None) or getattr(getattr(dataset, "dataset", None), "label_map", None)
+    label_map = next((m for d in dataset_chain(dataset) if (m := getattr(d, "label_map", None))), None)
     pairs = sorted((label_map or {}).items(), key=lambda kv: kv[1])
     if not pairs:
         return [], mask_values_for(5)
@@ -143,6 +157,11 @@ class RunCard:
     def weights_in(cls, folder) -> Path:
         """The weights file of the run folder ``folder``."""
         return Path(folder) / WEIGHTS_NAME
+
+    @classmethod
+    def in_folder(cls, folder) -> "RunCard":
+        """A card naming the files of the run folder ``folder`` (nothing read from disk)."""
+        return cls(weights=cls.weights_in(folder))
 
     @property
     def folder(self) -> Path:

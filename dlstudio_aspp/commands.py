@@ -51,7 +51,7 @@ def run(args) -> int:
         raise UserError(f"--out {out} is a file; give a folder")
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite starts it afresh; give one of them")
-    layout = RunCard(weights=RunCard.weights_in(out))
+    layout = RunCard.in_folder(out)
     if args.resume and not layout.checkpoint.is_file():
         raise MissingFileError(f"--resume: there is no checkpoint at {layout.checkpoint}; run without --resume to start afresh")
     spec = _coco_set(spec, args)
@@ -191,7 +191,7 @@ def report(args) -> int:
     folder = Path(args.run_dir)
     if GridFolder(folder).exists():
         md = make_report(folder)
-    elif RunCard(weights=RunCard.weights_in(folder)).file.is_file():
+    elif RunCard.in_folder(folder).file.is_file():
         md = make_run_report(folder)
     else:
         raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "

@@ -55,7 +55,7 @@ class GridFolder:
 
     def layout_card(self, name: str) -> RunCard:
         """A card object naming the files of run ``name`` (not read from disk)."""
-        return RunCard(weights=RunCard.weights_in(self.run_folder(name)))
+        return RunCard.in_folder(self.run_folder(name))
 
     @classmethod
     def of_run(cls, run_folder) -> Optional["GridFolder"]:

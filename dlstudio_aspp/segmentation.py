@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from .accel import quiet_worker
-from .card import RunCard
+from .card import RunCard, innermost_dataset
 from .data.coco import COCOSegmentationDataset
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
@@ -78,7 +78,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         dls = self.dl_studio
         base = dict(lr=dls.learning_rate, momentum=dls.momentum, epochs=dls.epochs, batch_size=dls.batch_size)
         train_set = getattr(getattr(self, "train_dataloader", None), "dataset", None)
-        if isinstance(getattr(train_set, "dataset", train_set), COCOSegmentationDataset):
+        if isinstance(innermost_dataset(train_set), COCOSegmentationDataset):
             base["dataset"] = "coco"
         explicit = dict(options, **({"loss": loss} if loss is not None else {}))
         return RunSpec.build(recipe, base=base, **explicit).validate()

@@ -38,10 +38,6 @@ from .spec import RunSpec, loss_title
 from .stopping import Interrupted, StopRequests
 from .validation import Validator, split_for_validation
 
-def output_kind(loss_fn) -> str:
-    """'logits' for a loss on logits, else 'raw': how the run card reads the output."""
-    return "logits" if getattr(loss_fn, "on_logits", False) else "raw"
-
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
@@ -220,19 +216,18 @@ class _Run:
         pending, self.pending = self.pending, []
         h, losses = self.history, []
         for (it, epoch, batch, lr, _, names, floats), row in zip(pending, rows):
-            if self.board is not None and math.isfinite(row[0]):
-                self.board.add_scalar("train/loss", row[0], it)
-                self.board.add_scalar("train/lr", lr, it)
-                for k, v in list(zip(names, row[1:])) + list(floats.items()):
-                    self.board.add_scalar(f"train/{k}", v, it)
             if not math.isfinite(row[0]):
                 self._non_finite(row[0], it, epoch, batch)
+            parts = list(zip(names, row[1:])) + list(floats.items())
             h["iteration"].append(it)
             h["epoch"].append(epoch)
             h["loss"].append(row[0])
             h["lr"].append(lr)
-            for k, v in list(zip(names, row[1:])) + list(floats.items()):
+            for k, v in parts:
                 h["components"].setdefault(k, []).append(v)
+            if self.board is not None:
+                for k, v in [("loss", row[0]), ("lr", lr)] + parts:
+                    self.board.add_scalar(f"train/{k}", v, it)
             losses.append(row[0])
         return losses
 

@@ -67,6 +67,20 @@ def syn(tmp_path):
             "--test-file", "PurdueShapes5MultiObject-4-test.gz", "--depth", "4", "--no-progress"]
 
 
+def loss_turning(value: float, at: int):
+    """(an MSE loss that returns ``value`` (nan, inf) on its ``at``-th call, the dict counting its calls)."""
+    import torch
+
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        v = torch.nn.functional.mse_loss(out, target)
+        return v * value if calls["n"] == at else v
+
+    return loss, calls
+
+
 def make_dls(dataroot: str, tmp_path, **kw):
     from dlstudio_aspp.dlstudio_glue import load_dlstudio
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import make_segmenter
+from conftest import loss_turning, make_segmenter
 from dlstudio_aspp import accel, training
 from dlstudio_aspp.model import mUNetASPP
 
@@ -82,16 +82,10 @@ def test_non_finite_loss_is_found_at_the_flush_with_its_iteration(synthetic_shap
 
     monkeypatch.setattr(training, "FLUSH_EVERY", 4)
     seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
-    n = {"k": 0}
-
-    def loss(out, target):
-        n["k"] += 1
-        v = torch.nn.functional.mse_loss(out, target)
-        return v * float("inf") if n["k"] == 2 else v
-
+    loss, calls = loss_turning(float("inf"), at=2)
     with pytest.raises(NonFiniteLossError, match="loss became inf at iteration 2 "):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, max_iters=6, progress=False)
-    assert n["k"] == 4  # found at the first flush, after iteration 4, not after the run
+    assert calls["n"] == 4  # found at the first flush, after iteration 4, not after the run
 
 
 def test_device_batches_equal_the_dataloader_batches(synthetic_shapes, tmp_path):
@@ -160,3 +154,12 @@ def test_workers_ignore_stop_signals():
     finally:
         signal.signal(signal.SIGTERM, old[0])
         signal.signal(signal.SIGINT, old[1])
+
+
+def test_device_tensors_look_through_nested_subsets(synthetic_shapes, tmp_path):
+    """A training subset split again for validation: the arrays are still found, in the right order."""
+    seg = make_segmenter(synthetic_shapes, tmp_path, *FILES)
+    base = seg.train_dataloader.dataset
+    nested = torch.utils.data.Subset(torch.utils.data.Subset(base, [5, 3, 9, 1]), [2, 0])  # base items 9, 5
+    images, masks = accel.device_tensors(nested, torch.device("cpu"))
+    assert torch.equal(images, base.images[[9, 5]]) and torch.equal(masks, base.masks[[9, 5]])

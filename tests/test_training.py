@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_dls, make_segmenter
+from conftest import loss_turning, make_dls, make_segmenter
 from dlstudio_aspp.dlstudio_glue import load_dlstudio
 from dlstudio_aspp.model import mUNetASPP
 from dlstudio_aspp.training import NonFiniteLossError
@@ -163,13 +163,7 @@ def test_bad_loss_leaves_the_run_folder_as_it_was(synthetic_shapes, tmp_path):
 
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(synthetic_shapes, tmp_path):
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
-    calls = {"n": 0}
-
-    def loss(out, target):
-        calls["n"] += 1
-        v = torch.nn.functional.mse_loss(out, target)
-        return v * float("nan") if calls["n"] == 3 else v
-
+    loss, _ = loss_turning(float("nan"), at=3)
     with pytest.raises(NonFiniteLossError, match="nan at iteration 3 .*saved_model.ckpt"):
         seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), loss=loss, checkpoint_every=2, checkpoint_seconds=0, progress=False)
     ck = torch.load(tmp_path / "saved_model.ckpt", weights_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Tuple
 
+from ..card import innermost_dataset
 from ..errors import MissingFileError, UserError
 from ..spec import DEFAULT_SHAPES_DATA, RunSpec
 
@@ -69,7 +70,7 @@ def open_datasets(spec: RunSpec, fetch: bool = False) -> Tuple[object, object]:
 def dataset_shape(dataset) -> Tuple[int, list]:
     """(number of classes, [H, W]) of a dataset (a Subset is looked through), from its
     ``label_map`` and ``image_size`` when it has them, else from its first item."""
-    inner = getattr(dataset, "dataset", dataset)
+    inner = innermost_dataset(dataset)
     label_map, size = getattr(inner, "label_map", None), getattr(inner, "image_size", None)
     if label_map and size:
         return len(label_map), list(size)
@@ -117,11 +118,13 @@ def file_identity(path) -> dict:
 def data_identity(dataset) -> dict:
     """What a training set is, for a checkpoint: its length and its file (PurdueShapes' .gz,
     a COCO set's index.json) by name, size and sha256; a Subset is looked through."""
-    inner = getattr(dataset, "dataset", dataset)
+    from .coco import INDEX
+
+    inner = innermost_dataset(dataset)
     out = {"kind": type(inner).__name__, "images": len(dataset)}
     source = getattr(inner, "path", None)
-    if source is None and getattr(inner, "root", None) is not None and (Path(inner.root) / "index.json").is_file():
-        source = Path(inner.root) / "index.json"
+    if source is None and getattr(inner, "root", None) is not None and (Path(inner.root) / INDEX).is_file():
+        source = Path(inner.root) / INDEX
     if source is not None and Path(source).is_file():
         out.update(file_identity(source))
     return out
