@@ -47,7 +47,10 @@ def _parser_for(f: dataclasses.Field, grid_axis: bool):
     """The argparse ``type`` of one field: one value, or a comma-separated list on a grid axis."""
     meta = f.metadata
     if meta["kind"] == "ints":
-        one = lambda text: tuple(_cli_value(lambda: check_rates(parse_ints(text, flag(f.name)))))  # noqa: E731
+        def one(text):
+            if meta["none"] and text.strip().lower() == meta["none"]:
+                return None
+            return tuple(_cli_value(lambda: check_rates(parse_ints(text, flag(f.name)))))
     elif meta["kind"] == "onoff":
         one = _on_off
     else:
@@ -129,6 +132,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--coco-root", default=None, help="with --dataset coco: build the set from this COCO folder first "
                                                      "when --data holds none (as build-coco does)")
     p.add_argument("--classes", nargs="+", default=None, help="with --coco-root: COCO category names (default: person)")
+    p.add_argument("--size", type=int, default=commands.COCO_RUN_SIZE, help=f"with --coco-root: side of the built images "
+                   f"(default: {commands.COCO_RUN_SIZE}, to fit about 45 minutes on 2 CPU cores; the homework's 256 on a GPU)")
     add_spec_options(p, defaults=commands.run_spec_defaults())
     p.set_defaults(func="run")
 

@@ -36,6 +36,11 @@ PRESETS: Dict[str, dict] = {
     # lr 3e-3: a short one-cycle run learns faster at the higher peak (1e-3 is best for a full epoch).
     "quick": dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=["bce+dice", "dice+mse:20"],
                   test_subset=200, log_every=50),
+    # COCO (--data: a build-coco set), the coco recipe. coco-quick is run's COCO default, one run: about
+    # 45 minutes on 2 CPU cores on a set built at 128x128 (run's --size), 4 times that at 256x256.
+    "coco-quick": dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]),
+    # For a GPU, on a set built at the homework's 256x256: ASPP on and off, 3 seeds, 150 epochs.
+    "coco": dict(recipe="coco", dataset="coco", epochs=150, seeds=[0, 1, 2], aspp=[True, False], losses=["bce+dice"]),
     # Seconds: for tests and a first look.
     "smoke": dict(recipe="stock", max_iters=4, depth=4, seeds=[0, 1], test_subset=8, log_every=2),
 }

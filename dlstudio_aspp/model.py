@@ -91,7 +91,7 @@ class mUNetASPP(StockMUNet):
         num_classes: output channels (5 for PurdueShapes5MultiObject). Default 5.
         aspp: put the ASPP at the bottleneck; False gives stock mUNet. Default True.
         aspp_rates: dilation rates. Default (2, 4, 6), chosen for the 8x8 bottleneck
-            of 64x64 images; for 256x256 (32x32 bottleneck) consider larger rates.
+            of 64x64 images; ``dlstudio_aspp.spec.rates_for`` gives the rates for larger images.
         aspp_channels: width of each ASPP branch. Default 128.
         aspp_pooling: image-pooling branch on or off. Default True.
         aspp_dropout: dropout after the ASPP projection. Default 0.

@@ -18,6 +18,7 @@ from .card import RunCard, mask_truth
 from .errors import MissingFileError, UserError
 from .evaluation import colour_masks
 from .documents import key_value_table
+from .floors import FLOORS_NOTE, floors_rows
 from .grid import GridFolder, read_json as _read_json
 from .spec import loss_label
 from .stats import paired_interval
@@ -252,7 +253,7 @@ def _header(grid: dict, runs) -> List[str]:
     line = (f"Dataset: **{spec.get('dataset', '?')}** (`{spec.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
             f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch "
             f"{spec.get('batch_size')}, {optimizer}, lr {spec.get('lr')}, depth {spec.get('depth')}, ASPP rates "
-            f"{spec.get('rates')}; test images scored per run: {runs[0]['metrics']['num_images']}; recipe "
+            f"{runs[0]['card'].spec.get('rates')}; test images scored per run: {runs[0]['metrics']['num_images']}; recipe "
             f"`{spec.get('recipe', 'stock')}`, output layer `{spec.get('head', 'stock')}`.")
     synthetic = "**SYNTHETIC data** (made by `dlstudio-aspp make-shapes`, not the real PurdueShapes5MultiObject).\n"
     stock = any(r.get("head", "stock") == "stock" for r in runs)
@@ -275,6 +276,7 @@ def _tables(runs) -> List[str]:
         "## Test metrics (mean ± std over seeds)", "",
         f"Decision rule (from each run's card): {runs[0]['card'].threshold_rule()}; classes absent from prediction "
         "and target are not scored.", "", metrics_table(runs), "",
+        *_floors_section(runs),
         "## Comparisons with their uncertainty", "",
         "Runs of the same seed share initial weights and data order, so each comparison is a set of per-seed "
         "differences in test mIoU. The verdict follows the 95% interval of their mean: entirely above or below 0 "
@@ -282,6 +284,17 @@ def _tables(runs) -> List[str]:
         "", paired_tables(runs), "",
         "Each run's mIoU with a 95% bootstrap interval over test images (the spread from which images were tested, "
         "not from training):", "", run_table(runs), ""]
+
+
+def _floors_section(runs) -> List[str]:
+    """The floors (the same for every run of the grid: one data set) against the lowest seed's run of each setting."""
+    firsts = [members[0] for members in _groups(runs).values() if "floors" in members[0]["metrics"]]
+    if not firsts:
+        return []
+    parts = ["### Against the floors", "", FLOORS_NOTE, ""]
+    for r in firsts:
+        parts += [f"`{r['folder'].name}`:", "", *floors_rows(r["metrics"]), ""]
+    return parts
 
 
 def _scale_section(runs) -> List[str]:

@@ -16,6 +16,7 @@ import numpy as np
 from .atomic import write_text
 from .card import RunCard
 from .documents import key_value_table
+from .floors import FLOORS_NOTE, floors_rows
 from .grid import read_json
 from .plots import pyplot as _plt, running_mean, save_plot as _save
 
@@ -98,6 +99,7 @@ def make_run_report(folder) -> Path:
         f"{metrics['num_images']} test images. Time: {seconds or 'not recorded'}.", "",
         "## Test metrics", "", f"Decision rule: {card.threshold_rule()}.", "", *metrics_rows(metrics), "",
         f"![per class]({rel(per_class)})", "",
+        *([FLOORS_NOTE, "", *floors_rows(metrics), ""] if "floors" in metrics else []),
         "## Training", "", f"![training]({rel(training)})", "",
         "## Test images", "", "Input, ground truth, the maximum over the output channels, then each class binarised.", "",
     ]

@@ -22,6 +22,7 @@ from .card import RunCard
 from .dlstudio_glue import default_num_workers
 from .errors import UserError
 from .evaluation import evaluate, save_grid
+from .floors import floors as compute_floors
 from .losses import get_loss
 from .metrics import format_table
 from .provenance import provenance
@@ -36,8 +37,9 @@ def device_for(spec: RunSpec) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and not spec.cpu else "cpu")
 
 
-def build_model(spec: RunSpec, num_classes: int):
-    """The spec's mUNetASPP, its initial weights fixed by ``spec.seed`` (0 when unset).
+def build_model(spec: RunSpec, num_classes: int, image_size=(64, 64)):
+    """The spec's mUNetASPP for images of ``image_size`` (H, W; it decides ``--rates auto``), its
+    initial weights fixed by ``spec.seed`` (0 when unset).
 
     The ASPP block is created after every stock layer, so runs of one seed start from the
     same stock-layer weights whether ASPP is on or off.
@@ -46,7 +48,7 @@ def build_model(spec: RunSpec, num_classes: int):
 
     torch.manual_seed(spec.seed or 0)
     return mUNetASPP(skip_connections=True, depth=spec.depth, num_classes=num_classes, aspp=spec.aspp,
-                     aspp_rates=spec.rates, head=spec.head)
+                     aspp_rates=spec.for_images(image_size).rates, head=spec.head)
 
 
 def _output_channels(net) -> Optional[int]:
@@ -78,12 +80,14 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
 
 
 def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUNT, progress: bool = True,
-          batch_size: int = 32, workers: Optional[int] = None, grid_path=None, compile: bool = False) -> dict:
+          batch_size: int = 32, workers: Optional[int] = None, grid_path=None, compile: bool = False,
+          floors: Optional[dict] = None) -> dict:
     """Score ``net`` on every image of ``dataset`` with the card's input scaling and thresholds.
 
     Writes the metrics file and a test grid of the first ``grid_images`` images (at
     ``grid_path``, default the card's), prints the per-class table and returns the metrics;
-    ``metrics['samples']`` holds the grid's (image, mask, output) triples.
+    ``metrics['samples']`` holds the grid's (image, mask, output) triples. ``floors``
+    (:func:`dlstudio_aspp.floors.floors` of the same test set) is kept in the metrics and printed.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=default_num_workers(workers), worker_init_fn=quiet_worker,
@@ -96,11 +100,16 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
         metrics["grid"] = str(save_grid(samples, card.thresholds(), card.class_names, path,
                                         title=f"{card.weights.name}: mIoU {metrics['miou']:.3f}"))
     metrics["model"] = card.model
+    if floors is not None:
+        metrics["floors"] = floors
     write_json(card.metrics_file, metrics)
     if card.file.is_file() and card.weights_sha256:  # the card of these weights gains the test time
         card.seconds["test"] = round(time.perf_counter() - t0, 2)
         card.save()
     print(format_table(metrics))
+    if floors is not None:
+        print("floors (predictors that never look at the image): " + "; ".join(
+            f"{n}: every pixel {a:.3f}, fixed mask {f:.3f}" for n, a, f in zip(card.class_names, floors["all"], floors["fixed"])))
     print(f"scored {metrics['num_images']} test images; metrics in {card.metrics_file.name}")
     metrics["samples"] = samples
     return metrics
@@ -124,7 +133,8 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     train_set, test_set = data if data is not None else open_datasets(spec)
     load_seconds = time.perf_counter() - t0 if load_seconds is None else load_seconds
     num_classes, image_size = dataset_shape(train_set)
-    net = build_model(spec, num_classes)
+    spec = spec.for_images(image_size)
+    net = build_model(spec, num_classes, image_size)
     loss_fn = get_loss(spec.loss)
     card = RunCard.for_training(RunCard.weights_in(folder), net, train_set, image_size, spec, loss_fn)
     card.seconds["load"] = round(load_seconds, 2)
@@ -135,7 +145,8 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
     trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
-    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile)
+    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile,
+                    floors=compute_floors(train_set, test_set) if spec.dataset == "coco" else None)
     save_samples(metrics.pop("samples"), card)
     if spec.tensorboard:
         log_test_metrics(card, metrics, len(history["loss"]))

@@ -14,6 +14,7 @@ exact resume, and a stop on NaN/inf.
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import io
 import math
@@ -348,7 +349,7 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
 
         bar = tqdm(total=run.total, initial=min(run.it, run.total), desc=f"train {run.history['loss_name']}", unit="it",
                    mininterval=1.0, dynamic_ncols=True)
-    say = bar.write if bar is not None else print
+    say = bar.write if bar is not None else functools.partial(print, flush=True)  # a log file shows each line at once
     run.net.train()
     done = run.it >= run.total
     try:

@@ -14,6 +14,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .spec import validation_size
+
 #: The held-out images depend on this seed only, not on the run's: every run holds out the same ones.
 SPLIT_SEED = 20_251_130
 
@@ -21,7 +23,7 @@ SPLIT_SEED = 20_251_130
 def split_for_validation(dataset, fraction: float) -> Tuple[object, object]:
     """(training part, validation part) of ``dataset``: a fixed random ``fraction`` of its images held out."""
     n = len(dataset)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = validation_size(n, fraction)
     if n - n_val < 1:
         from .errors import UserError
 

@@ -72,7 +72,7 @@ def test_bad_run_settings_are_one_line(syn, tmp_path, capsys, extra, match):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--recipe", "fancy"], "invalid choice: 'fancy' (choose from 'stock', 'modern')"),
+    (["--recipe", "fancy"], "invalid choice: 'fancy' (choose from 'stock', 'modern', 'coco')"),
     (["--head", "wide"], "invalid choice: 'wide' (choose from 'stock', 'dense', 'bilinear')"),
     (["--optimizer", "lbfgs"], "(choose from 'sgd', 'adam', 'adamw')"),
     (["--schedule", "step"], "(choose from 'constant', 'cosine', 'onecycle')"),

@@ -169,3 +169,13 @@ def test_grid_json_records_the_spec_and_the_cells(synthetic_shapes, tmp_path):
     assert {"command", "torch", "torchvision", "DLStudio", "numpy", "cuda", "device", "threads"} <= set(saved["provenance"])
     card = json.loads((tmp_path / "runs" / "mse__aspp-on__seed-0" / "saved_model.json").read_text())
     assert card["spec"]["optimizer"] == "adam" and card["iterations"] == 3
+
+
+def test_coco_quick_is_runs_coco_default_and_coco_is_sized_for_a_gpu():
+    """`experiments --preset coco-quick` makes the run `run --dataset coco` makes; the coco preset trains longer."""
+    from dlstudio_aspp.commands import run_spec, run_spec_defaults
+
+    quick, full = GridConfig.from_preset("coco-quick").validate(), GridConfig.from_preset("coco").validate()
+    assert quick.cell_specs()[0].result_values() == run_spec_defaults("coco").result_values()
+    assert run_spec({"dataset": "coco"}).recipe == "coco" and run_spec({"dataset": "coco", "recipe": "modern"}).val_split is None
+    assert full.spec.epochs > quick.spec.epochs and full.aspp == [True, False] and len(full.seeds) == 3

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, parse_loss
+from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, parse_loss, rates_for, show_value
 
 
 def test_layers_defaults_base_recipe_explicit():
@@ -47,6 +47,14 @@ def test_options_that_do_not_apply_are_not_recorded():
     assert "momentum" not in RunSpec(optimizer="adamw").to_json() and "momentum" in RunSpec().to_json()
     assert "rates" not in RunSpec(aspp=False).to_json()
     assert "momentum" not in RunSpec(optimizer="adam").summary_line()
+
+
+def test_auto_rates_follow_the_bottleneck():
+    assert [rates_for((s, s)) for s in (32, 64, 128, 256, 512)] == [(2, 4, 6), (2, 4, 6), (3, 6, 9), (6, 12, 18),
+                                                                    (12, 24, 36)]
+    assert RunSpec().rates is None and RunSpec().for_images((256, 256)).rates == (6, 12, 18)
+    assert RunSpec(rates=(1, 2)).for_images((256, 256)).rates == (1, 2)  # explicit rates are kept
+    assert show_value("rates", None) == "auto" and RunSpec.from_json(RunSpec().to_json()) == RunSpec()
 
 
 def test_json_round_trip():
