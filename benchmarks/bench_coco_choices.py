@@ -5,7 +5,7 @@ Usage:
         [--only NAME ...]
 
 Trains every configuration below with ``dlstudio-aspp run --dataset coco`` at the same
-budget and seeds (seed-major order, so an interrupted sweep still holds whole pairs),
+budget and seeds, without a validation split (seed-major order, so an interrupted sweep still holds whole pairs),
 skips runs whose ``summary.json`` is already there, then prints one row per choice: the
 test person IoU of each configuration (mean over seeds) and the seed-paired difference
 against ``base`` with its 95% t interval and verdict (``dlstudio_aspp.stats``). Runs of
@@ -19,7 +19,11 @@ from pathlib import Path
 
 from dlstudio_aspp.stats import paired_interval
 
-#: name -> the flags that differ from ``run --dataset coco``'s defaults.
+#: Every run: train on all the training images (no validation split, no best-checkpoint choice), so
+#: that each pair differs only in its choice.
+COMMON = ["--val-split", "off"]
+#: name -> the flags that differ from ``run --dataset coco``'s defaults (base: rates auto, standard
+#: augmentation, dataset normalisation, lr 1e-3).
 CONFIGS = {
     "base": [],
     "rates 2/4/6": ["--rates", "2,4,6"],
@@ -35,7 +39,7 @@ def run_one(data: str, folder: Path, seed: int, iters: int, flags) -> dict:
     if not summary.is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         cmd = ["dlstudio-aspp", "run", "--dataset", "coco", "--data", data, "--max-iters", str(iters),
-               "--seed", str(seed), "--out", str(folder), "--no-progress", *flags]
+               "--seed", str(seed), "--out", str(folder), "--no-progress", *COMMON, *flags]
         if folder.exists():
             cmd.append("--overwrite")
         with open(folder.parent / f"{folder.name}.log", "w") as log:

@@ -146,7 +146,7 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     t0 = time.perf_counter()
     trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
     metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile,
-                    floors=compute_floors(train_set, test_set) if spec.dataset == "coco" else None)
+                    floors=floors_for(train_set, test_set))
     save_samples(metrics.pop("samples"), card)
     if spec.tensorboard:
         log_test_metrics(card, metrics, len(history["loss"]))
@@ -156,6 +156,17 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
                "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
     write_json(card.summary_file, summary)
     return summary
+
+
+def floors_for(train_set, test_set) -> Optional[dict]:
+    """The floors (:mod:`dlstudio_aspp.floors`) for a COCO test set; None for PurdueShapes, whose
+    objects move about the image so that no fixed mask is a meaningful floor."""
+    from .card import innermost_dataset
+    from .data.coco import COCOSegmentationDataset
+
+    if train_set is None or not isinstance(innermost_dataset(test_set), COCOSegmentationDataset):
+        return None
+    return compute_floors(train_set, test_set)
 
 
 def log_test_metrics(card: RunCard, metrics: dict, step: int) -> None:

@@ -28,7 +28,7 @@ from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import UserError
 from .losses import get_loss
 from .model import DLStudio, input_dependent_fraction, model_summary, mUNetASPP as _mUNetASPP
-from .runner import fit, score
+from .runner import fit, floors_for, score
 from .spec import RunSpec
 
 
@@ -139,7 +139,8 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         metrics = score(card, net, dataset, self._device(), grid_images=grid_images, progress=progress,
                         batch_size=batch_size or self.test_dataloader.batch_size,
                         workers=self.test_dataloader.num_workers, grid_path=grid_path,
-                        compile=bool(card.spec.get("compile")))
+                        compile=bool(card.spec.get("compile")),
+                        floors=floors_for(getattr(getattr(self, "train_dataloader", None), "dataset", None), dataset))
         self.samples = metrics.pop("samples")
         self.metrics = metrics
         return metrics

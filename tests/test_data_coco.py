@@ -1,4 +1,8 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -157,6 +161,26 @@ def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
     assert spec.dataset == "coco" and spec.augment_level() == "standard" and spec.normalization() == "dataset"
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
     assert m["class_names"] == ["dog", "cat", "bus"] and m["num_images"] == 1
+    assert len(m["floors"]["fixed"]) == 3  # scored against the floors, as `run` is
+
+
+@pytest.mark.skipif(not COCO_TINY.is_dir(), reason="the coco_tiny sample is not beside the repository")
+def test_the_coco_example_runs_like_the_stock_script(tmp_path):
+    """examples/semantic_segmentation_coco.py, run as a user runs it, on a set built from coco_tiny; only the
+    budget and the depth are cut for the test."""
+    repo = Path(__file__).resolve().parents[1]
+    C.build_coco(COCO_TINY, tmp_path / "data" / "coco_seg", classes=["person"], size=128, progress=False,
+                 log=lambda s: None)
+    script = (repo / "examples" / "semantic_segmentation_coco.py").read_text()
+    assert "options = {}" in script and "depth=16" in script
+    script = script.replace("options = {}", "options = dict(max_iters=2, progress=False)").replace("depth=16", "depth=4")
+    script = script.replace("os.path.dirname(os.path.abspath(__file__))", repr(str(repo / "examples")))
+    (tmp_path / "example.py").write_text(script)
+    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((tmp_path / "saved_model_coco.json").read_text())
+    assert card["spec"]["recipe"] == "coco" and card["model"]["aspp_rates"] == [3, 6, 9] and card["augment"] == "standard"
+    assert "fixed mask" in proc.stdout and card["iterations"] == 2
 
 
 def _edit_train_json(root, change):
