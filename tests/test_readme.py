@@ -44,13 +44,22 @@ def test_every_documented_command_parses(doc, command):
     assert args.command
 
 
+def _anchors(path) -> set:
+    """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces as '-'."""
+    heads = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_links_resolve_and_stay_inside_the_repository(doc):
     text = doc.read_text()
     for target in re.findall(r"\]\(([^)]+)\)", text):
         if re.match(r"^[a-z]+://", target) or target.startswith("#"):
             continue
-        path = (doc.parent / target).resolve()
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve()
         assert path.is_relative_to(ROOT), f"{doc.name}: {target} points outside the repository"
         assert path.exists(), f"{doc.name}: {target} does not exist"
+        if anchor:
+            assert anchor in _anchors(path), f"{doc.name}: {target}: no such heading in {file}"
     assert "shared/data" not in text, f"{doc.name} names a folder outside the repository"
