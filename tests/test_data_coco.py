@@ -242,6 +242,9 @@ def test_run_builds_the_coco_set_then_trains_on_it(tmp_path, capsys):
     assert card["class_names"] == ["person"] and card["augment"] == "standard" and len(card["mean"]) == 3
     assert card["spec"]["rates"] == [3, 6, 9] == card["model"]["aspp_rates"]  # --rates auto at 128x128's 16x16
     assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] == 0.1 and card["image_size"] == [128, 128]
+    from dlstudio_aspp.card import RunCard
+
+    assert list(RunCard.load(out).build_model().aspp.rates) == [3, 6, 9]  # what evaluation, predict and sam-compare rebuild
     metrics = json.loads((out / "saved_model.metrics.json").read_text())
     assert metrics["num_images"] == 2 and 0 < metrics["floors"]["all"][0] < 1  # COCO runs are scored against floors
     assert cli.main(["report", str(out), "--format", "md"]) == 0

@@ -73,7 +73,7 @@ def test_grid_refuses_changed_settings(synthetic_shapes, tmp_path):
 
 
 def test_bad_preset_and_loss():
-    with pytest.raises(ValueError, match="valid: homework, homework-dense, quick, smoke"):
+    with pytest.raises(ValueError, match="valid: homework, homework-dense, quick, coco-quick, coco, smoke"):
         GridConfig.from_preset("fast")
     with pytest.raises(ValueError, match="unknown loss"):
         GridConfig(losses=["l1"]).validate()
