@@ -27,7 +27,7 @@ from .losses import get_loss
 from .metrics import format_table
 from .provenance import provenance
 from .spec import RunSpec
-from .training import train
+from .training import train, training_split
 
 #: Test images kept with a run (``samples.npz``) for the reports' qualitative grids.
 SAMPLE_COUNT = 4
@@ -71,7 +71,7 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
     from .data.open import input_stats
 
     card.provenance = provenance(command, device)
-    card.mean, card.std = input_stats(spec.normalization(), loader.dataset)
+    card.mean, card.std = input_stats(spec.normalization(), training_split(loader.dataset, spec)[0])
     trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
     card.iterations, card.epochs = len(history["loss"]), history["epochs"]
     card.seconds["train"] = round(history["seconds"], 2)

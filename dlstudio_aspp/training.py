@@ -385,6 +385,15 @@ def _finish_validation(run: _Run) -> None:
           "those are the run's weights")
 
 
+def training_split(dataset, spec: RunSpec):
+    """(the images training steps through, the validation images or None): --train-subset, then --val-split."""
+    if spec.train_subset is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(spec.train_subset, len(dataset))))
+    if spec.val_split is None:
+        return dataset, None
+    return split_for_validation(dataset, spec.val_split)
+
+
 def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=None, *, loss_fn=None,
           resume: bool = False, perf_file=None):
     """Train a copy of ``net`` (as stock does) on ``loader``; return ``(trained_net, history)``.
@@ -407,12 +416,7 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         loss_fn.train()
     if spec.seed is not None:
         _seed_everything(spec.seed)
-    dataset = loader.dataset
-    if spec.train_subset is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(spec.train_subset, len(dataset))))
-    val_set = None
-    if spec.val_split is not None:
-        dataset, val_set = split_for_validation(dataset, spec.val_split)
+    dataset, val_set = training_split(loader.dataset, spec)
     epochs, total = spec.iterations(len(dataset))
     per_epoch = spec.per_epoch(len(dataset))
     run = _Run(copy.deepcopy(net).to(device), spec, card, device, total, loss_fn)

@@ -53,3 +53,14 @@ def test_the_best_weights_are_the_ones_saved_and_scored(synthetic_shapes, tmp_pa
     assert card["validation"]["best_iteration"] == 2 and card["validation"]["images"] == 6
     metrics = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), progress=False)
     assert metrics["num_images"] == 8  # the test split, scored once with the best weights
+
+
+def test_dataset_statistics_leave_the_validation_images_out(synthetic_shapes, tmp_path):
+    from dlstudio_aspp.data.open import input_stats
+
+    seg = make_segmenter(synthetic_shapes, tmp_path, *SYN_FILES)
+    seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=1, val_split=0.25,
+                                                        normalize="dataset", progress=False)
+    card = json.loads((tmp_path / "saved_model.json").read_text())
+    train, _ = split_for_validation(seg.train_dataloader.dataset, 0.25)
+    assert card["mean"] == input_stats("dataset", train)[0] != input_stats("dataset", seg.train_dataloader.dataset)[0]
