@@ -22,7 +22,7 @@ from .card import mask_truth
 THRESHOLDS = torch.arange(1, 20) / 20
 
 
-def _masks(dataset, batch_size: int = 64):
+def _masks(dataset, batch_size: int = 16):
     """(B, C, H, W) bool truth masks of ``dataset``, batch by batch."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     for batch in loader:
