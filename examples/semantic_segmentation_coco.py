@@ -22,7 +22,7 @@ recipe = 'coco'            ##  'coco' (modern + validation split, 40 epochs) / '
 loss = None                ##  None: the recipe's; or 'mse' / 'dice' / 'dice+mse:20' / 'bce+dice' ...
 head = 'dense'             ##  'dense': every output pixel is predicted; 'stock': stock mUNet's 1-in-4 output layer
 use_aspp = True            ##  False gives the stock mUNet, for comparison
-aspp_rates = None          ##  None: by the bottleneck (3,6,9 at 128x128, 6,12,18 at 256x256); or e.g. (2, 4, 6)
+aspp_rates = None          ##  None: by the bottleneck (2,4,6 up to 128x128, 6,12,18 at 256x256); or e.g. (2, 4, 6)
 coco_set = "./data/coco_seg/"
 options = {}               ##  more run options, e.g. dict(epochs=150) on a GPU (see `dlstudio-aspp run --help`)
 

@@ -169,7 +169,7 @@ def test_the_coco_example_runs_like_the_stock_script(tmp_path):
     """examples/semantic_segmentation_coco.py, run as a user runs it, on a set built from coco_tiny; only the
     budget and the depth are cut for the test."""
     repo = Path(__file__).resolve().parents[1]
-    C.build_coco(COCO_TINY, tmp_path / "data" / "coco_seg", classes=["person"], size=128, progress=False,
+    C.build_coco(COCO_TINY, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
                  log=lambda s: None)
     script = (repo / "examples" / "semantic_segmentation_coco.py").read_text()
     assert "options = {}" in script and "depth=16" in script
@@ -179,7 +179,7 @@ def test_the_coco_example_runs_like_the_stock_script(tmp_path):
     proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((tmp_path / "saved_model_coco.json").read_text())
-    assert card["spec"]["recipe"] == "coco" and card["model"]["aspp_rates"] == [3, 6, 9] and card["augment"] == "standard"
+    assert card["spec"]["recipe"] == "coco" and card["model"]["aspp_rates"] == [6, 12, 18] and card["augment"] == "standard"
     assert "fixed mask" in proc.stdout and card["iterations"] == 2
 
 
@@ -240,11 +240,11 @@ def test_run_builds_the_coco_set_then_trains_on_it(tmp_path, capsys):
     assert json.loads((data / "index.json").read_text())["counts"]["train"] == {"person": 12}
     card = json.loads((out / "saved_model.json").read_text())
     assert card["class_names"] == ["person"] and card["augment"] == "standard" and len(card["mean"]) == 3
-    assert card["spec"]["rates"] == [3, 6, 9] == card["model"]["aspp_rates"]  # --rates auto at 128x128's 16x16
+    assert card["spec"]["rates"] == [2, 4, 6] == card["model"]["aspp_rates"]  # --rates auto at 128x128's 16x16
     assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] == 0.1 and card["image_size"] == [128, 128]
     from dlstudio_aspp.card import RunCard
 
-    assert list(RunCard.load(out).build_model().aspp.rates) == [3, 6, 9]  # what evaluation, predict and sam-compare rebuild
+    assert list(RunCard.load(out).build_model().aspp.rates) == [2, 4, 6]  # what evaluation, predict and sam-compare rebuild
     metrics = json.loads((out / "saved_model.metrics.json").read_text())
     assert metrics["num_images"] == 2 and 0 < metrics["floors"]["all"][0] < 1  # COCO runs are scored against floors
     assert cli.main(["report", str(out), "--format", "md"]) == 0

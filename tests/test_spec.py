@@ -50,8 +50,8 @@ def test_options_that_do_not_apply_are_not_recorded():
 
 
 def test_auto_rates_follow_the_bottleneck():
-    assert [rates_for((s, s)) for s in (32, 64, 128, 256, 512)] == [(2, 4, 6), (2, 4, 6), (3, 6, 9), (6, 12, 18),
-                                                                    (12, 24, 36)]
+    assert [rates_for((s, s)) for s in (32, 64, 128, 192, 256, 512)] == [(2, 4, 6), (2, 4, 6), (2, 4, 6), (4, 9, 14),
+                                                                         (6, 12, 18), (12, 24, 36)]
     assert RunSpec().rates is None and RunSpec().for_images((256, 256)).rates == (6, 12, 18)
     assert RunSpec(rates=(1, 2)).for_images((256, 256)).rates == (1, 2)  # explicit rates are kept
     assert show_value("rates", None) == "auto" and RunSpec.from_json(RunSpec().to_json()) == RunSpec()
