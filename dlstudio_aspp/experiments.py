@@ -115,13 +115,14 @@ def prepare_grid(cfg: GridConfig, out) -> Tuple[GridFolder, object, object]:
 
     Nothing is written before all checks pass, so a typo leaves the folder as it was.
     """
-    from .data.open import dataroot, is_synthetic, open_datasets
+    from .data.open import dataroot, dataset_shape, is_synthetic, open_datasets
 
     cfg.validate()
     folder = GridFolder(out)
-    check_grid_folder(cfg, folder)
     cfg.spec = cfg.spec.replace(data=dataroot(cfg.spec))
     train, test = open_datasets(cfg.spec)
+    cfg.spec = cfg.spec.for_images(dataset_shape(train)[1])  # --rates auto made concrete, as each run records it
+    check_grid_folder(cfg, folder)
     synthetic = is_synthetic(cfg.spec)
     if synthetic:
         from .data.sources import SYNTHETIC_NOTE

@@ -166,6 +166,7 @@ def test_grid_json_records_the_spec_and_the_cells(synthetic_shapes, tmp_path):
     saved = json.loads((tmp_path / "grid.json").read_text())
     assert saved["spec"]["optimizer"] == "adam" and "momentum" not in saved["spec"]  # unused under Adam: not recorded
     assert saved["cells"] == ["mse__aspp-on__seed-0"] and saved["preset"] == "smoke"
+    assert saved["spec"]["rates"] == [2, 4, 6]  # --rates auto, made concrete for 64x64: grids of earlier versions match
     assert {"command", "torch", "torchvision", "DLStudio", "numpy", "cuda", "device", "threads"} <= set(saved["provenance"])
     card = json.loads((tmp_path / "runs" / "mse__aspp-on__seed-0" / "saved_model.json").read_text())
     assert card["spec"]["optimizer"] == "adam" and card["iterations"] == 3
