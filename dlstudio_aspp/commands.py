@@ -24,13 +24,12 @@ COCO_RUN_SIZE = 128
 
 def run_spec_defaults(dataset: str = "shapes") -> RunSpec:
     """The spec `run` uses for ``dataset`` when no other option is given (shapes' is shown in its --help)."""
-    return RunSpec.build(RUN_COCO_RECIPE if dataset == "coco" else RUN_RECIPE, base=dict(RUN_BASE, dataset=dataset))
+    return run_spec({"dataset": dataset})
 
 
 def run_spec(given: dict) -> RunSpec:
     """`run`'s spec: its defaults for the dataset given, then the recipe and options given; validated."""
-    dataset = given.get("dataset", "shapes")
-    recipe = given.pop("recipe", None) or (RUN_COCO_RECIPE if dataset == "coco" else RUN_RECIPE)
+    recipe = given.pop("recipe", None) or (RUN_COCO_RECIPE if given.get("dataset") == "coco" else RUN_RECIPE)
     return RunSpec.build(recipe, base=RUN_BASE, **given).validate()
 
 
@@ -134,7 +133,9 @@ def _describe(spec: RunSpec, train) -> None:
     from .runner import build_model
     from .segmentation import SemanticSegmentationASPP
 
-    images = spec.training_images(len(train))
+    from .training import training_split
+
+    images = len(training_split(train, spec)[0])
     epochs, total = spec.iterations(images)
     num_classes, image_size = dataset_shape(train)
     spec = spec.for_images(image_size)

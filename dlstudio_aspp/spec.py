@@ -344,12 +344,6 @@ class RunSpec:
         """This spec with ``--rates auto`` made concrete for images of ``image_size`` (H, W)."""
         return self if self.rates is not None else self.replace(rates=rates_for(image_size))
 
-    def training_images(self, num_train: int) -> int:
-        """The images training steps through, out of a training split of ``num_train``:
-        --train-subset first, then less the --val-split held out."""
-        n = min(self.train_subset or num_train, num_train)
-        return n - (validation_size(n, self.val_split) if self.val_split is not None else 0)
-
     def iterations(self, num_train: int) -> Tuple[int, int]:
         """(epochs, total iterations) over ``num_train`` images: --max-iters wins, else --epochs, else 1 epoch."""
         per_epoch = self.per_epoch(num_train)
