@@ -70,6 +70,10 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
     def _device(self) -> torch.device:
         return getattr(self.dl_studio, "device", torch.device("cpu"))
 
+    def _train_set(self):
+        """The training set loaded by :meth:`load_PurdueShapes5MultiObject_dataset`, or None before it."""
+        return getattr(getattr(self, "train_dataloader", None), "dataset", None)
+
     def spec_for(self, loss=None, *, recipe: str = "stock", **options) -> RunSpec:
         """The run's :class:`RunSpec`: DLStudio's ``learning_rate``, ``momentum``, ``epochs`` and
         ``batch_size`` (and ``dataset='coco'`` for a COCO training set, which turns on its
@@ -77,8 +81,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         ``options`` (RunSpec fields); validated."""
         dls = self.dl_studio
         base = dict(lr=dls.learning_rate, momentum=dls.momentum, epochs=dls.epochs, batch_size=dls.batch_size)
-        train_set = getattr(getattr(self, "train_dataloader", None), "dataset", None)
-        if isinstance(innermost_dataset(train_set), COCOSegmentationDataset):
+        if isinstance(innermost_dataset(self._train_set()), COCOSegmentationDataset):
             base["dataset"] = "coco"
         explicit = dict(options, **({"loss": loss} if loss is not None else {}))
         return RunSpec.build(recipe, base=base, **explicit).validate()
@@ -140,7 +143,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
                         batch_size=batch_size or self.test_dataloader.batch_size,
                         workers=self.test_dataloader.num_workers, grid_path=grid_path,
                         compile=bool(card.spec.get("compile")),
-                        floors=floors_for(getattr(getattr(self, "train_dataloader", None), "dataset", None), dataset))
+                        floors=floors_for(self._train_set(), dataset))
         self.samples = metrics.pop("samples")
         self.metrics = metrics
         return metrics

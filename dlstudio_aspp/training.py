@@ -419,6 +419,11 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     dataset, val_set = training_split(loader.dataset, spec)
     epochs, total = spec.iterations(len(dataset))
     per_epoch = spec.per_epoch(len(dataset))
+    if per_epoch < spec.log_every <= total:  # stock counts the iterations of an epoch, so it never reaches log_every
+        warnings.warn(f"no loss lines will be printed: --log-every {spec.log_every} is longer than an epoch "
+                      f"({per_epoch} iterations), and stock's line counts the iterations within an epoch; "
+                      f"set --log-every {max(1, per_epoch // 2)} (or log_every=...) to see the loss as it trains",
+                      UserWarning)
     run = _Run(copy.deepcopy(net).to(device), spec, card, device, total, loss_fn)
     if val_set is not None:
         run.validator = Validator(val_set, card, device, spec.val_every)
