@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import signal
 import sys
+import warnings
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import __version__, commands
@@ -267,7 +269,27 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _warning_line(fallback):
+    """A ``warnings.showwarning`` that prints the package's own warnings as one ``warning: ...`` line, as its
+    errors are, and hands the others (and all of them under DLSTUDIO_ASPP_DEBUG) to ``fallback``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if debug() or not Path(filename).resolve().is_relative_to(_PACKAGE):
+            fallback(message, category, filename, lineno, file, line)
+        else:
+            print(f"warning: {message}", file=file or sys.stderr)
+    return show
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -214,3 +215,25 @@ def test_experiments_command_ends_with_the_grid_outcome(syn, tmp_path, capsys):
 def test_experiments_refuses_duplicate_cells(syn, tmp_path, capsys):
     assert cli.main(["experiments", "--out", str(tmp_path / "g"), *syn, "--losses", "mse,MSE"]) == 2
     assert "--loss lists mse more than once" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_the_package_warnings_print_as_one_line(fake_coco, tmp_path, capsys):
+    """A warning of the package reads like its errors: ``warning: ...``, without Python's file:line and source."""
+    argv = ["build-coco", "--coco-root", str(fake_coco), "--classes", "dog", "cat", "bus", "--size", "64",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    before = warnings.showwarning
+    assert cli.main(argv) == 0
+    assert warnings.showwarning is before  # installed for main's own call only
+    err = capsys.readouterr().err
+    assert "warning: test (val2017): no image qualifies for dog, cat" in err
+    assert "RuntimeWarning" not in err and "warnings.warn" not in err
+
+
+def test_other_warnings_keep_python_format(capsys, monkeypatch):
+    shown = []
+    show = cli._warning_line(lambda *a: shown.append(a))
+    show(UserWarning("from elsewhere"), UserWarning, "/usr/lib/python3/x.py", 3)
+    assert len(shown) == 1 and capsys.readouterr().err == ""
+    monkeypatch.setenv("DLSTUDIO_ASPP_DEBUG", "1")
+    show(UserWarning("ours"), UserWarning, cli.__file__, 3)
+    assert len(shown) == 2  # debugging: Python's own format, with the file and line

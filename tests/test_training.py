@@ -363,7 +363,7 @@ def test_tensorboard_writes_events_that_tensorboard_reads(synthetic_shapes, tmp_
 
 
 def test_log_every_longer_than_an_epoch_warns(synthetic_shapes, tmp_path):
-    """Bug: with 6 iterations an epoch and log_every 4 over 12 iterations, nothing was printed and nothing said why."""
+    """Bug: with 6 iterations an epoch and log_every 8 over 12 iterations, nothing was printed and nothing said why."""
     seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
     with pytest.warns(UserWarning, match=r"--log-every 8 is longer than an epoch \(6 iterations\).*--log-every 3"):
         h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, epochs=2, log_every=8,
