@@ -22,7 +22,8 @@ from dlstudio_aspp.stats import paired_interval
 #: Every run: train on all the training images (no validation split, no best-checkpoint choice), so
 #: that each pair differs only in its choice.
 COMMON = ["--val-split", "off"]
-#: name -> the flags that differ from ``run --dataset coco``'s defaults (standard augmentation,
+#: name -> the flags that differ from base; every run gets base's flags first (the later flag wins), so a
+#: configuration differs from base in its own flags only, whatever ``run``'s defaults become. The flags differ from ``run --dataset coco``'s defaults (standard augmentation,
 #: dataset normalisation, lr 1e-3). base spells out the rates it was measured with: DeepLab's
 #: 6,12,18 scaled to a 16x16 bottleneck (at 128x128 --rates auto now gives 2,4,6).
 CONFIGS = {
@@ -42,7 +43,7 @@ def run_one(data: str, folder: Path, seed: int, iters: int, flags) -> dict:
     if not summary.is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         cmd = ["dlstudio-aspp", "run", "--dataset", "coco", "--data", data, "--max-iters", str(iters),
-               "--seed", str(seed), "--out", str(folder), "--no-progress", *COMMON, *flags]
+               "--seed", str(seed), "--out", str(folder), "--no-progress", *COMMON, *CONFIGS["base"], *flags]
         if folder.exists():
             cmd.append("--overwrite")
         with open(folder.parent / f"{folder.name}.log", "w") as log:
