@@ -5,7 +5,7 @@ Usage:
         [--only NAME ...]
 
 Trains every configuration below with ``dlstudio-aspp run --dataset coco`` at the same
-budget and seeds, without a validation split (seed-major order, so an interrupted sweep still holds whole pairs),
+budget and seeds, without a validation split unless the configuration is one (seed-major order, so an interrupted sweep still holds whole pairs),
 skips runs whose ``summary.json`` is already there, then prints one row per choice: the
 test person IoU of each configuration (mean over seeds) and the seed-paired difference
 against ``base`` with its 95% t interval and verdict (``dlstudio_aspp.stats``). Runs of
@@ -22,10 +22,10 @@ from dlstudio_aspp.stats import paired_interval
 #: Every run: train on all the training images (no validation split, no best-checkpoint choice), so
 #: that each pair differs only in its choice.
 COMMON = ["--val-split", "off"]
-#: name -> the flags that differ from base; every run gets base's flags first (the later flag wins), so a
-#: configuration differs from base in its own flags only, whatever ``run``'s defaults become. The flags differ from ``run --dataset coco``'s defaults (standard augmentation,
-#: dataset normalisation, lr 1e-3). base spells out the rates it was measured with: DeepLab's
-#: 6,12,18 scaled to a 16x16 bottleneck (at 128x128 --rates auto now gives 2,4,6).
+#: name -> its flags. Every run gets base's flags first and its own after (the later flag wins), so a
+#: configuration differs from base in its own flags only, whatever ``run --dataset coco``'s defaults
+#: become (now: standard augmentation, dataset normalisation, lr 1e-3). base spells out the rates it
+#: was measured with: DeepLab's 6,12,18 scaled to a 16x16 bottleneck (--rates auto now gives 2,4,6 there).
 CONFIGS = {
     "base": ["--rates", "3,6,9"],
     "rates 2/4/6": ["--rates", "2,4,6"],

@@ -22,22 +22,24 @@ import torch.nn.functional as F
 
 from dlstudio_aspp.card import RunCard
 from dlstudio_aspp.data.coco import COCOSegmentationDataset
+from dlstudio_aspp.metrics import MultiLabelConfusion
 
 
 def outputs(net, card, root: str, split: str, size=None, flip: bool = False):
-    """(logits (N, C, S, S), truth (N, C, S, S) bool) over a split; inputs resized to ``size`` when given."""
+    """(logits (N, C, S, S), truth (N, C, S, S) mask) over a split; inputs resized to ``size`` when given.
+
+    ``flip``: the logits of the horizontally flipped images, flipped back (to average with the plain ones).
+    """
     ds = COCOSegmentationDataset(None, None, split, root=root)
     outs, truth = [], []
     with torch.inference_mode():
         for i in range(0, len(ds), 8):
             items = [ds[j] for j in range(i, min(i + 8, len(ds)))]
             im = torch.stack([d["image"] for d in items])
-            truth.append(torch.stack([d["mask_tensor"] for d in items]) > 0)
+            truth.append(torch.stack([d["mask_tensor"] for d in items]))
             x = im if size is None else F.interpolate(im, size=size, mode="bilinear", antialias=True, align_corners=False)
             x = card.prepare_input(x)
-            out = net(x).float()
-            if flip:
-                out = (out + net(x.flip(-1)).float().flip(-1)) / 2
+            out = net(x.flip(-1)).float().flip(-1) if flip else net(x).float()
             if size is not None:
                 out = F.interpolate(out, size=im.shape[-2:], mode="bilinear", align_corners=False)
             outs.append(out)
@@ -45,8 +47,10 @@ def outputs(net, card, root: str, split: str, size=None, flip: bool = False):
 
 
 def pooled_iou(out: torch.Tensor, truth: torch.Tensor, threshold: float) -> float:
-    pred = out > threshold
-    return float((pred & truth).sum() / (pred | truth).sum().clamp(min=1))
+    """Mean IoU of ``out > threshold``, pooled over the images as the package's metrics are."""
+    conf = MultiLabelConfusion(out.shape[1])
+    conf.update(out > threshold, truth)
+    return conf.compute()["miou"]
 
 
 def main():
@@ -65,7 +69,8 @@ def main():
     out, truth = outputs(net, card, args.data, "test")
     shifts = (-1.0, -0.5, 0.0, 0.5, 1.0)
     print("test, threshold " + ", ".join(f"{t0 + s:+g}: {pooled_iou(out, truth, t0 + s):.3f}" for s in shifts))
-    print(f"test, flip averaged: {pooled_iou(*outputs(net, card, args.data, 'test', flip=True), t0):.3f}")
+    flipped, _ = outputs(net, card, args.data, "test", flip=True)
+    print(f"test, flip averaged: {pooled_iou((out + flipped) / 2, truth, t0):.3f}")
     if args.larger:
         out, truth = outputs(net, card, args.larger, "test", size=tuple(card.image_size))
         print(f"test of {args.larger} at {truth.shape[-1]}x{truth.shape[-1]}, logits resized up: {pooled_iou(out, truth, t0):.3f}")

@@ -132,7 +132,6 @@ def _describe(spec: RunSpec, train) -> None:
     from .data.open import dataset_shape
     from .runner import build_model
     from .segmentation import SemanticSegmentationASPP
-
     from .training import training_split
 
     images = len(training_split(train, spec)[0])
