@@ -83,7 +83,7 @@ class ASPP(nn.Module):
                 raise UserError(f"ASPP {name} must be a positive int, got {v!r}")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"ASPP dropout must be in [0, 1), got {dropout}")
-        self.rates = rates
+        self.rates, self.dropout = rates, dropout
         self._warned: set = set()
         branches = [nn.Sequential(nn.Conv2d(in_channels, branch_channels, 1, bias=False),
                                   nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))]

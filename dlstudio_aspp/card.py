@@ -116,7 +116,7 @@ class RunCard:
             refuses weights that are not those.
         mean, std: per-channel input normalisation in 0..255 units (``(image - mean) / std``
             replaces ``input_scale``), or None.
-        augment: the augmentation the training batches had ('none', 'light', 'standard').
+        augment: the augmentation the training batches had (one of ``spec.AUGMENTS``).
         validation: the held-out split and the best iteration, when the run had one.
         provenance: how the run was made (:func:`dlstudio_aspp.provenance.provenance`).
         seconds: wall time of each phase ('load', 'train', 'test').

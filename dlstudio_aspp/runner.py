@@ -48,7 +48,7 @@ def build_model(spec: RunSpec, num_classes: int, image_size=(64, 64)):
 
     torch.manual_seed(spec.seed or 0)
     return mUNetASPP(skip_connections=True, depth=spec.depth, num_classes=num_classes, aspp=spec.aspp,
-                     aspp_rates=spec.for_images(image_size).rates, head=spec.head)
+                     aspp_rates=spec.for_images(image_size).rates, aspp_dropout=spec.aspp_dropout, head=spec.head)
 
 
 def _output_channels(net) -> Optional[int]:

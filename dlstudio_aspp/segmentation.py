@@ -108,7 +108,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         spec = self.spec_for(loss, recipe=recipe, **options)
         block = getattr(net, "aspp", None)
         if getattr(block, "rates", None) is not None:  # the network given is what trains: record its rates
-            spec = spec.replace(rates=tuple(block.rates))
+            spec = spec.replace(rates=tuple(block.rates), aspp_dropout=block.dropout)
         loss_fn = get_loss(spec.loss)
         card = RunCard.for_training(dls.path_saved_model, net, self.train_dataloader.dataset, dls.image_size, spec,
                                     loss_fn, class_names=getattr(dls, "class_labels", ()))

@@ -29,6 +29,7 @@ DATASETS = ("shapes", "coco")
 HEADS = ("stock", "dense", "bilinear")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
+AUGMENTS = ("none", "light", "standard", "strong")  # settings in dlstudio_aspp.augment
 #: Loss families and their titles; 'dice+mse' takes a scale: 'dice+mse:20' or 'dice+mse:auto'.
 LOSSES = {"mse": "MSE", "dice": "Dice", "dice+mse": "Dice+MSE", "bce": "BCE", "sigmoid-dice": "sigmoid Dice",
           "bce+dice": "BCE+Dice"}
@@ -197,6 +198,8 @@ class RunSpec:
                                                     "16x16 (128x128 images), above it DeepLab's 6,12,18 scaled to the "
                                                     "bottleneck (6,12,18 at 256x256)", group="model",
                                               check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto")
+    aspp_dropout: float = option(0.0, "dropout after the ASPP projection (DeepLabv3's: 0.5)", group="model",
+                                 check=_number(0, strict=False, high=1), applies=lambda s: s.aspp)
     head: str = option("stock", "output layer: stock (bit-exact, predicts 1 pixel in 4) | dense | bilinear",
                        group="model", choices=HEADS)
     # ---- data ----
@@ -210,8 +213,8 @@ class RunSpec:
     test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
                             applies=lambda s: s.dataset == "shapes")
     augment: str = option("auto", "augmentation of training batches: none | light (flip, crop) | standard (flip, "
-                                  "wider crop, colour jitter); auto: standard for coco, none for shapes", group="data",
-                          choices=("auto", "none", "light", "standard"))
+                                  "wider crop, colour jitter) | strong (widest crop, more jitter, some grey); auto: "
+                                  "standard for coco, none for shapes", group="data", choices=("auto",) + AUGMENTS)
     normalize: str = option("auto", "input normalisation: none (the recipe's --input-scale) | dataset (mean and std "
                                     "of the training images) | imagenet; auto: dataset for coco, none for shapes",
                             group="data", choices=("auto", "none", "dataset", "imagenet"))

@@ -30,6 +30,7 @@ def test_recipes_by_name_and_bad_names_list_the_valid_ones():
     (dict(head="wide"), "--head must be one of stock, dense, bilinear"), (dict(rates=(0,)), "rates must be ints >= 1"),
     (dict(optimizer="lbfgs"), "--optimizer must be one of sgd, adam, adamw"), (dict(loss="l1"), "unknown loss 'l1'"),
     (dict(checkpoint_every=-1), "--checkpoint-every must be an int >= 0"),
+    (dict(aspp_dropout=1.0), "--aspp-dropout must be a finite number >= 0 and < 1"),
 ])
 def test_bad_values_name_the_flag(change, match):
     with pytest.raises(ValueError, match=match):
@@ -45,7 +46,7 @@ def test_iterations_epochs_and_max_iters():
 
 def test_options_that_do_not_apply_are_not_recorded():
     assert "momentum" not in RunSpec(optimizer="adamw").to_json() and "momentum" in RunSpec().to_json()
-    assert "rates" not in RunSpec(aspp=False).to_json()
+    assert "rates" not in RunSpec(aspp=False).to_json() and "aspp_dropout" not in RunSpec(aspp=False).to_json()
     assert "momentum" not in RunSpec(optimizer="adam").summary_line()
 
 
