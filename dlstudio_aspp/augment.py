@@ -15,6 +15,11 @@ Levels (``--augment``):
   contrast, saturation 0.2; hue 0.02). COCO's default.
 - ``strong``: for a small set trained long: crops of 20-100% of the area, a larger colour
   jitter (0.4; hue 0.05) and one image in ten turned grey.
+
+Copy-paste (``--copy-paste P``, after the level's steps): with probability P an image gets
+the objects of another image of its batch (every pixel where that image's masks are
+set), mirrored half of the time, pasted over it; its masks take the other image's values
+there. The network sees people on backgrounds they were not photographed on.
 """
 from __future__ import annotations
 
@@ -44,18 +49,48 @@ def transform_for(level: str, size: Tuple[int, int]):
     return v2.Compose(steps)
 
 
-def augment_batch(batch: Dict[str, torch.Tensor], transform, seed: int, iteration: int) -> Dict[str, torch.Tensor]:
+def augment_batch(batch: Dict[str, torch.Tensor], transform, seed: int, iteration: int,
+                  copy_paste: float = 0.0) -> Dict[str, torch.Tensor]:
     """A batch ``{'image': (B, 3, H, W) float 0..255, 'mask_tensor': (B, C, H, W) uint8}`` augmented
-    sample by sample, the draws seeded by (seed, iteration); other keys are passed through."""
-    from torchvision import tv_tensors
-
+    sample by sample by ``transform`` (None: not), then copy-pasted with probability ``copy_paste``;
+    the draws are seeded by (seed, iteration); other keys are passed through."""
     images, masks = batch["image"], batch["mask_tensor"]
-    out_images, out_masks = [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * _SEED_MIX + iteration)
-        for image, mask in zip(images, masks):
-            img = tv_tensors.Image(image.round().clamp(0, 255).to(torch.uint8))
-            new_img, new_mask = transform(img, tv_tensors.Mask(mask))
-            out_images.append(new_img.as_subclass(torch.Tensor).float())
-            out_masks.append(new_mask.as_subclass(torch.Tensor))
-    return dict(batch, image=torch.stack(out_images), mask_tensor=torch.stack(out_masks))
+        if transform is not None:
+            images, masks = _each_sample(images, masks, transform)
+        if copy_paste > 0:
+            images, masks = paste_objects(images, masks, copy_paste)
+    return dict(batch, image=images, mask_tensor=masks)
+
+
+def _each_sample(images: torch.Tensor, masks: torch.Tensor, transform) -> Tuple[torch.Tensor, torch.Tensor]:
+    from torchvision import tv_tensors
+
+    out_images, out_masks = [], []
+    for image, mask in zip(images, masks):
+        img = tv_tensors.Image(image.round().clamp(0, 255).to(torch.uint8))
+        new_img, new_mask = transform(img, tv_tensors.Mask(mask))
+        out_images.append(new_img.as_subclass(torch.Tensor).float())
+        out_masks.append(new_mask.as_subclass(torch.Tensor))
+    return torch.stack(out_images), torch.stack(out_masks)
+
+
+def paste_objects(images: torch.Tensor, masks: torch.Tensor, p: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Copy-paste within a batch: images (B, 3, H, W), masks (B, C, H, W). With probability ``p``,
+    image i gets the objects of another image j (its pixels where any of j's masks is set),
+    mirrored with probability 1/2, and its masks take j's values there. The draws come from
+    the global RNG (``augment_batch`` seeds it); a batch of one is returned as it is."""
+    n = images.shape[0]
+    if n < 2:
+        return images, masks
+    out_images, out_masks = images.clone(), masks.clone()
+    for i in range(n):
+        paste, j, mirror = torch.rand(()) < p, (i + 1 + int(torch.randint(n - 1, ()))) % n, torch.rand(()) < 0.5
+        if not paste:
+            continue
+        src_image, src_mask = (images[j].flip(-1), masks[j].flip(-1)) if mirror else (images[j], masks[j])
+        region = src_mask.amax(0, keepdim=True) > 0  # (1, H, W)
+        out_images[i] = torch.where(region, src_image, out_images[i])
+        out_masks[i] = torch.where(region, src_mask, out_masks[i])
+    return out_images, out_masks

@@ -139,6 +139,11 @@ def _number(low: float, *, strict: bool, high: Optional[float] = None) -> Callab
     return check
 
 
+def _probability(v) -> Optional[str]:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+    return None if ok else f"must be a probability, from 0 to 1, got {v!r}"
+
+
 def _one_of(values: Sequence[str]) -> Callable[[Any], Optional[str]]:
     return lambda v: None if v in values else f"must be one of {', '.join(values)}, got {v!r}"
 
@@ -215,6 +220,9 @@ class RunSpec:
     augment: str = option("auto", "augmentation of training batches: none | light (flip, crop) | standard (flip, "
                                   "wider crop, colour jitter) | strong (widest crop, more jitter, some grey); auto: "
                                   "standard for coco, none for shapes", group="data", choices=("auto",) + AUGMENTS)
+    copy_paste: float = option(0.0, "probability that a training image gets the objects of another image of its "
+                                    "batch pasted onto it (copy-paste augmentation; 0: off)", group="data",
+                               check=_probability)
     normalize: str = option("auto", "input normalisation: none (the recipe's --input-scale) | dataset (mean and std "
                                     "of the training images) | imagenet; auto: dataset for coco, none for shapes",
                             group="data", choices=("auto", "none", "dataset", "imagenet"))

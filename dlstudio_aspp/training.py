@@ -178,8 +178,8 @@ class _Run:
 
     def _step(self, data) -> None:
         self._at("start")
-        if self.augment is not None:
-            data = augment_batch(data, self.augment, self.spec.seed or 0, self.it)
+        if self.augment is not None or self.spec.copy_paste:
+            data = augment_batch(data, self.augment, self.spec.seed or 0, self.it, self.spec.copy_paste)
         im = self.card.prepare_input(data["image"].to(self.device, non_blocking=True))
         target = self.card.target(data["mask_tensor"].to(self.device, non_blocking=True))
         self.optimizer.zero_grad()

@@ -63,7 +63,8 @@ def test_resume_under_augmentation_equals_the_uninterrupted_run(synthetic_shapes
 
     torch.manual_seed(0)
     net = mUNetASPP(depth=4)
-    opts = dict(loss="mse", seed=3, augment="standard", checkpoint_every=4, checkpoint_seconds=0, progress=False)
+    opts = dict(loss="mse", seed=3, augment="standard", copy_paste=0.5, checkpoint_every=4, checkpoint_seconds=0,
+                progress=False)
     full = make_segmenter(synthetic_shapes, tmp_path / "full", *SYN_FILES, epochs=2)
     full.run_code_for_training_for_semantic_segmentation(net, **opts)
     part = make_segmenter(synthetic_shapes, tmp_path / "part", *SYN_FILES, epochs=2)
@@ -117,3 +118,31 @@ def test_dataset_statistics_are_measured_on_the_training_images(synthetic_shapes
     assert mean == pytest.approx(images.mean((0, 2, 3)).tolist(), abs=1e-3)
     assert std == pytest.approx(images.std((0, 2, 3), unbiased=False).tolist(), abs=1e-2)
     assert input_stats("none", ds) == (None, None)
+
+
+def test_copy_paste_moves_the_other_images_objects_with_their_masks():
+    from dlstudio_aspp.augment import paste_objects
+
+    batch = _drawn_batch()
+    torch.manual_seed(0)
+    images, masks = paste_objects(batch["image"], batch["mask_tensor"], p=1.0)
+    for i, j in ((0, 1), (1, 0)):  # a batch of two: each image gets the other's objects, maybe mirrored
+        expected = []
+        for src in (batch["mask_tensor"][j], batch["mask_tensor"][j].flip(-1)):
+            region = src.amax(0, keepdim=True) > 0  # white in the drawn image, set in the masks
+            expected.append((torch.where(region, 255.0, batch["image"][i]), torch.where(region, src, batch["mask_tensor"][i])))
+        assert any(torch.equal(images[i], im) and torch.equal(masks[i], m) for im, m in expected)
+    assert torch.equal(paste_objects(batch["image"], batch["mask_tensor"], p=0.0)[1], batch["mask_tensor"])
+    one = paste_objects(batch["image"][:1], batch["mask_tensor"][:1], p=1.0)
+    assert torch.equal(one[1], batch["mask_tensor"][:1])
+
+
+def test_copy_paste_is_seeded_and_optional_with_the_level():
+    batch = _drawn_batch()
+    a = augment_batch(batch, None, seed=2, iteration=3, copy_paste=1.0)
+    b = augment_batch(batch, None, seed=2, iteration=3, copy_paste=1.0)
+    assert torch.equal(a["mask_tensor"], b["mask_tensor"]) and not torch.equal(a["mask_tensor"], batch["mask_tensor"])
+    # with copy-paste off, a level's draws are what they were without it (earlier runs resume exactly)
+    t = transform_for("standard", (64, 64))
+    plain = augment_batch(batch, t, seed=1, iteration=4)
+    assert torch.equal(plain["image"], augment_batch(batch, t, seed=1, iteration=4, copy_paste=0.0)["image"])

@@ -129,12 +129,13 @@ def test_epochs_means_epochs_and_off_switches_reach_the_training(syn, tmp_path, 
     assert card["normalize_masks"] is False and card["thresholds"] == [25.0, 50.0, 75.0, 100.0, 125.0]
 
 
-def test_aspp_dropout_and_strong_augmentation_reach_the_model_and_the_card(syn, tmp_path):
+def test_aspp_dropout_strong_augmentation_and_copy_paste_reach_the_model_and_the_card(syn, tmp_path):
     out = tmp_path / "o"
     assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--aspp-dropout", "0.5", "--augment", "strong",
-                     "--no-progress"]) == 0
+                     "--copy-paste", "0.5", "--no-progress"]) == 0
     card = json.loads((out / "saved_model.json").read_text())
     assert card["spec"]["aspp_dropout"] == 0.5 == card["model"]["aspp_dropout"] and card["augment"] == "strong"
+    assert card["spec"]["copy_paste"] == 0.5
     from dlstudio_aspp.card import RunCard
 
     assert RunCard.load(out).build_model().aspp.project[-1].p == 0.5  # what evaluation and predict rebuild

@@ -31,6 +31,7 @@ def test_recipes_by_name_and_bad_names_list_the_valid_ones():
     (dict(optimizer="lbfgs"), "--optimizer must be one of sgd, adam, adamw"), (dict(loss="l1"), "unknown loss 'l1'"),
     (dict(checkpoint_every=-1), "--checkpoint-every must be an int >= 0"),
     (dict(aspp_dropout=1.0), "--aspp-dropout must be a finite number >= 0 and < 1"),
+    (dict(copy_paste=1.5), "--copy-paste must be a probability, from 0 to 1"),
 ])
 def test_bad_values_name_the_flag(change, match):
     with pytest.raises(ValueError, match=match):
