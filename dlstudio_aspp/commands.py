@@ -140,9 +140,10 @@ def _describe(spec: RunSpec, train) -> None:
     spec = spec.for_images(image_size)
     print(SemanticSegmentationASPP.describe(build_model(spec, num_classes, image_size), image_size))
     print(f"{total} iterations ({epochs} epoch{'s' * (epochs > 1)} of {images} images at batch {spec.batch_size}); "
-          + spec.summary_line() + f"; augmentation {spec.augment_level()}, input normalisation {spec.normalization()}"
+          + spec.summary_line() + f"; augmentation {spec.augment_level()}"
+          + (f", copy-paste {spec.copy_paste:g}" if spec.copy_paste else "") + f", input normalisation {spec.normalization()}"
           + (f"; ASPP rates {show_value('rates', spec.rates)} (bottleneck {image_size[0] // 8}x{image_size[1] // 8})"
-             if spec.aspp else ""))
+             + (f", dropout {spec.aspp_dropout:g}" if spec.aspp_dropout else "") if spec.aspp else ""))
 
 
 def experiments(args) -> int:

@@ -129,10 +129,12 @@ def test_epochs_means_epochs_and_off_switches_reach_the_training(syn, tmp_path, 
     assert card["normalize_masks"] is False and card["thresholds"] == [25.0, 50.0, 75.0, 100.0, 125.0]
 
 
-def test_aspp_dropout_strong_augmentation_and_copy_paste_reach_the_model_and_the_card(syn, tmp_path):
+def test_aspp_dropout_strong_augmentation_and_copy_paste_reach_the_model_and_the_card(syn, tmp_path, capsys):
     out = tmp_path / "o"
     assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "2", "--aspp-dropout", "0.5", "--augment", "strong",
                      "--copy-paste", "0.5", "--no-progress"]) == 0
+    header = capsys.readouterr().out
+    assert "augmentation strong, copy-paste 0.5, input normalisation" in header and "(bottleneck 8x8), dropout 0.5" in header
     card = json.loads((out / "saved_model.json").read_text())
     assert card["spec"]["aspp_dropout"] == 0.5 == card["model"]["aspp_dropout"] and card["augment"] == "strong"
     assert card["spec"]["copy_paste"] == 0.5
