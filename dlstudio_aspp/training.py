@@ -254,37 +254,37 @@ def _clock() -> float:
 
 
 def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time: float) -> bool:
-    """Run the batches of one epoch from ``run.batch`` on; True when the run's last iteration is done."""
+    """Run the batches of one epoch from ``run.batch`` on; True when the run's last iteration is done.
+
+    A stop requested during a step (SIGINT, SIGTERM, SIGHUP) takes effect after that iteration's
+    log line, validation and checkpoint, so a resumed run repeats none of them and misses none.
+    """
     log_every = run.spec.log_every
-    running = 0.0
     for data in batches:
         run.step(data)
-        if run.stop.requested is not None:
-            run.batch += 1
-            run.save_checkpoint()
-            name = signal.Signals(run.stop.requested).name
-            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
         i = run.batch
         run.batch += 1
         if bar is not None:
             bar.update(1)
         logs, due = i % log_every == log_every - 1, run.checkpoint_due()
-        if logs or due or run.it % FLUSH_EVERY == 0 or run.it >= run.total:
+        if logs or due or run.it % FLUSH_EVERY == 0 or run.it >= run.total or run.stop.requested is not None:
             losses = run.flush()
-            running += sum(losses)
             if bar is not None and losses:
                 bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
-        if logs:
-            avg = running / float(log_every)
+        if logs:  # stock's running average: the last log_every iterations, all within this epoch
+            avg = sum(run.history["loss"][-log_every:]) / float(log_every)
             elapsed = time.perf_counter() - start_time
             say("[epoch=%d/%d, iter=%4d  elapsed_time=%3d secs]   %s loss: %.3f" % (run.epoch + 1, epochs, i + 1, elapsed,
                                                                                      run.history["loss_name"], avg))
             run.history["running"].append([run.it, avg])
             perf()
-            running = 0.0
         last = run.it >= run.total
         if run.validator is not None and run.validator.due(run.it, end_of_epoch=False) and not last:
             _validate(run, say)
+        if run.stop.requested is not None:
+            run.save_checkpoint()
+            name = signal.Signals(run.stop.requested).name
+            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
         if due:
             run.save_checkpoint()
         if last:

@@ -42,6 +42,9 @@ class Validator:
         self.best: Optional[Dict] = None   # {'iteration', 'miou', 'state'}
 
     def due(self, iteration: int, end_of_epoch: bool) -> bool:
+        """Every ``every`` iterations, else at the end of each epoch; never twice at one iteration."""
+        if self.history and self.history[-1][0] == iteration:
+            return False
         return bool(self.every) and iteration % self.every == 0 or (not self.every and end_of_epoch)
 
     def run(self, net, iteration: int) -> float:
