@@ -36,3 +36,13 @@ def make_scheduler(optimizer, spec: RunSpec, total: int):
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params, max_norm) -> None:
+    """The optimizer step of a backward pass made through ``scaler``: the gradients are unscaled
+    first, so ``max_norm`` (None: no clipping) bounds their true global norm, not the scaled one."""
+    if max_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    scaler.step(optimizer)
+    scaler.update()

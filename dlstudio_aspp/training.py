@@ -34,7 +34,7 @@ from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
 from .errors import MissingFileError, NonFiniteLossError, UserError
 from .losses import get_loss
-from .optim import make_optimizer, make_scheduler
+from .optim import clipped_step, make_optimizer, make_scheduler
 from .spec import RunSpec, loss_title
 from .stopping import Interrupted, StopRequests
 from .validation import Validator, split_for_validation
@@ -191,11 +191,7 @@ class _Run:
         self._at("forward")
         self.scaler.scale(loss).backward()
         self._at("backward")
-        if self.spec.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.spec.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        clipped_step(self.optimizer, self.scaler, self.net.parameters(), self.spec.grad_clip)
         self._at("optimizer")
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:

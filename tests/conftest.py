@@ -36,11 +36,12 @@ def _work_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def real_shapes(tmp_path_factory) -> str:
-    """Folder (ending in '/') holding the four real PurdueShapes5MultiObject files."""
-    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
+    """Folder (ending in '/') holding the four real PurdueShapes5MultiObject files, taken from the
+    hash-pinned DLStudio 1.0.9 sdist (11 MB, cached) only: never the 400 MB Purdue tarball."""
+    from dlstudio_aspp.data import sources
 
-    dest = cache_dir() / "shapes"
-    fetch_shapes(dest, timeout=3.0, log=lambda s: None)
+    dest = tmp_path_factory.mktemp("shapes")
+    sources.fetch_shapes(dest, sources={"pypi-sdist": sources._sdist_source}, log=lambda s: None)
     return str(dest) + "/"
 
 

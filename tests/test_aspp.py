@@ -51,3 +51,32 @@ def test_rates_too_wide_for_the_bottleneck_warn_once():
         warnings.simplefilter("error")
         aspp(torch.randn(2, 8, 8, 8))  # once per size
         ASPP(8, rates=(2, 4, 6), branch_channels=4)(torch.randn(2, 8, 8, 8))
+
+
+def test_aspp_dropout_acts_in_training_mode_only():
+    """--aspp-dropout drops channels of the projection while training (two draws differ, about p of the
+    projection's outputs are zero) and leaves evaluation deterministic."""
+    import torch
+
+    from dlstudio_aspp.model import mUNetASPP
+
+    torch.manual_seed(0)
+    net = mUNetASPP(depth=4, aspp_dropout=0.5)
+    x = torch.rand(2, 3, 64, 64)
+    relu, drop = [], []
+    net.aspp.project[2].register_forward_hook(lambda m, i, out: relu.append(out.detach().clone()))
+    net.aspp.project[3].register_forward_hook(lambda m, i, out: drop.append(out.detach().clone()))
+    net.train()
+    a, b = net(x), net(x)
+    assert not torch.equal(a, b)
+    alive = relu[0] > 0
+    kept = drop[0][alive] != 0
+    assert 0.4 <= float(kept.float().mean()) <= 0.6  # about half of the live channels dropped
+    assert torch.allclose(drop[0][alive][kept], 2 * relu[0][alive][kept])  # the rest scaled by 1/(1-p)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    still = mUNetASPP(depth=4, aspp_dropout=0.0).train()
+    torch.manual_seed(1)
+    c = still(x)
+    torch.manual_seed(2)
+    assert torch.equal(c, still(x))  # no dropout: training mode draws nothing

@@ -1,4 +1,6 @@
 import hashlib
+import io
+import tarfile
 
 import pytest
 
@@ -37,9 +39,69 @@ def test_fetch_rejects_wrong_checksum(tmp_path):
     assert not list(tmp_path.glob("*.gz"))
 
 
-def test_real_fetch_uses_the_pypi_sdist(real_shapes):
-    for n, digest in sources.SHA256.items():
-        assert sources.sha256(__import__("pathlib").Path(real_shapes) / n) == digest
+def test_real_fetch_records_the_pypi_sdist_as_its_source(real_shapes):
+    assert sources.fetched_from(real_shapes) == {n: "pypi-sdist" for n in sources.SHA256}
+
+
+def test_the_sdist_is_tried_before_the_purdue_tarball(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sources, "_sdist_source", lambda wanted: calls.append("sdist") or {})
+    monkeypatch.setattr(sources, "_purdue_source", lambda wanted, timeout: calls.append("purdue") or {})
+    with pytest.raises(FileNotFoundError, match="could not fetch"):
+        sources.fetch_shapes(tmp_path, log=lambda s: None)
+    assert calls == ["sdist", "purdue"]
+
+
+def _tar_gz(members) -> bytes:
+    """A .tar.gz in memory of ``{name: bytes}``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class _Response(io.BytesIO):
+    def __init__(self, data):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def test_the_purdue_tarball_path_opens_nested_tarballs(tmp_path, monkeypatch):
+    """The Purdue download holds the data inside a tarball inside the tarball; made here, no network."""
+    files = {n: f"the bytes of {n}".encode() for n in sources.SHA256}
+    monkeypatch.setattr(sources, "SHA256", {n: hashlib.sha256(b).hexdigest() for n, b in files.items()})
+    inner = _tar_gz({f"data/{n}": b for n, b in files.items()})
+    outer = _tar_gz({"DLStudio/README": b"readme", "DLStudio/datasets/shapes.tar.gz": inner})
+    urls = []
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: urls.append(url) or _Response(outer))
+    monkeypatch.setattr(sources, "_sdist_source", lambda wanted: (_ for _ in ()).throw(OSError("pip: no index")))
+    logs = []
+    got = sources.fetch_shapes(tmp_path, log=logs.append)
+    assert got == {n: "purdue" for n in files} and urls == [sources.PURDUE_URL]
+    assert {n: (tmp_path / n).read_bytes() for n in files} == files
+    assert sources.fetched_from(tmp_path) == got and any("pypi-sdist unavailable" in line for line in logs)
+
+
+def test_a_download_over_its_limit_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="Purdue tarball is larger than the 0 MB allowed"):
+        sources.read_bounded(io.BytesIO(b"x" * 10), 5, "Purdue tarball", progress=False)
+    big = _Response(b"")
+    big.headers = {"Content-Length": str(3 << 20)}
+    with pytest.raises(ValueError, match="is 3 MB, more than the 1 MB allowed"):
+        sources.read_bounded(big, 1 << 20, "Purdue tarball", progress=False)
+
+
+def test_fetch_shapes_command_says_its_source(tmp_path, real_shapes, monkeypatch, capsys):
+    from dlstudio_aspp import cli
+
+    monkeypatch.setattr(sources, "_sdist_source", lambda wanted: {n: open(real_shapes + n, "rb").read() for n in wanted})
+    assert cli.main(["fetch-shapes", str(tmp_path / "d")]) == 0
+    assert f"ready in {tmp_path / 'd'} (source: pypi-sdist)" in capsys.readouterr().out
+    assert cli.main(["fetch-shapes", str(tmp_path / "d")]) == 0
+    assert "(source: present)" in capsys.readouterr().out
 
 
 def test_make_shapes_is_deterministic_and_labelled(tmp_path):
@@ -130,3 +192,26 @@ def test_a_cache_folder_you_cannot_write_falls_back_to_your_own_cache(tmp_path, 
     src.touch()  # a newer file: a new cache, and the stale one is removed
     shapes.load_arrays(src, [64, 64])
     assert not home.exists() and len(list(home.parent.glob("*.npz"))) == 1
+
+
+@pytest.mark.parametrize("how", ["auto", "--fetch"])
+def test_run_fetches_the_real_files_it_needs(how, tmp_path, real_shapes, monkeypatch, capsys):
+    """`run` with the default data folder fetches the real files there; `run --data NEW --fetch` fetches into NEW;
+    without --fetch a missing --data is one line that names --fetch."""
+    from dlstudio_aspp import cli
+
+    served = []
+    monkeypatch.setattr(sources, "_sdist_source",
+                        lambda wanted: served.extend(sorted(wanted)) or {n: open(real_shapes + n, "rb").read() for n in wanted})
+    data = ["--data", str(tmp_path / "new"), "--fetch"] if how == "--fetch" else []
+    argv = ["run", *data, "--train-file", "PurdueShapes5MultiObject-20-train.gz", "--test-file",
+            "PurdueShapes5MultiObject-20-test.gz", "--max-iters", "1", "--depth", "4", "--no-progress", "--cpu",
+            "--out", str(tmp_path / "run")]
+    if how == "--fetch":
+        assert cli.main(argv[:3] + argv[4:]) == 2 and "add --fetch" in capsys.readouterr().err
+    assert cli.main(argv) == 0
+    folder = tmp_path / "new" if how == "--fetch" else tmp_path / "data" / "PurdueShapes5MultiObject"
+    assert sorted(served) == sorted(sources.SHA256) and sources.fetched_from(folder) == {n: "pypi-sdist" for n in served}
+    import json
+
+    assert json.loads((tmp_path / "run" / "saved_model.json").read_text())["iterations"] == 1

@@ -30,9 +30,21 @@ def run_folder(trained_run):
 def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):
     assert cli.main(["report", str(run_folder)]) == 0
     md = (run_folder / "report.md").read_text()
+    import json
+
+    import torch
+
+    metrics = json.loads((run_folder / "saved_model.metrics.json").read_text())
+    card = json.loads((run_folder / "saved_model.json").read_text())
+    lo, hi = metrics["miou_ci95"]
     for part in ("# Run report", "95% interval", "Decision rule", "figures/training.png", "figures/per_class.png",
-                 "saved_model.test_grid.png", "## Configuration", "| recipe | modern |", "## How it was made", "| torch |"):
+                 "saved_model.test_grid.png", "## Configuration", "| recipe | modern |", "## How it was made",
+                 f"| torch | {torch.__version__} |", f"{metrics['miou']:.3f}", f"{lo:.3f}", f"{hi:.3f}",
+                 f"; {card['iterations']} iterations (", f"| depth | {card['spec']['depth']} |",
+                 f"on {metrics['num_images']} test images"):
         assert part in md, part
+    for name, iou in zip(metrics["class_names"], metrics["iou"]):  # every class's row carries its IoU
+        assert re.search(rf"\| {name} \| {'nan' if iou is None else f'{iou:.3f}'} \|", md), name
     html = (run_folder / "report.html").read_text()
     images = re.findall(r"<img [^>]*src='([^']+)'", html)
     assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)  # self-contained

@@ -36,16 +36,19 @@ def test_stock_options_make_no_scheduler():
     assert make_scheduler(opt, opts, 100) is None and isinstance(opt, torch.optim.SGD)
 
 
-def test_grad_clip_bounds_the_update():
+@pytest.mark.parametrize("scale", [None, 1024.0])
+def test_grad_clip_bounds_the_true_update_under_a_scaler(scale):
+    """The package's step clips the unscaled gradients: with a loss scaled by 1024 (as AMP does), the update
+    is still 0.01 long, not 0.01/1024 (clipping the scaled gradients) nor unclipped."""
+    from dlstudio_aspp.optim import clipped_step, make_optimizer
     from dlstudio_aspp.spec import RunSpec
-    from dlstudio_aspp.optim import make_optimizer
 
     net = torch.nn.Linear(4, 1)
     opts = RunSpec(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01)
     opt = make_optimizer(net, opts)
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
     before = [p.detach().clone() for p in net.parameters()]
-    (net(torch.full((1, 4), 100.0)) ** 2).sum().backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), opts.grad_clip)
-    opt.step()
+    scaler.scale((net(torch.full((1, 4), 100.0)) ** 2).sum()).backward()
+    clipped_step(opt, scaler, net.parameters(), opts.grad_clip)
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
     assert step.norm().item() == pytest.approx(0.01, rel=1e-3)

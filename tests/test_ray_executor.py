@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e \".[ray]\"")
+import ray
 
 from dlstudio_aspp.experiments import GridConfig  # noqa: E402
 from dlstudio_aspp.grid import GridFolder  # noqa: E402

@@ -1,7 +1,7 @@
 """Without --address the grid starts its own local Ray, whatever RAY_ADDRESS says."""
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e \".[ray]\"")
+import ray
 
 from dlstudio_aspp.experiments import GridConfig  # noqa: E402
 from dlstudio_aspp.ray_executor import run_grid_ray  # noqa: E402

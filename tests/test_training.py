@@ -303,7 +303,6 @@ def test_resume_with_other_data_or_batch_size_is_refused(synthetic_shapes, tmp_p
 
 
 def test_tensorboard_writes_events_that_tensorboard_reads(synthetic_shapes, tmp_path):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e \".[tensorboard]\"")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from dlstudio_aspp.runner import train_and_score

@@ -1,8 +1,9 @@
 """Where PurdueShapes5MultiObject files come from: the real data, or a synthetic stand-in.
 
-- :func:`fetch_shapes` puts the four real files in a folder. It tries the Purdue
-  tarball named in DLStudio's documentation first, then the same files inside the
-  PyPI sdist of DLStudio 1.0.9 (``Examples/data/``), and checks every file's sha256.
+- :func:`fetch_shapes` puts the four real files in a folder. It takes them from the
+  PyPI sdist of DLStudio 1.0.9 (``Examples/data/``, 11 MB, hash-pinned) first, then from
+  the ~400 MB Purdue tarball named in DLStudio's documentation, checks every file's
+  sha256 and records which source served each file in ``fetched.json``.
 - :func:`make_shapes` writes a SYNTHETIC dataset in exactly the real file format, for
   tests and machines with no network at all.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -22,7 +24,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..atomic import write_bytes, write_text
+from ..atomic import write_bytes, write_json, write_text
 from ..card import sha256_of, shape_label_map
 from ..errors import MissingFileError, UserError
 
@@ -37,6 +39,8 @@ SHA256: Dict[str, str] = {
 LABEL_MAP = shape_label_map()
 SYNTHETIC_MARK = "SYNTHETIC.txt"
 SYNTHETIC_NOTE = "SYNTHETIC PurdueShapes5MultiObject stand-in made by dlstudio-aspp make-shapes (not the real data)"
+#: Beside fetched files: which source served each one (file name -> source label).
+FETCH_RECORD = "fetched.json"
 
 
 def cache_dir() -> Path:
@@ -132,7 +136,8 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
                  log: Callable[[str], None] = print) -> Dict[str, str]:
     """Put the four real PurdueShapes5MultiObject files in ``dest``, checked by sha256.
 
-    Returns a dict file name -> where it came from (``'present'``, ``'purdue'``, ``'pypi-sdist'``).
+    Returns a dict file name -> where it came from (``'present'``, ``'pypi-sdist'``, ``'purdue'``);
+    the source of every file it wrote is kept in ``dest/fetched.json`` (:func:`fetched_from`).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -140,7 +145,7 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
     if len(result) == len(SHA256):
         log(f"all {len(SHA256)} files already in {dest} and correct")
         return result
-    sources = sources or {"purdue": lambda w: _purdue_source(w, timeout), "pypi-sdist": _sdist_source}
+    sources = sources or {"pypi-sdist": _sdist_source, "purdue": lambda w: _purdue_source(w, timeout)}
     errors = []
     for label, source in sources.items():
         missing = [n for n in SHA256 if n not in result]
@@ -161,6 +166,7 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
                 continue
             write_bytes(dest / name, data)
             result[name] = label
+            write_json(dest / FETCH_RECORD, dict(fetched_from(dest), **{name: label}))
             log(f"{name}: from {label}, sha256 ok")
     missing = [n for n in SHA256 if n not in result]
     if missing:
@@ -168,6 +174,12 @@ def fetch_shapes(dest: str | os.PathLike, timeout: float = 10.0, sources: Option
                                 "or use `dlstudio-aspp make-shapes` for a synthetic stand-in.")
     _unmark(dest, list(SHA256))
     return result
+
+
+def fetched_from(folder) -> Dict[str, str]:
+    """File name -> the source that served it, for the files :func:`fetch_shapes` wrote in ``folder``."""
+    record = Path(folder) / FETCH_RECORD
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 # ----------------------------------------------------------------------------- synthetic
