@@ -65,6 +65,12 @@ def coco_tiny_person(coco_tiny, tmp_path_factory) -> str:
     return _built(coco_tiny, tmp_path_factory, "coco_tiny_person", classes=["person"], size=64)
 
 
+@pytest.fixture(scope="session")
+def coco_person(tmp_path_factory) -> str:
+    """coco_person (226 training, 73 test photographs, one person of at least 200x200 each) built at 64x64."""
+    return _built(shared_data("coco_person"), tmp_path_factory, "coco_person_64", classes=["person"], size=64)
+
+
 #: Three classes with qualifying instances in both of coco_tiny's splits.
 TINY_CLASSES = ["person", "dining table", "bowl"]
 

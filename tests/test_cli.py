@@ -231,9 +231,9 @@ def test_experiments_refuses_duplicate_cells(syn, tmp_path, capsys):
     assert "--loss lists mse more than once" in capsys.readouterr().err and not (tmp_path / "g").exists()
 
 
-def test_the_package_warnings_print_as_one_line(fake_coco, tmp_path, capsys):
+def test_the_package_warnings_print_as_one_line(coco_tiny, tmp_path, capsys):
     """A warning of the package reads like its errors: ``warning: ...``, without Python's file:line and source."""
-    argv = ["build-coco", "--coco-root", str(fake_coco), "--classes", "dog", "cat", "bus", "--size", "64",
+    argv = ["build-coco", "--coco-root", str(coco_tiny), "--classes", "person", "dog", "cat", "--size", "64",
             "--out", str(tmp_path / "o"), "--no-progress"]
     before = warnings.showwarning
     assert cli.main(argv) == 0

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COCO_TINY
 from dlstudio_aspp.data import coco as C
 
 
@@ -123,9 +122,8 @@ def test_corrupt_index_names_the_file(tmp_path):
         C.COCOSegmentationDataset(train_or_test="train", root=tmp_path)
 
 
-@pytest.mark.skipif(not COCO_TINY.is_dir(), reason=f"the real COCO sample is not at {COCO_TINY}")
-def test_real_coco_tiny(tmp_path):
-    index = C.build_coco(COCO_TINY, tmp_path / "tiny", classes=["dog", "cat", "motorcycle", "pizza", "bus"],
+def test_real_coco_tiny(coco_tiny, tmp_path):
+    index = C.build_coco(coco_tiny, tmp_path / "tiny", classes=["dog", "cat", "motorcycle", "pizza", "bus"],
                          progress=False, log=lambda s: None)
     assert index["counts"]["train"] == {"dog": 2, "cat": 2, "motorcycle": 1, "pizza": 0, "bus": 0}
     assert index["counts"]["test"] == {"dog": 0, "cat": 0, "motorcycle": 0, "pizza": 1, "bus": 1}
@@ -140,14 +138,15 @@ def test_real_coco_tiny(tmp_path):
         C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "tiny", image_size=[64, 64])
 
 
-def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
-    from conftest import make_dls
+def test_the_segmenter_trains_and_scores_on_real_photographs(coco_tiny_3, tmp_path):
+    """The stock-like API on a set built from real COCO photographs: COCO's defaults, the loss falls on the
+    training photographs, the test split is scored against the floors. (Whether it learns is scored on
+    held-out photographs in test_learning.py.)"""
+    from conftest import TINY_CLASSES, make_dls
     from dlstudio_aspp.model import mUNetASPP
     from dlstudio_aspp.segmentation import SemanticSegmentationASPP
 
-    out = tmp_path / "set"
-    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
-    dls = make_dls(str(out) + "/", tmp_path, batch_size=2, epochs=8, learning_rate=1e-4)
+    dls = make_dls(coco_tiny_3, tmp_path, batch_size=2, epochs=8, learning_rate=1e-4)
     seg = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
     tr = C.COCOSegmentationDataset(dls, seg, "train")
     te = C.COCOSegmentationDataset(dls, seg, "test")
@@ -160,16 +159,15 @@ def test_short_training_on_built_set_lowers_the_loss(fake_coco, tmp_path):
     spec = seg.spec_for(loss="mse")
     assert spec.dataset == "coco" and spec.augment_level() == "standard" and spec.normalization() == "dataset"
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, num_classes=3), progress=False)
-    assert m["class_names"] == ["dog", "cat", "bus"] and m["num_images"] == 1
-    assert len(m["floors"]["fixed"]) == 3  # scored against the floors, as `run` is
+    assert m["class_names"] == TINY_CLASSES and m["num_images"] == len(te) >= 15
+    assert len(m["floors"]["fixed"]) == 3 and 0 < m["floors"]["all"][0] < 1  # scored against the floors, as `run` is
 
 
-@pytest.mark.skipif(not COCO_TINY.is_dir(), reason="the coco_tiny sample is not beside the repository")
-def test_the_coco_example_runs_like_the_stock_script(tmp_path):
+def test_the_coco_example_runs_like_the_stock_script(coco_tiny, tmp_path):
     """examples/semantic_segmentation_coco.py, run as a user runs it, on a set built from coco_tiny; only the
     budget and the depth are cut for the test."""
     repo = Path(__file__).resolve().parents[1]
-    C.build_coco(COCO_TINY, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
+    C.build_coco(coco_tiny, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
                  log=lambda s: None)
     script = (repo / "examples" / "semantic_segmentation_coco.py").read_text()
     assert "options = {}" in script and "depth=16" in script
@@ -225,14 +223,13 @@ def test_a_decompression_bomb_is_one_line(fake_coco, tmp_path, monkeypatch):
         C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
 
 
-@pytest.mark.skipif(not COCO_TINY.is_dir(), reason="the coco_tiny sample is not beside the repository")
-def test_run_builds_the_coco_set_then_trains_on_it(tmp_path, capsys):
+def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
     """`run --dataset coco --coco-root ROOT --classes person`: the set is built when missing, then a run is made
     with COCO's defaults (standard augmentation, inputs normalised by the training images' statistics)."""
     from dlstudio_aspp import cli
 
     out, data = tmp_path / "run", tmp_path / "coco_person"
-    rc = cli.main(["run", "--dataset", "coco", "--coco-root", str(COCO_TINY), "--classes", "person", "--data", str(data),
+    rc = cli.main(["run", "--dataset", "coco", "--coco-root", str(coco_tiny), "--classes", "person", "--data", str(data),
                    "--out", str(out), "--max-iters", "2", "--depth", "4", "--batch-size", "2", "--test-subset", "2",
                    "--no-progress", "--cpu"])
     assert rc == 0, capsys.readouterr().err
@@ -249,3 +246,51 @@ def test_run_builds_the_coco_set_then_trains_on_it(tmp_path, capsys):
     assert metrics["num_images"] == 2 and 0 < metrics["floors"]["all"][0] < 1  # COCO runs are scored against floors
     assert cli.main(["report", str(out), "--format", "md"]) == 0
     assert "| person | " in (out / "report.md").read_text() and "fixed mask" in (out / "report.md").read_text()
+
+
+def test_build_coco_caps_and_splits_from_the_command_line(coco_tiny, tmp_path, capsys):
+    """--max-per-class caps each class (picked by --seed), --splits train builds that split only."""
+    from dlstudio_aspp import cli
+
+    out = tmp_path / "capped"
+    assert cli.main(["build-coco", "--coco-root", str(coco_tiny), "--classes", "person", "--size", "64",
+                     "--max-per-class", "5", "--out", str(out), "--no-progress"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["counts"]["train"] == {"person": 5} and index["counts"]["test"] == {"person": 5}
+    assert index["settings"]["max_per_class"] == 5 and len(list((out / "images" / "train").glob("*.png"))) == 5
+    only = tmp_path / "train_only"
+    assert cli.main(["build-coco", "--coco-root", str(coco_tiny), "--classes", "person", "--size", "64",
+                     "--splits", "train", "--out", str(only), "--no-progress"]) == 0
+    assert list(json.loads((only / "index.json").read_text())["splits"]) == ["train"]
+    assert not (only / "images" / "test").exists()
+    with pytest.raises(ValueError, match="has no 'test' split .*--splits train"):
+        C.COCOSegmentationDataset(train_or_test="test", root=only)
+
+
+#: Twelve classes with a qualifying instance in coco_tiny's train2017: masks need 16-bit PNGs.
+TWELVE = ["person", "dining table", "bowl", "laptop", "bed", "dog", "cat", "airplane", "bench", "toilet", "elephant",
+          "zebra"]
+
+
+def test_nine_to_sixteen_classes_use_sixteen_bit_masks(coco_tiny, tmp_path):
+    index = C.build_coco(coco_tiny, tmp_path / "twelve", classes=TWELVE, size=64, splits=["train"], progress=False,
+                         log=lambda s: None)
+    assert all(v >= 1 for v in index["counts"]["train"].values())
+    ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "twelve")
+    values = C.mask_values_for(12)
+    seen = set()
+    for i, entry in enumerate(ds.entries):
+        assert Image.open(tmp_path / "twelve" / entry["mask"]).mode.startswith("I;16")
+        m = ds[i]["mask_tensor"]
+        assert m.shape == (12, 64, 64)
+        for c in range(12):
+            assert set(m[c].unique().tolist()) <= {0, values[c]}
+        seen |= {TWELVE[c] for c in range(12) if m[c].any()}
+    assert {"elephant", "zebra", "toilet"} <= seen  # classes 9-12 live in the upper byte
+
+
+def test_more_than_sixteen_classes_are_refused_before_anything_is_written(coco_tiny, tmp_path):
+    classes = TWELVE + ["giraffe", "suitcase", "broccoli", "banana", "sandwich"]
+    with pytest.raises(ValueError, match="--classes takes at most 16 classes .*got 17"):
+        C.build_coco(coco_tiny, tmp_path / "seventeen", classes=classes, size=64, progress=False, log=lambda s: None)
+    assert not (tmp_path / "seventeen").exists()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,17 +91,17 @@ def test_magnitudes():
     assert not m["auto_scale"] and magnitudes({"components": {}}) == {}
 
 
-def test_grid_and_report_on_a_built_coco_set(fake_coco, tmp_path):
-    from dlstudio_aspp.data.coco import build_coco
+def test_grid_and_report_on_a_built_coco_set(coco_tiny_3, tmp_path):
+    """The grid on real COCO photographs (coco_tiny: person, dining table, bowl), scored on its test split."""
+    from conftest import TINY_CLASSES
 
-    built = tmp_path / "set"
-    build_coco(fake_coco, built, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
-    cfg = GridConfig.from_preset("smoke", dataset="coco", data=str(built), losses=["dice"], seeds=[0], max_iters=1,
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=coco_tiny_3, losses=["dice"], seeds=[0], max_iters=1,
                                  batch_size=2, progress=False, cpu=True)
     folders = run_grid(cfg, tmp_path / "grid")
     assert len(folders) == 2
     m = json.loads((folders[0] / "saved_model.metrics.json").read_text())
-    assert m["class_names"] == ["dog", "cat", "bus"]
+    test_images = len(json.loads((Path(coco_tiny_3) / "index.json").read_text())["splits"]["test"])
+    assert m["class_names"] == TINY_CLASSES and test_images >= 15 and m["num_images"] == cfg.spec.test_subset == 8
     text = make_report(tmp_path / "grid").read_text()
     assert "Dataset: **coco**" in text and "| dice | on | 1 |" in text
 

@@ -1,5 +1,7 @@
 import json
+import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,20 +120,31 @@ def test_clear_errors(tmp_path, monkeypatch, tiny_sam_registered):
         load_sam("vit_b", bad)
 
 
-def test_coco_run_with_tiny_sam(fake_coco, tiny_ckpt, tiny_sam_registered, tmp_path):
-    from dlstudio_aspp.data.coco import build_coco
-
-    built = tmp_path / "set"
-    build_coco(fake_coco, built, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
-    cfg = GridConfig.from_preset("smoke", dataset="coco", data=str(built), losses=["mse"], aspp=[True], seeds=[0],
+def test_coco_run_with_tiny_sam(coco_tiny_3, tiny_ckpt, tiny_sam_registered, tmp_path):
+    """sam-compare on real COCO photographs: 5 test images by default, --indices picks others, --seed and
+    --tolerance are recorded and change what they should."""
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=coco_tiny_3, losses=["mse"], aspp=[True], seeds=[0],
                                  max_iters=1, batch_size=2, progress=False, cpu=True)
     run = run_grid(cfg, tmp_path / "grid")[0]
-    rc = cli.main(["sam-compare", "--run", str(run), "--dataset", "coco", "--data", str(built), "--sam-model", "tiny",
-                   "--sam-checkpoint", str(tiny_ckpt), "--sam-size", "256", "--cpu"])
-    assert rc == 0
-    res = json.loads((tmp_path / "grid" / "sam" / "sam_coco_metrics.json").read_text())
-    assert len(res["images"]) == 1  # the fixture's test split has one image; --count is capped by it
-    assert Image.open(tmp_path / "grid" / "sam" / "sam_coco.png").size == (2 * 250, 1 * 250)
+    base = ["sam-compare", "--run", str(run), "--dataset", "coco", "--data", coco_tiny_3, "--sam-model", "tiny",
+            "--sam-checkpoint", str(tiny_ckpt), "--sam-size", "256", "--cpu"]
+    assert cli.main(base) == 0
+    sam_dir = tmp_path / "grid" / "sam"
+    res = json.loads((sam_dir / "sam_coco_metrics.json").read_text())
+    assert len(res["images"]) == 5
+    assert Image.open(sam_dir / "sam_coco.png").size[1] == 5 * 250  # one row per image
+    n = len(json.loads((Path(coco_tiny_3) / "index.json").read_text())["splits"]["test"])
+    assert cli.main(base + ["--count", "3", "--seed", "3"]) == 0
+    picked = [r["index"] for r in json.loads((sam_dir / "sam_coco_metrics.json").read_text())["images"]]
+    assert picked == sorted(random.Random(3).sample(range(n), 3)) and picked != [0, 1, 2]
+    f1 = {}
+    for tol in (0, 4):
+        assert cli.main(base + ["--indices", "7,2", "--seed", "3", "--tolerance", str(tol)]) == 0  # indices win
+        res = json.loads((sam_dir / "sam_coco_metrics.json").read_text())
+        assert [r["index"] for r in res["images"]] == [7, 2] and res["tolerance_px"] == tol
+        f1[tol] = [sc["boundary_f1"] for r in res["images"] for sc in r["scores"].values()]
+    assert all(b >= a for a, b in zip(f1[0], f1[4]) if a == a)  # a wider band never scores an edge lower
+    assert f1[4] != f1[0]
 
 
 def test_a_stock_munet_run_is_rebuilt_without_aspp(synthetic_shapes, tmp_path):

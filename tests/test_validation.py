@@ -18,12 +18,12 @@ def test_the_split_is_fixed_and_disjoint():
     assert val.indices == again_val.indices  # the same held-out images for every run
 
 
-def test_validation_never_overlaps_the_test_split(fake_coco, tmp_path):
-    from dlstudio_aspp.data.coco import COCOSegmentationDataset, build_coco
+def test_validation_never_overlaps_the_test_split(coco_tiny_3):
+    """On real COCO photographs: the held-out images come from train2017 only."""
+    from dlstudio_aspp.data.coco import COCOSegmentationDataset
 
-    build_coco(fake_coco, tmp_path / "set", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
-    train = COCOSegmentationDataset(train_or_test="train", root=tmp_path / "set")
-    test = COCOSegmentationDataset(train_or_test="test", root=tmp_path / "set")
+    train = COCOSegmentationDataset(train_or_test="train", root=coco_tiny_3)
+    test = COCOSegmentationDataset(train_or_test="test", root=coco_tiny_3)
     _, val = split_for_validation(train, 0.5)
     val_ids = {train.entries[i]["coco_id"] for i in val.indices}
     assert val_ids and val_ids.isdisjoint({e["coco_id"] for e in test.entries})

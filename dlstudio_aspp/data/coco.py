@@ -51,6 +51,9 @@ MAX_SIDE = 20000
 MAX_PIXELS = 12 * 10000 * 10000
 
 
+#: The most classes a mask PNG stores (one bit per class, 16-bit pixels).
+MAX_CLASSES = 16
+
 def inside(root: Path, relative: str, what: str) -> Path:
     """``root / relative``, refusing a path that leaves ``root`` (``..``, an absolute path, a link outside)."""
     root = Path(root)
@@ -193,8 +196,8 @@ def resize_pair(image: Image.Image, masks: np.ndarray, size: int):
 def encode_bits(masks: np.ndarray) -> Image.Image:
     """(C, H, W) bool -> PNG image whose pixel holds bit c for class c."""
     dtype = np.uint8 if masks.shape[0] <= 8 else np.uint16
-    if masks.shape[0] > 16:
-        raise UserError(f"at most 16 classes can be stored, got {masks.shape[0]}")
+    if masks.shape[0] > MAX_CLASSES:
+        raise UserError(f"at most {MAX_CLASSES} classes can be stored, got {masks.shape[0]}")
     bits = np.zeros(masks.shape[1:], dtype=np.uint32)
     for c in range(masks.shape[0]):
         bits |= masks[c].astype(np.uint32) << c
@@ -243,6 +246,9 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
         raise UserError(f"--classes needs distinct COCO category names, got {classes}")
+    if len(classes) > MAX_CLASSES:
+        raise UserError(f"--classes takes at most {MAX_CLASSES} classes (a mask pixel stores one bit per class in "
+                        f"16 bits), got {len(classes)}; build two sets, or merge classes")
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
         raise UserError(f"--splits must name train and/or test, got {list(splits)}")
