@@ -61,6 +61,25 @@ def _log_if_needed(ax, curves) -> None:
         ax.set_yscale("log")
 
 
+def best_and_worst(members, window: int) -> Tuple[np.ndarray, int, int]:
+    """(curves (seeds, iterations): running means of ``window`` over the common length, index of the best
+    seed, index of the worst): best and worst by the final running loss (lowest is best; ties: grid order)."""
+    n = min(len(r["history"]["loss"]) for r in members)
+    curves = np.stack([running_mean(r["history"]["loss"][:n], window) for r in members])
+    order = np.argsort(curves[:, -1], kind="stable")
+    return curves, int(order[0]), int(order[-1])
+
+
+def best_worst_lines(runs) -> List[str]:
+    """One line per (loss, ASPP): which seed was best and which worst, with their final running losses."""
+    w, lines = _window(runs), []
+    for (loss, aspp), members in _groups(runs).items():
+        curves, b, k = best_and_worst(members, w)
+        lines.append(f"- {loss}, ASPP {'on' if aspp else 'off'}: best seed {members[b]['seed']} "
+                     f"({curves[b, -1]:.4g}), worst seed {members[k]['seed']} ({curves[k, -1]:.4g})")
+    return lines
+
+
 def plot_best_worst(runs, out: Path) -> List[Path]:
     """Per loss: best and worst seed (by final running loss), spread shaded, ASPP on and off side by side."""
     plt = _plt()
@@ -72,14 +91,11 @@ def plot_best_worst(runs, out: Path) -> List[Path]:
         fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
         for ax, aspp in zip(axes[0], settings):
             members = groups[(loss, aspp)]
-            n = min(len(r["history"]["loss"]) for r in members)
-            curves = np.stack([running_mean(r["history"]["loss"][:n], w) for r in members])
-            x = np.arange(1, n + 1)
-            order = np.argsort(curves[:, -1])
-            best, worst = members[order[0]], members[order[-1]]
+            curves, b, k = best_and_worst(members, w)
+            x = np.arange(1, curves.shape[1] + 1)
             ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25, label=f"spread over {len(members)} seeds")
-            ax.plot(x, curves[order[0]], label=f"best (seed {best['seed']})")
-            ax.plot(x, curves[order[-1]], label=f"worst (seed {worst['seed']})", linestyle="--")
+            ax.plot(x, curves[b], label=f"best (seed {members[b]['seed']})")
+            ax.plot(x, curves[k], label=f"worst (seed {members[k]['seed']})", linestyle="--")
             _log_if_needed(ax, [curves])
             ax.set(title=f"{loss}, ASPP {'on' if aspp else 'off'}", xlabel="iteration",
                    ylabel=f"training loss (running mean of {w})")
@@ -265,7 +281,9 @@ def _figures(runs, figs: Path, rel) -> Tuple[List[str], List[str], List[str]]:
     """The figure sections: (loss curves, ASPP bars, qualitative grid)."""
     best_worst = plot_best_worst(runs, figs)
     overlay, aspp, qual = plot_overlay(runs, figs), plot_aspp(runs, figs), plot_qualitative(runs, figs)
-    curves = ["## Training loss: best and worst seed", "", *[f"![{p.stem}]({rel(p)})" for p in best_worst], "",
+    curves = ["## Training loss: best and worst seed", "",
+              "Best and worst by the final running loss of each seed's training curve:", "", *best_worst_lines(runs), "",
+              *[f"![{p.stem}]({rel(p)})" for p in best_worst], "",
               "## All losses together", "", f"![overlay]({rel(overlay)})", ""]
     qualitative = ["## Qualitative results (fixed test images, lowest seed of each setting)", "", f"![qualitative]({rel(qual)})", ""]
     return curves, [f"![aspp]({rel(aspp)})", ""], qualitative

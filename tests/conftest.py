@@ -40,7 +40,7 @@ def real_shapes(tmp_path_factory) -> str:
     hash-pinned DLStudio 1.0.9 sdist (11 MB, cached) only: never the 400 MB Purdue tarball."""
     from dlstudio_aspp.data import sources
 
-    dest = tmp_path_factory.mktemp("shapes")
+    dest = sources.cache_dir() / "shapes-from-sdist"  # kept between runs, with the decoded-array caches beside it
     sources.fetch_shapes(dest, sources={"pypi-sdist": sources._sdist_source}, log=lambda s: None)
     return str(dest) + "/"
 

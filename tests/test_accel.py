@@ -22,8 +22,11 @@ def _train(synthetic_shapes, tmp_path, **options):
     return h, torch.load(tmp_path / "saved_model", weights_only=True)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-                    reason="torch.compile on CPU needs a C++ compiler (inductor); none is installed")
+needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                                    reason="torch.compile on CPU needs a C++ compiler (inductor); none is installed")
+
+
+@needs_compiler
 def test_compiled_step_matches_the_eager_step(synthetic_shapes, tmp_path):
     """torch.compile (inductor on CPU) gives the same losses and weights to float tolerance.
 
@@ -163,3 +166,24 @@ def test_device_tensors_look_through_nested_subsets(synthetic_shapes, tmp_path):
     nested = torch.utils.data.Subset(torch.utils.data.Subset(base, [5, 3, 9, 1]), [2, 0])  # base items 9, 5
     images, masks = accel.device_tensors(nested, torch.device("cpu"))
     assert torch.equal(images, base.images[[9, 5]]) and torch.equal(masks, base.masks[[9, 5]])
+
+
+@needs_compiler
+def test_scoring_with_compile_gives_the_eager_scores(trained_run):
+    """`--compile` scoring (inductor on CPU) counts the same pixels as eager scoring, to a few pixels of float noise."""
+    from dlstudio_aspp.card import RunCard
+    from dlstudio_aspp.data.open import open_datasets
+    from dlstudio_aspp.evaluation import evaluate
+    from dlstudio_aspp.spec import RunSpec
+
+    card = RunCard.load(trained_run)
+    _, test = open_datasets(RunSpec.from_json(card.spec))
+    loader = torch.utils.data.DataLoader(test, batch_size=4)
+    net = card.load_model()
+    eager = evaluate(net, loader, card, "cpu", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+        compiled = evaluate(net, loader, card, "cpu", progress=False, compile=True)
+    assert compiled["num_images"] == eager["num_images"] == len(test)
+    diff = torch.tensor(compiled["confusion"]) - torch.tensor(eager["confusion"])
+    assert diff.abs().sum() <= 8 and compiled["iou"] == pytest.approx(eager["iou"], abs=1e-3, nan_ok=True)

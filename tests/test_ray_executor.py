@@ -84,3 +84,29 @@ def test_a_node_that_cannot_read_the_data_says_so(tmp_path):
     spec = smoke(str(tmp_path / "elsewhere") + "/").cell_specs()[0]
     with pytest.raises(ValueError, match=r"node .* cannot read --data .*elsewhere/: every node must see the data at the same path"):
         grid_task(spec.to_json(), str(tmp_path / "out"), 1)
+
+
+def test_experiments_executor_ray_from_the_command_line(local_ray, syn, tmp_path, monkeypatch, capsys):
+    """`experiments --executor ray` runs its cells as Ray tasks, with 0 GPUs per run on a machine without one
+    (an explicit --gpus-per-run and --address reach the executor); those two flags need --executor ray."""
+    import torch
+
+    from dlstudio_aspp import cli, ray_executor
+
+    base = ["experiments", str(tmp_path / "g"), "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on",
+            "--seed", "0", "--max-iters", "1", "--cpu", "--no-report"]
+    for extra in (["--address", "auto"], ["--gpus-per-run", "1"]):
+        assert cli.main(base + extra) == 2
+        assert "--address and --gpus-per-run need --executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+    calls = []
+    real = ray_executor.run_grid_ray
+    monkeypatch.setattr(ray_executor, "run_grid_ray", lambda cfg, out, **kw: calls.append(kw) or real(cfg, out, **kw))
+    assert cli.main(base + ["--executor", "ray", "--cpus-per-run", "1"]) == 0
+    assert calls[-1] == dict(address=None, cpus_per_run=1.0, gpus_per_run=1.0 if torch.cuda.is_available() else 0.0)
+    assert json.loads((tmp_path / "g" / "runs" / run_name("mse", True, 0) / "summary.json").read_text())["iterations"] == 1
+    assert cli.main(base + ["--executor", "ray", "--gpus-per-run", "-1"]) == 2
+    assert "--gpus-per-run >= 0" in capsys.readouterr().err
+    monkeypatch.setattr(ray_executor, "run_grid_ray", lambda cfg, out, **kw: calls.append(kw) or {})
+    assert cli.main(base + ["--executor", "ray", "--gpus-per-run", "0.5", "--address", "auto"]) == 0
+    assert calls[-1] == dict(address="auto", cpus_per_run=1.0, gpus_per_run=0.5)
