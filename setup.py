@@ -25,7 +25,7 @@ setup(
         "sam": ["segment-anything"],
         "ray": ["ray"],
         "tensorboard": ["tensorboard"],
-        "test": ["pytest", "segment-anything", "ray", "tensorboard"],
+        "test": ["pytest", "pytest-cov", "segment-anything", "ray", "tensorboard"],
     },
     entry_points={"console_scripts": ["dlstudio-aspp=dlstudio_aspp.cli:main"]},
 )

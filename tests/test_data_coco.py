@@ -163,6 +163,7 @@ def test_the_segmenter_trains_and_scores_on_real_photographs(coco_tiny_3, tmp_pa
     assert len(m["floors"]["fixed"]) == 3 and 0 < m["floors"]["all"][0] < 1  # scored against the floors, as `run` is
 
 
+@pytest.mark.slow
 def test_the_coco_example_runs_like_the_stock_script(coco_tiny, tmp_path):
     """examples/semantic_segmentation_coco.py, run as a user runs it, on a set built from coco_tiny; only the
     budget and the depth are cut for the test."""

@@ -47,6 +47,7 @@ def test_example_without_data_says_how_to_get_it(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_example_runs_end_to_end_on_the_real_data(real_shapes, tmp_path):
     """examples/semantic_segmentation.py as a user runs it, beside the real 10000-train and 1000-test files; only the
     budget (4 iterations) and the depth are cut: it trains, saves, and scores all 1000 test images."""

@@ -78,3 +78,40 @@ def test_bad_inputs_are_one_line(trained, tmp_path, capsys, case, match):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def coco_run(coco_tiny_person, tmp_path_factory):
+    """A coco-recipe run (inputs normalised by the training photographs' statistics) on real COCO photographs."""
+    from dlstudio_aspp.runner import train_and_score
+    from dlstudio_aspp.spec import RunSpec
+
+    folder = tmp_path_factory.mktemp("coco_run")
+    spec = RunSpec.build("coco", data=coco_tiny_person, depth=4, seed=0, max_iters=3, val_split=None, test_subset=4,
+                         progress=False, cpu=True)
+    train_and_score(spec, folder)
+    return folder
+
+
+def test_predict_on_real_photographs_matches_evaluation(coco_run, coco_tiny, tmp_path):
+    """The built test photographs, predicted, give the masks evaluation made of them (logits above 0), through the
+    run's input normalisation; original COCO JPEGs of any size come back at their own size."""
+    card = RunCard.load(coco_run)
+    assert card.mean is not None and card.output == "logits"
+    samples = np.load(card.samples_file)
+    files = []
+    for k, image in enumerate(samples["images"]):
+        files.append(tmp_path / f"test{k}.png")
+        Image.fromarray(image.transpose(1, 2, 0)).save(files[-1])
+    from dlstudio_aspp import predict
+
+    masks = predict(coco_run, files)
+    expected = torch.from_numpy(samples["outputs"]) > 0
+    assert len(masks) == 4 and all(torch.equal(m, e) for m, e in zip(masks, expected))
+    photos = sorted((coco_tiny / "val2017").glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(coco_run), *map(str, photos), "--out", str(out), "--cpu", "--no-progress"]) == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for r, photo in zip(lines, photos):
+        w, h = Image.open(photo).size
+        assert r["size"] == [h, w] and Image.open(out / f"{r['image']}_person.png").size == (w, h)
