@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import UserError
-from .spec import check_rates
+from .spec import DEFAULT_RATES, check_rates
 
 
 class ASPPConv(nn.Sequential):
@@ -73,7 +73,7 @@ class ASPP(nn.Module):
         (1, 128, 8, 8)
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, *, rates: Sequence[int] = (2, 4, 6),
+    def __init__(self, in_channels: int, out_channels: int | None = None, *, rates: Sequence[int] = DEFAULT_RATES,
                  branch_channels: int = 128, image_pooling: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         rates = self.check_rates(rates)

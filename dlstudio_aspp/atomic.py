@@ -77,3 +77,14 @@ def save_image(image, path, **kwargs) -> Path:
     """A PIL image, saved through a temporary file (format from ``path``'s suffix)."""
     fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(Path(path).suffix.lstrip(".").lower(), Path(path).suffix.lstrip(".").upper() or "PNG")
     return write_with(path, lambda f: image.save(f, format=fmt, **kwargs))
+
+
+def sha256_of(path) -> str:
+    """The sha256 of a file, read in 1 MB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -27,10 +27,11 @@ from typing import Dict, Tuple
 
 import torch
 
+from .spec import SEED_MIX
+
 #: (crop area range, (colour jitter, hue) or None, probability of grey) per level but 'none'
 _SETTINGS = {"light": ((0.6, 1.0), None, 0.0), "standard": ((0.35, 1.0), (0.2, 0.02), 0.0),
              "strong": ((0.2, 1.0), (0.4, 0.05), 0.1)}
-_SEED_MIX = 1_000_003
 
 
 def transform_for(level: str, size: Tuple[int, int]):
@@ -56,7 +57,7 @@ def augment_batch(batch: Dict[str, torch.Tensor], transform, seed: int, iteratio
     the draws are seeded by (seed, iteration); other keys are passed through."""
     images, masks = batch["image"], batch["mask_tensor"]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * _SEED_MIX + iteration)
+        torch.manual_seed(seed * SEED_MIX + iteration)
         if transform is not None:
             images, masks = _each_sample(images, masks, transform)
         if copy_paste > 0:

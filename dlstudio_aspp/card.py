@@ -1,4 +1,4 @@
-"""The run card: the one record of a run folder, and the one owner of the mask convention.
+"""The run card: the one record of a run folder.
 
 A run is the file ``path_saved_model`` (the weights, as stock DLStudio saves them) and
 its siblings. :class:`RunCard` knows them all and is the only reader and writer of
@@ -15,12 +15,9 @@ take a card instead of deciding these facts again::
     samples.npz             the first test images, masks and outputs (for reports)
     summary.json            written last: the run is finished
 
-**Mask rule.** A dataset mask pixel is positive where it is above 0
-(:func:`mask_truth`); every module that compares masks calls that function.
-
-**Mask convention.** Datasets hand out DLStudio's masks: channel k holds 0 or
-``mask_values[k]`` (:func:`mask_values_for`: 50, 100, ... 250 for PurdueShapes' five
-classes). The card turns them into the training target and back into decisions:
+**Mask convention.** Datasets hand out DLStudio's masks (:mod:`dlstudio_aspp.masks`: channel
+k holds 0 or ``mask_values[k]``, and a pixel is positive where it is above 0). A run's card
+records which values, and turns them into the training target and back into decisions:
 
 ============================  =====================  ============================
 card                          training target        a pixel is class k where
@@ -41,61 +38,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .atomic import torch_save, write_json
+from .atomic import sha256_of, torch_save, write_json
+from .data.wrappers import dataset_labels
 from .errors import MissingFileError, UserError
+from .masks import binarize, mask_truth, mask_values_for
 
 CARD_VERSION = 3
 OUTPUT_KINDS = ("raw", "logits")
 #: The weights file's name in a run folder (DLStudio's ``path_saved_model`` there).
 WEIGHTS_NAME = "saved_model"
-#: PurdueShapes5MultiObject's classes, in channel order (DLStudio's ``classes``).
-SHAPE_CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
-
-
-def mask_truth(mask):
-    """(..., H, W) dataset masks (0 or the class's value) -> bool: the one rule for "this pixel is the class"."""
-    return mask > 0
-
-
-def mask_values_for(num_classes: int) -> List[int]:
-    """Channel k's mask value, ``250 * (k + 1) / C`` rounded: DLStudio's 50..250 for 5 classes."""
-    if num_classes < 1:
-        raise UserError(f"need at least one class, got {num_classes}")
-    return [int(round(250 * (k + 1) / num_classes)) for k in range(num_classes)]
-
-
-def shape_label_map() -> Dict[str, int]:
-    """PurdueShapes' ``label_map``: class name -> mask value (rectangle 50 ... star 250)."""
-    return dict(zip(SHAPE_CLASSES, mask_values_for(len(SHAPE_CLASSES))))
-
-
-def dataset_chain(dataset):
-    """``dataset``, then what it wraps (a ``Subset``'s or any wrapper's ``.dataset``), inward to the base dataset."""
-    yield dataset
-    while getattr(dataset, "dataset", None) is not None:
-        dataset = dataset.dataset
-        yield dataset
-
-
-def innermost_dataset(dataset):
-    """The base dataset under any ``Subset`` or wrapper (the one that holds the files and the label map)."""
-    *_, base = dataset_chain(dataset)
-    return base
-
-
-def dataset_labels(dataset) -> tuple:
-    """(class names, mask values) from a dataset's ``label_map``, sorted by value.
-
-    Wrappers (``Subset``) are looked through; a dataset without ``label_map`` gets no
-    names and the stock values for 5 classes.
-    """
-    label_map = next((m for d in dataset_chain(dataset) if (m := getattr(d, "label_map", None))), None)
-    pairs = sorted((label_map or {}).items(), key=lambda kv: kv[1])
-    if not pairs:
-        return [], mask_values_for(5)
-    return [str(k) for k, _ in pairs], [int(v) for _, v in pairs]
-
-
 @dataclass
 class RunCard:
     """Everything known about one run; see the module docstring for the layout.
@@ -262,8 +213,6 @@ class RunCard:
 
     def binarize(self, output):
         """(B, C, H, W) network output -> (B, C, H, W) bool predictions."""
-        from .metrics import binarize
-
         return binarize(output, self.thresholds())
 
     # ---- model -----------------------------------------------------------------------
@@ -384,16 +333,6 @@ class RunCard:
         names, values = dataset_labels(dataset)
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
                    mask_values=values, image_size=list(image_size))
-
-
-def sha256_of(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_kind(loss_fn) -> str:

@@ -188,8 +188,10 @@ def predict(args) -> int:
 
     from .inference import predict_files
 
-    if not 1 <= args.batch_size <= 4096:
-        raise UserError(f"--batch-size must be from 1 to 4096, got {args.batch_size}")
+    from .spec import MAX_BATCH
+
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be from 1 to {MAX_BATCH}, got {args.batch_size}")
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     path = predict_files(args.run, args.images, args.out, batch_size=args.batch_size, device=device,
                          progress=not args.no_progress)

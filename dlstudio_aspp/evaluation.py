@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .atomic import save_image
-from .card import mask_truth
-from .metrics import MultiLabelConfusion, binarize
+from .masks import binarize, mask_truth
+from .metrics import MultiLabelConfusion
 
 CLASS_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
                           [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]], np.float32) / 255

@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import torch
 
-from .card import mask_truth
+from .masks import mask_truth
 
 #: Thresholds tried on the mean training mask.
 THRESHOLDS = torch.arange(1, 20) / 20

@@ -21,15 +21,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from .card import mask_truth
 from .errors import UserError
-
-
-def binarize(output: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) scores -> (B, C, H, W) bool: channel k above ``thresholds[k]``."""
-    if output.dim() != 4 or output.shape[1] != thresholds.numel():
-        raise UserError(f"expected output (B, {thresholds.numel()}, H, W), got {tuple(output.shape)}")
-    return output > thresholds.to(output.device, output.dtype).view(1, -1, 1, 1)
+from .masks import mask_truth
 
 
 class MultiLabelConfusion:

@@ -20,7 +20,7 @@ from torch import nn
 from .aspp import ASPP
 from .dlstudio_glue import load_dlstudio, stock_munet_class
 from .errors import UserError
-from .spec import HEADS  # the output layer (``conv_out``) choices; see make_head
+from .spec import DEFAULT_RATES, HEADS  # HEADS: the output layer (``conv_out``) choices; see make_head
 
 DLStudio = load_dlstudio()
 StockMUNet = stock_munet_class(DLStudio)
@@ -98,7 +98,7 @@ class mUNetASPP(StockMUNet):
     """
 
     def __init__(self, skip_connections: bool = True, depth: int = 16, *, num_classes: int = 5, aspp: bool = True,
-                 aspp_rates: Sequence[int] = (2, 4, 6), aspp_channels: int = 128, aspp_pooling: bool = True,
+                 aspp_rates: Sequence[int] = DEFAULT_RATES, aspp_channels: int = 128, aspp_pooling: bool = True,
                  aspp_dropout: float = 0.0, head: str = "stock") -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise UserError(f"num_classes must be a positive int, got {num_classes!r}")

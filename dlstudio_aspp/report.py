@@ -14,7 +14,8 @@ import numpy as np
 
 from .atomic import write_text
 from .plots import pyplot as _plt, running_mean, save_plot as _save
-from .card import RunCard, mask_truth
+from .card import RunCard
+from .masks import mask_truth
 from .errors import MissingFileError, UserError
 from .evaluation import colour_masks
 from .documents import key_value_table

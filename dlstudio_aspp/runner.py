@@ -161,7 +161,7 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
 def floors_for(train_set, test_set) -> Optional[dict]:
     """The floors (:mod:`dlstudio_aspp.floors`) for a COCO test set; None for PurdueShapes, whose
     objects move about the image so that no fixed mask is a meaningful floor."""
-    from .card import innermost_dataset
+    from .data.wrappers import innermost_dataset
     from .data.coco import COCOSegmentationDataset
 
     if train_set is None or not isinstance(innermost_dataset(test_set), COCOSegmentationDataset):

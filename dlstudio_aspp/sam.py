@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .card import mask_truth
+from .masks import mask_truth
 from . import spec as _spec  # SAM_MODELS: the architectures --sam-model names
 from .errors import MissingFileError, UserError
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from . import atomic
-from .card import RunCard, mask_truth
+from .card import RunCard
+from .masks import mask_truth
 from .evaluation import overlay, to_rgb
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
 from .errors import UserError

@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 
 from .accel import quiet_worker
-from .card import RunCard, innermost_dataset
+from .card import RunCard
+from .data.wrappers import innermost_dataset
 from .data.coco import COCOSegmentationDataset
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show

@@ -37,6 +37,11 @@ LOSS_HELP = "mse | dice | dice+mse:<scale> | dice+mse:auto | bce | sigmoid-dice 
 SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
 LOSS_ALIASES = {"mse+dice": "dice+mse", "dice+bce": "bce+dice"}
 
+#: ASPP's dilation rates at mUNet's 8x8 bottleneck (64x64 images): the homework's.
+DEFAULT_RATES = (2, 4, 6)
+#: Mixes a seed with a counter (an epoch, an iteration) into one seed for that draw.
+SEED_MIX = 1_000_003
+
 DEFAULT_SHAPES_DATA = "./data/PurdueShapes5MultiObject/"
 SHAPES_TRAIN_FILE = "PurdueShapes5MultiObject-10000-train.gz"
 SHAPES_TEST_FILE = "PurdueShapes5MultiObject-1000-test.gz"
@@ -383,7 +388,7 @@ def rates_for(image_size: Sequence[int]) -> Tuple[int, ...]:
     bottleneck's side, so that the widest branch still sees about half of the map."""
     side = min(image_size) // 8
     if side <= 16:
-        return (2, 4, 6)
+        return DEFAULT_RATES
     return tuple(max(1, round(r * side / 32)) for r in (6, 12, 18))
 
 

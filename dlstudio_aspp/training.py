@@ -35,13 +35,13 @@ from .dlstudio_glue import default_num_workers
 from .errors import MissingFileError, NonFiniteLossError, UserError
 from .losses import get_loss
 from .optim import clipped_step, make_optimizer, make_scheduler
-from .spec import RunSpec, loss_title
+from .spec import SEED_MIX, RunSpec, loss_title
 from .stopping import Interrupted, StopRequests
 from .validation import Validator, split_for_validation
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+    return seed * SEED_MIX + epoch
 
 
 def _seeded_order(n: int, seed: int, epoch: int, start: int = 0) -> List[int]:

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from conftest import make_segmenter
-from dlstudio_aspp.card import RunCard, dataset_labels, mask_values_for
+from dlstudio_aspp.card import RunCard
+from dlstudio_aspp.data.wrappers import dataset_labels
+from dlstudio_aspp.masks import mask_values_for
 from dlstudio_aspp.model import mUNetASPP
 
 FILES = ("PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")

@@ -278,7 +278,9 @@ def test_nine_to_sixteen_classes_use_sixteen_bit_masks(coco_tiny, tmp_path):
                          log=lambda s: None)
     assert all(v >= 1 for v in index["counts"]["train"].values())
     ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "twelve")
-    values = C.mask_values_for(12)
+    from dlstudio_aspp.masks import mask_values_for
+
+    values = mask_values_for(12)
     seen = set()
     for i, entry in enumerate(ds.entries):
         assert Image.open(tmp_path / "twelve" / entry["mask"]).mode.startswith("I;16")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dlstudio_aspp.card import RunCard
-from dlstudio_aspp.metrics import MultiLabelConfusion, binarize, format_table
+from dlstudio_aspp.masks import binarize
+from dlstudio_aspp.metrics import MultiLabelConfusion, format_table
 
 
 def masks(*grids):

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from ..atomic import save_image, write_json
-from ..card import mask_values_for
+from ..masks import mask_values_for
 from ..errors import MissingFileError, UserError
 
 SPLITS = {"train": "train2017", "test": "val2017"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Tuple
 
-from ..card import innermost_dataset
+from .wrappers import innermost_dataset
 from ..errors import MissingFileError, UserError
 from ..spec import DEFAULT_SHAPES_DATA, RunSpec
 
@@ -109,7 +109,7 @@ def input_stats(kind: str, dataset, max_images: int = 512):
 
 def file_identity(path) -> dict:
     """Name, size and sha256 of a data file: what a resume compares."""
-    from ..card import sha256_of
+    from ..atomic import sha256_of
 
     path = Path(path)
     return {"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}

@@ -30,6 +30,15 @@ import torch
 
 from ..atomic import write_with
 from ..errors import MissingFileError, UserError
+from ..masks import mask_values_for
+
+#: PurdueShapes5MultiObject's classes, in channel order (DLStudio's ``classes``).
+SHAPE_CLASSES = ("rectangle", "triangle", "disk", "oval", "star")
+
+
+def shape_label_map() -> Dict[str, int]:
+    """PurdueShapes' ``label_map``: class name -> mask value (rectangle 50 ... star 250)."""
+    return dict(zip(SHAPE_CLASSES, mask_values_for(len(SHAPE_CLASSES))))
 
 CACHE_VERSION = 1
 FETCH_HINT = "get the data with `dlstudio-aspp fetch-shapes ./data/PurdueShapes5MultiObject/`"
@@ -81,9 +90,34 @@ class _SafeUnpickler(pickle.Unpickler):
 MAX_UNCOMPRESSED = 4 << 30
 
 
-def _read_gz(path: Path, limit: int) -> bytes:
-    from .sources import read_bounded
+def read_bounded(response, limit: int, label: str, progress: bool = True) -> bytes:
+    """A download read in blocks, with a progress bar, refused once it passes ``limit`` bytes."""
+    size = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
+    if size > limit:
+        raise UserError(f"{label} is {size >> 20} MB, more than the {limit >> 20} MB allowed")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
+        bar = tqdm(total=size or None, unit="B", unit_scale=True, desc=label, mininterval=1.0)
+    chunks, total = [], 0
+    try:
+        while True:
+            block = response.read(1 << 20)
+            if not block:
+                return b"".join(chunks)
+            total += len(block)
+            if total > limit:
+                raise UserError(f"{label} is larger than the {limit >> 20} MB allowed; refusing the rest")
+            chunks.append(block)
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _read_gz(path: Path, limit: int) -> bytes:
     with gzip.open(path, "rb") as f:
         return read_bounded(f, limit, f"{path} uncompressed (more than any PurdueShapes5MultiObject file; raise "
                                       "dlstudio_aspp.data.shapes.MAX_UNCOMPRESSED for a larger set of your own)",

@@ -25,7 +25,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from ..atomic import write_bytes, write_json, write_text
-from ..card import sha256_of, shape_label_map
+from ..atomic import sha256_of
+from .shapes import read_bounded, shape_label_map
 from ..errors import MissingFileError, UserError
 
 PURDUE_URL = "https://engineering.purdue.edu/kak/distDLS/datasets_for_DLStudio.tar.gz"
@@ -71,33 +72,6 @@ def _from_tar(tar: tarfile.TarFile, wanted) -> Dict[str, bytes]:
             inner = tarfile.open(fileobj=io.BytesIO(tar.extractfile(m).read()), mode="r:gz")
             found.update({k: v for k, v in _from_tar(inner, wanted).items() if k not in found})
     return found
-
-
-def read_bounded(response, limit: int, label: str, progress: bool = True) -> bytes:
-    """A download read in blocks, with a progress bar, refused once it passes ``limit`` bytes."""
-    size = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
-    if size > limit:
-        raise UserError(f"{label} is {size >> 20} MB, more than the {limit >> 20} MB allowed")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=size or None, unit="B", unit_scale=True, desc=label, mininterval=1.0)
-    chunks, total = [], 0
-    try:
-        while True:
-            block = response.read(1 << 20)
-            if not block:
-                return b"".join(chunks)
-            total += len(block)
-            if total > limit:
-                raise UserError(f"{label} is larger than the {limit >> 20} MB allowed; refusing the rest")
-            chunks.append(block)
-            if bar is not None:
-                bar.update(len(block))
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _purdue_source(wanted, timeout: float) -> Dict[str, bytes]:
