@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import signal
 import sys
 import warnings
@@ -131,6 +132,8 @@ def _run_parser(sub) -> None:
                                    "the Shapes run's.")
     p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
     p.add_argument("--fetch", action="store_true", help="download the real data into --data when it is missing")
+    p.add_argument("--config", default=None, metavar="CARD", help="replay a run: every option from a run card "
+                   "(RUN/saved_model.json, or the RUN folder); options given beside it override single fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (its files are "
                                                              "moved to OUT/previous-<time>/ first)")
@@ -293,6 +296,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "dlstudio-aspp " + shlex.join(sys.argv[1:] if argv is None else argv)  # for run cards
     if not args.command:
         parser.print_help()
         return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import time
+from typing import Optional
 
 from .errors import MissingFileError, UserError
 from .locks import FolderLock
@@ -27,10 +28,39 @@ def run_spec_defaults(dataset: str = "shapes") -> RunSpec:
     return run_spec({"dataset": dataset})
 
 
-def run_spec(given: dict) -> RunSpec:
-    """`run`'s spec: its defaults for the dataset given, then the recipe and options given; validated."""
+def run_spec(given: dict, config: Optional[str] = None) -> RunSpec:
+    """`run`'s spec: its defaults for the dataset given, then the recipe and options given; validated.
+
+    With ``config`` (a run card, or its run folder) the card's spec replaces the defaults: the run
+    is replayed exactly, except for the options given (a recipe given is layered over the card's spec)."""
+    if config is not None:
+        recorded = card_spec(config)
+        recipe = given.pop("recipe", None)
+        if recipe is not None:
+            return RunSpec.build(recipe, base=recorded, **given).validate()
+        return RunSpec.from_json(dict(recorded, **given)).validate()
     recipe = given.pop("recipe", None) or (RUN_COCO_RECIPE if given.get("dataset") == "coco" else RUN_RECIPE)
     return RunSpec.build(recipe, base=RUN_BASE, **given).validate()
+
+
+def card_spec(config: str) -> dict:
+    """The spec a run card records (``config``: the card's file, or the run folder holding it)."""
+    import json
+
+    from .card import RunCard
+
+    path = Path(config)
+    path = RunCard.in_folder(path).file if path.is_dir() else path
+    if not path.is_file():
+        raise MissingFileError(f"--config {config}: no run card there; give RUN/saved_model.json or the RUN folder")
+    try:
+        spec = json.loads(path.read_text()).get("spec")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        spec = None
+    if not isinstance(spec, dict):
+        raise UserError(f"--config {config} is not a run card with a spec (a saved_model.json written by run, "
+                        "experiments or the segmenter)")
+    return spec
 
 
 def fetch_shapes(args) -> int:
@@ -56,7 +86,7 @@ def run(args) -> int:
     from .card import RunCard
     from .data.open import dataroot
 
-    spec = run_spec(given_values(args))
+    spec = run_spec(given_values(args), args.config)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
@@ -119,7 +149,8 @@ def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
     _describe(spec, train)
     from .runner import train_and_score
 
-    summary = train_and_score(spec, out, data=(train, test), resume=args.resume, load_seconds=load_seconds)
+    summary = train_and_score(spec, out, data=(train, test), resume=args.resume, load_seconds=load_seconds,
+                              command=args.command_line)
     print(f"test mIoU {summary['miou']:.3f} after {summary['iterations']} iterations; outputs in {out}/: "
           f"{', '.join(p.name for p in layout.own_files())}")
     if spec.dataset == "coco":

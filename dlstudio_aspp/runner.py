@@ -116,7 +116,7 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
 
 
 def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None,
-                    load_seconds: Optional[float] = None) -> dict:
+                    load_seconds: Optional[float] = None, command: Optional[str] = None) -> dict:
     """Train and score one run in ``folder``; return its summary (``summary.json``, written last).
 
     Args:
@@ -125,6 +125,7 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
         resume: continue from the folder's checkpoint; None resumes when there is one (the grid's rule).
         device: default: CUDA when there is one and ``spec.cpu`` is off.
         load_seconds: how long opening ``data`` took, for the card (measured here when it opens the data).
+        command: the command that made the run, for the card (default: this process's command line).
     """
     from .data.open import dataset_shape, open_datasets
 
@@ -144,7 +145,8 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     loader = torch.utils.data.DataLoader(train_set, batch_size=spec.batch_size, shuffle=True,
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
-    trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file)
+    trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file,
+                           command=command)
     metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile,
                     floors=floors_for(train_set, test_set))
     save_samples(metrics.pop("samples"), card)

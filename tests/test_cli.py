@@ -251,3 +251,27 @@ def test_other_warnings_keep_python_format(capsys, monkeypatch):
     monkeypatch.setenv("DLSTUDIO_ASPP_DEBUG", "1")
     show(UserWarning("ours"), UserWarning, cli.__file__, 3)
     assert len(shown) == 2  # debugging: Python's own format, with the file and line
+
+
+def test_run_replays_a_card(syn, tmp_path, capsys):
+    """`run --config CARD` runs the spec the card records; a flag beside it changes that field only; the card's
+    recorded command replays the run."""
+    import shlex
+
+    first = tmp_path / "first"
+    assert cli.main(["run", *syn, "--loss", "dice+mse:20", "--max-iters", "2", "--lr", "0.002", "--cpu",
+                     "--out", str(first)]) == 0
+    card = json.loads((first / "saved_model.json").read_text())
+    assert cli.main(["run", "--config", str(first / "saved_model.json"), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "saved_model.json").read_text())
+    assert again["spec"] == card["spec"] and again["weights_sha256"] == card["weights_sha256"]  # the same run, exactly
+    assert cli.main(["run", "--config", str(first), "--lr", "0.01", "--out", str(tmp_path / "lr")]) == 0
+    changed = json.loads((tmp_path / "lr" / "saved_model.json").read_text())["spec"]
+    assert {k for k in card["spec"] if changed[k] != card["spec"][k]} == {"lr"} and changed["lr"] == 0.01
+    words = shlex.split(card["provenance"]["command"])
+    assert words[:2] == ["dlstudio-aspp", "run"] and words[words.index("--out") + 1] == str(first)
+    words[words.index("--out") + 1] = str(tmp_path / "replayed")
+    assert cli.main(words[1:]) == 0
+    assert json.loads((tmp_path / "replayed" / "saved_model.json").read_text())["weights_sha256"] == card["weights_sha256"]
+    assert cli.main(["run", "--config", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "--config" in capsys.readouterr().err and not (tmp_path / "x").exists()
