@@ -149,7 +149,7 @@ class RunCard:
     def own_files(self) -> List[Path]:
         """Every file of this run that exists (weights, card, checkpoint, history, metrics, ...)."""
         names = [self.weights, self.file, self.checkpoint, self.history_json, self.history_csv, self.metrics_file,
-                 self.test_grid, self.perf_file, self.samples_file, self.summary_file]
+                 self.image_counts_file, self.test_grid, self.perf_file, self.samples_file, self.summary_file]
         return [p for p in names if p.exists()]
 
     @property
@@ -171,6 +171,11 @@ class RunCard:
     @property
     def metrics_file(self) -> Path:
         return self._sibling(".metrics.json")
+
+    @property
+    def image_counts_file(self) -> Path:
+        """(N, C, 3) tp, fp, fn of every test image, in test order: what ``compare`` pairs two runs on."""
+        return self._sibling(".image_counts.npy")
 
     @property
     def test_grid(self) -> Path:
@@ -255,10 +260,10 @@ class RunCard:
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.
 
-        Files that described earlier weights (metrics, test grid, samples, summary) are
+        Files that described earlier weights (metrics, image counts, test grid, samples, summary) are
         removed first; if the card's write fails, the old card no longer matches the new
         weights and :meth:`load` refuses the pair."""
-        for stale in (self.metrics_file, self.test_grid, self.samples_file, self.summary_file):
+        for stale in (self.metrics_file, self.image_counts_file, self.test_grid, self.samples_file, self.summary_file):
             stale.unlink(missing_ok=True)
         torch_save(net.state_dict(), self.weights)
         self.weights_size, self.weights_sha256 = self.weights.stat().st_size, sha256_of(self.weights)

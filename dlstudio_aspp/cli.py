@@ -266,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder (`run --out`) or an experiments folder (`experiments --out`)")
     p.add_argument("--format", default="md,html,pdf", help="comma-separated: md, html, pdf (default: md,html,pdf)")
     p.set_defaults(func="report")
+    p = sub.add_parser("compare", help="two runs on the same test images: their mIoU difference, paired per image",
+                       description="RUN_A - RUN_B: the mIoU and per-class IoU differences of two runs scored on the "
+                                   "same test images, with 95%% intervals from a paired bootstrap over those images "
+                                   "(both runs on the same resamples) and a verdict. A run scored before per-image "
+                                   "counts were kept is scored again from its card.")
+    p.add_argument("run_a", metavar="RUN_A", help="a run folder")
+    p.add_argument("run_b", metavar="RUN_B", help="a run folder scored on the same test set")
+    p.add_argument("--cpu", action="store_true", help="score on the CPU even when there is a GPU")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
+    p.set_defaults(func="compare")
     return parser
 
 

@@ -292,3 +292,17 @@ def sam_compare(args) -> int:
     print((out / f"sam_{args.dataset}_metrics.md").read_text())
     print(f"figure: {result['figure']}")
     return 0
+
+
+def compare(args) -> int:
+    import torch
+
+    from .atomic import write_json
+    from .compare import compare_markdown, compare_runs
+
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    result = compare_runs(args.run_a, args.run_b, device=device)
+    print(compare_markdown(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0

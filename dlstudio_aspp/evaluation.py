@@ -97,6 +97,7 @@ def evaluate(net: torch.nn.Module, loader, card, device=None, keep: int = 0, pro
                 samples.append((im[j].cpu(), mask[j].cpu(), out[j].cpu()))
     metrics = conf.compute(card.class_names)
     metrics["num_images"] = n
+    metrics["image_counts"] = conf.image_counts()
     metrics["binarize"] = {"normalized": card.binary_targets, "output": card.output, "rule": card.threshold_rule(),
                            "thresholds": [float(t) for t in thresholds]}
     if keep:

@@ -88,12 +88,22 @@ def miou_from_counts(counts: np.ndarray) -> np.ndarray:
         return np.nanmean(iou, axis=-1)
 
 
-def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> List[float]:
+def _same_images(counts: np.ndarray, minus) -> None:
+    if minus is not None and minus.shape != counts.shape:
+        raise UserError(f"a paired comparison needs the same test images and classes in both runs, got per-image "
+                        f"counts of shape {counts.shape} and {minus.shape}")
+
+
+def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                   minus: np.ndarray | None = None) -> List[float]:
     """Percentile bootstrap interval of the mIoU over test images.
 
     Images are resampled with replacement ``n_boot`` times; each resample's mIoU is
-    computed from its summed counts, as the set's mIoU is. Returns [low, high].
+    computed from its summed counts, as the set's mIoU is. Returns [low, high]. With
+    ``minus`` (another run's (N, C, 3) counts on the same images) it is the interval of
+    mIoU(counts) - mIoU(minus), both taken on the same resamples: a paired bootstrap.
     """
+    _same_images(counts, minus)
     n = counts.shape[0]
     if n == 0:
         return [math.nan, math.nan]
@@ -101,14 +111,25 @@ def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level:
     totals = np.empty(n_boot)
     for b in range(0, n_boot, 100):  # 100 resamples at a time keeps memory small
         idx = rng.integers(0, n, size=(min(100, n_boot - b), n))
-        totals[b:b + idx.shape[0]] = miou_from_counts(counts[idx])
+        totals[b:b + idx.shape[0]] = miou_from_counts(counts[idx]) - (0 if minus is None else miou_from_counts(minus[idx]))
     lo, hi = np.nanpercentile(totals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return [float(lo), float(hi)]
 
 
-def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, level: float = 0.95) -> Dict:
+def _class_scores(counts: np.ndarray):
+    """(..., N, C, 3) counts -> (IoU, Dice) of each class over the N images, NaN where a class is never seen."""
+    tp, fp, fn = (counts.sum(-3)[..., k].astype(np.float64) for k in range(3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.where(tp + fp + fn > 0, tp / np.maximum(tp + fp + fn, 1), np.nan),
+                np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan))
+
+
+def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, level: float = 0.95,
+                        minus: np.ndarray | None = None) -> Dict:
     """Percentile bootstrap intervals over test images of each class's IoU and Dice:
-    ``{'iou_ci95': [[low, high], ...], 'dice_ci95': [...]}`` (NaN for a class never seen)."""
+    ``{'iou_ci95': [[low, high], ...], 'dice_ci95': [...]}`` (NaN for a class never seen); with
+    ``minus``, of each class's difference from that run on the same resamples (paired)."""
+    _same_images(counts, minus)
     n, c = counts.shape[0], counts.shape[1] if counts.ndim == 3 else 0
     if n == 0:
         return {"iou_ci95": [[math.nan, math.nan]] * c, "dice_ci95": [[math.nan, math.nan]] * c}
@@ -116,10 +137,11 @@ def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, l
     iou, dice = np.empty((n_boot, c)), np.empty((n_boot, c))
     for b in range(0, n_boot, 100):
         idx = rng.integers(0, n, size=(min(100, n_boot - b), n))
-        tp, fp, fn = (counts[idx].sum(-3)[..., k].astype(np.float64) for k in range(3))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou[b:b + idx.shape[0]] = np.where(tp + fp + fn > 0, tp / np.maximum(tp + fp + fn, 1), np.nan)
-            dice[b:b + idx.shape[0]] = np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+        i, d = _class_scores(counts[idx])
+        if minus is not None:
+            i0, d0 = _class_scores(minus[idx])
+            i, d = i - i0, d - d0
+        iou[b:b + idx.shape[0]], dice[b:b + idx.shape[0]] = i, d
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a class absent from every image

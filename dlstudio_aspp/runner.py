@@ -95,6 +95,7 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
     t0 = time.perf_counter()
     metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress, compile=compile)
     samples = metrics.pop("samples", [])
+    write_with(card.image_counts_file, lambda f: np.save(f, metrics.pop("image_counts")))
     if samples:
         path = grid_path or card.test_grid
         metrics["grid"] = str(save_grid(samples, card.thresholds(), card.class_names, path,

@@ -84,3 +84,42 @@ def test_bootstrap_interval_contains_the_miou(synthetic_shapes, tmp_path):
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), load_saved=False, progress=False)
     lo, hi = m["miou_ci95"]
     assert lo <= m["miou"] <= hi
+
+
+def test_compare_pairs_two_runs_like_the_grid_report(synthetic_shapes, tmp_path, capsys):
+    """A one-seed grid, ASPP on and off: `compare` prints the same A − B as the report's comparison, with a paired
+    bootstrap interval over the test images that contains it, and per class."""
+    import json
+    import re
+
+    import numpy as np
+
+    from conftest import SYN_FILES
+    from dlstudio_aspp import cli
+    from dlstudio_aspp.card import RunCard
+    from dlstudio_aspp.compare import compare_runs
+    from dlstudio_aspp.experiments import GridConfig, run_grid
+    from dlstudio_aspp.report import make_report
+
+    cfg = GridConfig.from_preset("smoke", data=synthetic_shapes, train_file=SYN_FILES[0], test_file=SYN_FILES[1],
+                                 losses=["mse"], seeds=[0], max_iters=4, progress=False, cpu=True)
+    on, off = run_grid(cfg, tmp_path / "g")
+    report = make_report(tmp_path / "g").read_text()
+    reported = re.search(r"\| mse: ASPP on − off \| 1 \| ([+-]\d\.\d{3}) \|", report).group(1)
+    assert cli.main(["compare", str(on), str(off), "--cpu", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert f"= {reported}, 95% paired bootstrap interval" in out and f"{result['difference']:+.3f}" == reported
+    assert result["ci95"][0] <= result["difference"] <= result["ci95"][1] and result["num_images"] == 8
+    assert [c["class"] for c in result["classes"]] == RunCard.load(on).class_names
+    assert out.count("\n| ") == 1 + 5  # the header row and one row per class
+    assert compare_runs(on, on)["ci95"] == [0.0, 0.0]  # a run against itself: every resample agrees
+    RunCard.load(off).image_counts_file.unlink()  # an older run: scored again from its card, the same counts
+    assert compare_runs(on, off)["ci95"] == result["ci95"]
+    other = tmp_path / "other"
+    assert cli.main(["run", "--data", synthetic_shapes, "--train-file", SYN_FILES[0], "--test-file", SYN_FILES[1],
+                     "--test-subset", "4", "--max-iters", "1", "--depth", "4", "--cpu", "--no-progress", "--out",
+                     str(other)]) == 0
+    assert cli.main(["compare", str(on), str(other)]) == 2
+    assert "scored on 8 test images and" in capsys.readouterr().err
+    assert np.load(RunCard.load(other).image_counts_file).shape == (4, 5, 3)

@@ -3,7 +3,7 @@ threshold or flip averaging would help, and how a run trained at a smaller size 
 a larger one.
 
 Usage:
-    python benchmarks/probe_coco_run.py --run RUN --data SET [--larger SET2]
+    python tools/probe_coco_run.py --run RUN --data SET [--larger SET2]
 
 RUN is a run folder of ``dlstudio-aspp run --dataset coco``; SET the built set it was trained
 on. Prints pooled person IoU (as every metric of the package pools it) on:
