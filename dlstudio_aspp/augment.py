@@ -27,26 +27,25 @@ from typing import Dict, Tuple
 
 import torch
 
+from .registry import AUGMENTS
 from .spec import SEED_MIX
 
-#: (crop area range, (colour jitter, hue) or None, probability of grey) per level but 'none'
-_SETTINGS = {"light": ((0.6, 1.0), None, 0.0), "standard": ((0.35, 1.0), (0.2, 0.02), 0.0),
-             "strong": ((0.2, 1.0), (0.4, 0.05), 0.1)}
 
 
 def transform_for(level: str, size: Tuple[int, int]):
     """The ``transforms.v2`` pipeline of ``level`` for (H, W) ``size``; None for 'none'."""
     from torchvision.transforms import v2
 
-    if level == "none":
+    settings = AUGMENTS[level]
+    if settings.crop is None:
         return None
-    scale, jitter, grey = _SETTINGS[level]
-    steps = [v2.RandomHorizontalFlip(0.5), v2.RandomResizedCrop(size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True)]
-    if jitter is not None:
-        amount, hue = jitter
+    steps = [v2.RandomHorizontalFlip(0.5),
+             v2.RandomResizedCrop(size, scale=settings.crop, ratio=(3 / 4, 4 / 3), antialias=True)]
+    if settings.jitter is not None:
+        amount, hue = settings.jitter
         steps.append(v2.ColorJitter(brightness=amount, contrast=amount, saturation=amount, hue=hue))
-    if grey:
-        steps.append(v2.RandomGrayscale(grey))
+    if settings.grey:
+        steps.append(v2.RandomGrayscale(settings.grey))
     return v2.Compose(steps)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__, commands
 from .errors import UserError, debug
+from .registry import DATASETS
 from . import spec as spec_module
 from .spec import DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints, show_value
 
@@ -212,7 +213,7 @@ def _sam_parser(sub) -> None:
                                    "come from a local checkpoint (--sam-checkpoint) or from PNGs saved from the online demo "
                                    "(--sam-masks DIR, files <index>.png or <index>_<class>.png).")
     p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
-    p.add_argument("--dataset", default="shapes", choices=["shapes", "coco"], help="(default: shapes)")
+    p.add_argument("--dataset", default="shapes", choices=list(DATASETS), help="(default: shapes)")
     p.add_argument("--data", default=None, help=f"data folder (default: {DEFAULT_SHAPES_DATA}; for coco: the build-coco folder)")
     p.add_argument("--test-file", default=None, help="shapes: the test file in --data (default: the run's)")
     p.add_argument("--count", type=int, default=5, help="number of test images (default: 5)")

@@ -13,11 +13,8 @@ from .errors import MissingFileError, UserError
 from .locks import FolderLock
 from .spec import RunSpec, given_values, parse_ints, show_value
 
-#: What `run` sets before the recipe: a seed, so that a run is reproducible.
+#: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
-RUN_RECIPE = "modern"
-#: ... and for --dataset coco.
-RUN_COCO_RECIPE = "coco"
 #: The side of the set `run --dataset coco --coco-root` builds: the coco recipe's 40 epochs fit about
 #: 45 minutes on 2 CPU cores at 128x128 (256x256 takes about 4 times as long).
 COCO_RUN_SIZE = 128
@@ -39,7 +36,9 @@ def run_spec(given: dict, config: Optional[str] = None) -> RunSpec:
         if recipe is not None:
             return RunSpec.build(recipe, base=recorded, **given).validate()
         return RunSpec.from_json(dict(recorded, **given)).validate()
-    recipe = given.pop("recipe", None) or (RUN_COCO_RECIPE if given.get("dataset") == "coco" else RUN_RECIPE)
+    from .registry import DATASETS
+
+    recipe = given.pop("recipe", None) or DATASETS[given.get("dataset", "shapes")].run_recipe
     return RunSpec.build(recipe, base=RUN_BASE, **given).validate()
 
 
@@ -107,8 +106,11 @@ def _coco_set(spec: RunSpec, args) -> RunSpec:
     holds none, with build-coco's defaults; the spec then points at it."""
     if args.coco_root is None and args.classes is None:
         return spec
-    if spec.dataset != "coco":
-        raise UserError("--coco-root and --classes go with --dataset coco")
+    from .registry import DATASETS
+
+    if not DATASETS[spec.dataset].from_coco:
+        kinds = [name for name, kind in DATASETS.items() if kind.from_coco]
+        raise UserError(f"--coco-root and --classes go with --dataset {' or '.join(kinds)}")
     if args.coco_root is None:
         raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
     from .data.coco import INDEX, build_coco as build
@@ -153,9 +155,11 @@ def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
                               command=args.command_line)
     print(f"test mIoU {summary['miou']:.3f} after {summary['iterations']} iterations; outputs in {out}/: "
           f"{', '.join(p.name for p in layout.own_files())}")
-    if spec.dataset == "coco":
-        print(f"to train longer, add --epochs N (this run: {summary['iterations']} iterations); on a GPU, build the set at "
-              "the homework's size (build-coco --size 256) and try --epochs 150 (the coco preset)")
+    from .registry import DATASETS
+
+    after = DATASETS[spec.dataset].after_run
+    if after:
+        print(after.format(iterations=summary["iterations"]))
     return 0
 
 

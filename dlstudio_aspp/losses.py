@@ -28,7 +28,6 @@ works on DLStudio's 0/50(k+1) masks as well as on masks normalised to {0, 1}.
 from __future__ import annotations
 
 import math
-import re
 from typing import Callable, Dict, Union
 
 import torch
@@ -37,7 +36,6 @@ from torch.nn import functional as F
 
 from .errors import UserError
 
-LOSS_NAMES = ("mse", "dice", "dice+mse", "dice+mse:<scale>", "dice+mse:auto", "bce", "sigmoid-dice", "bce+dice")
 
 
 def _check_shapes(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -222,9 +220,9 @@ class LogitLoss(nn.Module):
 def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
     """A loss from its name, or ``spec`` itself when it is a callable.
 
-    Names: ``'mse'`` (stock), ``'dice'``, ``'dice+mse'`` (scale 1), ``'dice+mse:20'``
-    (any number >= 0), ``'dice+mse:auto'``; on logits ``'bce'``, ``'sigmoid-dice'``,
-    ``'bce+dice'``. ``None`` means ``'mse'``.
+    Names are those of :data:`dlstudio_aspp.registry.LOSSES`: ``'mse'`` (stock), ``'dice'``,
+    ``'dice+mse'`` (scale 1), ``'dice+mse:20'`` (any number >= 0), ``'dice+mse:auto'``; on logits
+    ``'bce'``, ``'sigmoid-dice'``, ``'bce+dice'``. ``None`` means ``'mse'``.
 
     Raises:
         ValueError: an unknown name; the message lists the valid ones.
@@ -235,27 +233,6 @@ def get_loss(spec: Union[str, Callable, None] = "mse") -> Callable:
         return spec
     if not isinstance(spec, str):
         raise UserError(f"loss must be a name or a callable (output, target) -> scalar, got {type(spec).__name__}")
-    name = spec.strip().lower().replace(" ", "")
-    if name == "mse":
-        return MSELoss()
-    if name == "dice":
-        return DiceLoss()
-    if name == "bce":
-        return LogitLoss(1.0, 0.0)
-    if name == "sigmoid-dice":
-        return LogitLoss(0.0, 1.0)
-    if name in ("bce+dice", "dice+bce"):
-        return LogitLoss(1.0, 1.0)
-    m = re.fullmatch(r"(?:dice\+mse|mse\+dice)(?::(.+))?", name)
-    if m:
-        scale = m.group(1)
-        if scale is None:
-            return DiceMSELoss(1.0)
-        if scale == "auto":
-            return DiceMSELoss("auto")
-        try:
-            value = float(scale)
-        except ValueError:
-            raise UserError(f"bad Dice scale in loss {spec!r}: expected a number or 'auto', e.g. 'dice+mse:20'") from None
-        return DiceMSELoss(value)
-    raise UserError(f"unknown loss {spec!r}; valid: {', '.join(LOSS_NAMES)}, or a callable (output, target) -> scalar")
+    from .registry import build_loss
+
+    return build_loss(spec)

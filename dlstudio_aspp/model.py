@@ -20,7 +20,8 @@ from torch import nn
 from .aspp import ASPP
 from .dlstudio_glue import load_dlstudio, stock_munet_class
 from .errors import UserError
-from .spec import DEFAULT_RATES, HEADS  # HEADS: the output layer (``conv_out``) choices; see make_head
+from .registry import HEADS, resolve  # HEADS: the output layers (``conv_out``); see make_head
+from .spec import DEFAULT_RATES
 
 DLStudio = load_dlstudio()
 StockMUNet = stock_munet_class(DLStudio)
@@ -40,14 +41,20 @@ def make_head(name: str, in_channels: int, num_classes: int) -> nn.Module:
       2x2 taps, so every pixel depends on the input, evenly.
     - ``'bilinear'``: bilinear 2x upsampling, then a 3x3 conv.
     """
-    if name == "stock":
-        return nn.ConvTranspose2d(in_channels, num_classes, 3, stride=2, dilation=2, output_padding=1, padding=2)
-    if name == "dense":
-        return nn.ConvTranspose2d(in_channels, num_classes, 4, stride=2, padding=1)
-    if name == "bilinear":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                             nn.Conv2d(in_channels, num_classes, 3, padding=1))
-    raise UserError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
+    return resolve(HEADS[name].build)(in_channels, num_classes)
+
+
+def stock_head(in_channels: int, num_classes: int) -> nn.Module:
+    return nn.ConvTranspose2d(in_channels, num_classes, 3, stride=2, dilation=2, output_padding=1, padding=2)
+
+
+def dense_head(in_channels: int, num_classes: int) -> nn.Module:
+    return nn.ConvTranspose2d(in_channels, num_classes, 4, stride=2, padding=1)
+
+
+def bilinear_head(in_channels: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                         nn.Conv2d(in_channels, num_classes, 3, padding=1))
 
 
 def input_dependent_fraction(model: nn.Module, image_size=(64, 64)) -> float:
@@ -104,8 +111,7 @@ class mUNetASPP(StockMUNet):
             raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
         if not isinstance(depth, int) or depth < 4:
             raise UserError(f"depth must be an int >= 4 (stock uses 16), got {depth!r}")
-        if head not in HEADS:
-            raise UserError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+        HEADS[head]  # an unknown name: one line listing the valid ones
         super().__init__(skip_connections=skip_connections, depth=depth)
         if num_classes != 5 or head != "stock":
             self.conv_out = make_head(head, DECODER_CHANNELS, num_classes)

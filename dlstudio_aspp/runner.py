@@ -162,12 +162,11 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
 
 
 def floors_for(train_set, test_set) -> Optional[dict]:
-    """The floors (:mod:`dlstudio_aspp.floors`) for a COCO test set; None for PurdueShapes, whose
-    objects move about the image so that no fixed mask is a meaningful floor."""
-    from .data.wrappers import innermost_dataset
-    from .data.coco import COCOSegmentationDataset
+    """The floors (:mod:`dlstudio_aspp.floors`) for a test set whose dataset kind is scored against them
+    (COCO); None otherwise (PurdueShapes, whose objects move about the image: no fixed mask is a floor)."""
+    from .registry import DATASETS, dataset_kind
 
-    if train_set is None or not isinstance(innermost_dataset(test_set), COCOSegmentationDataset):
+    if train_set is None or not DATASETS[dataset_kind(test_set)].floors:
         return None
     return compute_floors(train_set, test_set)
 

@@ -22,12 +22,11 @@ import torch
 
 from .accel import quiet_worker
 from .card import RunCard
-from .data.wrappers import innermost_dataset
-from .data.coco import COCOSegmentationDataset
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import UserError
 from .losses import get_loss
+from .registry import dataset_kind
 from .model import DLStudio, input_dependent_fraction, model_summary, mUNetASPP as _mUNetASPP
 from .runner import fit, floors_for, score
 from .spec import RunSpec
@@ -77,13 +76,13 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
 
     def spec_for(self, loss=None, *, recipe: str = "stock", **options) -> RunSpec:
         """The run's :class:`RunSpec`: DLStudio's ``learning_rate``, ``momentum``, ``epochs`` and
-        ``batch_size`` (and ``dataset='coco'`` for a COCO training set, which turns on its
-        defaults: augmentation, normalised inputs), then the recipe, then ``loss`` and
+        ``batch_size`` (and the training set's kind, :func:`~dlstudio_aspp.registry.dataset_kind`: a COCO
+        set turns on its defaults, augmentation and normalised inputs), then the recipe, then ``loss`` and
         ``options`` (RunSpec fields); validated."""
         dls = self.dl_studio
         base = dict(lr=dls.learning_rate, momentum=dls.momentum, epochs=dls.epochs, batch_size=dls.batch_size)
-        if isinstance(innermost_dataset(self._train_set()), COCOSegmentationDataset):
-            base["dataset"] = "coco"
+        if self._train_set() is not None:
+            base["dataset"] = dataset_kind(self._train_set())
         explicit = dict(options, **({"loss": loss} if loss is not None else {}))
         return RunSpec.build(recipe, base=base, **explicit).validate()
 

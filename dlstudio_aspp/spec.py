@@ -23,19 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError
+from .registry import AUGMENTS, DATASETS, HEADS, LOSSES, loss_help, parse_loss
 
 # ---- the closed sets (one owner each) ---------------------------------------------------
-DATASETS = ("shapes", "coco")
-HEADS = ("stock", "dense", "bilinear")
+# Losses, output heads, augmentation levels and datasets are registries (dlstudio_aspp.registry).
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-AUGMENTS = ("none", "light", "standard", "strong")  # settings in dlstudio_aspp.augment
-#: Loss families and their titles; 'dice+mse' takes a scale: 'dice+mse:20' or 'dice+mse:auto'.
-LOSSES = {"mse": "MSE", "dice": "Dice", "dice+mse": "Dice+MSE", "bce": "BCE", "sigmoid-dice": "sigmoid Dice",
-          "bce+dice": "BCE+Dice"}
-LOSS_HELP = "mse | dice | dice+mse:<scale> | dice+mse:auto | bce | sigmoid-dice | bce+dice"
 SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
-LOSS_ALIASES = {"mse+dice": "dice+mse", "dice+bce": "bce+dice"}
 
 #: ASPP's dilation rates at mUNet's 8x8 bottleneck (64x64 images): the homework's.
 DEFAULT_RATES = (2, 4, 6)
@@ -45,22 +39,6 @@ SEED_MIX = 1_000_003
 DEFAULT_SHAPES_DATA = "./data/PurdueShapes5MultiObject/"
 SHAPES_TRAIN_FILE = "PurdueShapes5MultiObject-10000-train.gz"
 SHAPES_TEST_FILE = "PurdueShapes5MultiObject-1000-test.gz"
-
-
-def parse_loss(spec: str) -> Tuple[str, Optional[str]]:
-    """'Dice+MSE:20' -> ('dice+mse', '20'); 'bce+dice' -> ('bce+dice', None). UserError lists the valid names."""
-    name = str(spec).strip().lower().replace(" ", "")
-    family, _, scale = name.partition(":")
-    family = LOSS_ALIASES.get(family, family)
-    if family not in LOSSES or (scale and family != "dice+mse"):
-        raise UserError(f"unknown loss {spec!r}; valid: {LOSS_HELP}")
-    if scale and scale != "auto":
-        try:
-            if not float(scale) >= 0:
-                raise ValueError
-        except ValueError:
-            raise UserError(f"bad Dice scale in loss {spec!r}: expected a number >= 0 or 'auto', e.g. 'dice+mse:20'") from None
-    return family, scale or None
 
 
 def normalize_loss(spec: str) -> str:
@@ -210,26 +188,25 @@ class RunSpec:
                                               check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto")
     aspp_dropout: float = option(0.0, "dropout after the ASPP projection (DeepLabv3's: 0.5)", group="model",
                                  check=_number(0, strict=False, high=1), applies=lambda s: s.aspp)
-    head: str = option("stock", "output layer: stock (bit-exact, predicts 1 pixel in 4) | dense | bilinear",
-                       group="model", choices=HEADS)
+    head: str = option("stock", "output layer: " + HEADS.help(), group="model", choices=tuple(HEADS))
     # ---- data ----
-    dataset: str = option("shapes", "shapes (PurdueShapes5MultiObject) | coco (a build-coco folder)", group="data",
-                          choices=DATASETS)
+    dataset: str = option("shapes", DATASETS.help(), group="data", choices=tuple(DATASETS))
     data: Optional[str] = option(None, f"data folder (default for shapes: {DEFAULT_SHAPES_DATA}, fetched when missing; "
                                        "for coco: the build-coco folder)", group="data", check=lambda v: None,
                                  result=False)
     train_file: str = option(SHAPES_TRAIN_FILE, "shapes: the training file in --data", group="data",
-                             check=lambda v: None, applies=lambda s: s.dataset == "shapes")
+                             check=lambda v: None, applies=lambda s: _reads_files(s))
     test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
-                            applies=lambda s: s.dataset == "shapes")
-    augment: str = option("auto", "augmentation of training batches: none | light (flip, crop) | standard (flip, "
-                                  "wider crop, colour jitter) | strong (widest crop, more jitter, some grey); auto: "
-                                  "standard for coco, none for shapes", group="data", choices=("auto",) + AUGMENTS)
+                            applies=lambda s: _reads_files(s))
+    augment: str = option("auto", "augmentation of training batches: " + AUGMENTS.help() + "; auto: the dataset's ("
+                                  + ", ".join(f"{d.auto_augment} for {n}" for n, d in DATASETS.items()) + ")",
+                          group="data", choices=("auto",) + tuple(AUGMENTS))
     copy_paste: float = option(0.0, "probability that a training image gets the objects of another image of its "
                                     "batch pasted onto it (copy-paste augmentation; 0: off)", group="data",
                                check=_probability)
     normalize: str = option("auto", "input normalisation: none (the recipe's --input-scale) | dataset (mean and std "
-                                    "of the training images) | imagenet; auto: dataset for coco, none for shapes",
+                                    "of the training images) | imagenet; auto: the dataset's ("
+                                    + ", ".join(f"{d.auto_normalize} for {n}" for n, d in DATASETS.items()) + ")",
                             group="data", choices=("auto", "none", "dataset", "imagenet"))
     val_split: Optional[float] = option(None, "hold out this fraction of the training images, score them every "
                                               "--val-every iterations and keep the best weights (off: train on all)",
@@ -243,7 +220,7 @@ class RunSpec:
     # ---- recipe and training ----
     recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern | coco",
                          group="train", choices=tuple(RECIPES))
-    loss: str = option("mse", LOSS_HELP, group="train", check=_loss_check, axis=True)
+    loss: str = option("mse", loss_help(), group="train", check=_loss_check, axis=True)
     optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS)
     lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True))
     momentum: float = option(0.9, "SGD momentum", group="train", check=_number(0, strict=False, high=1),
@@ -370,15 +347,20 @@ class RunSpec:
 
     def augment_level(self) -> str:
         """The augmentation in effect: 'auto' is standard for COCO, none for PurdueShapes."""
-        return ("standard" if self.dataset == "coco" else "none") if self.augment == "auto" else self.augment
+        return DATASETS[self.dataset].auto_augment if self.augment == "auto" else self.augment
 
     def normalization(self) -> str:
         """The input normalisation in effect: 'auto' is dataset for COCO, none for PurdueShapes."""
-        return ("dataset" if self.dataset == "coco" else "none") if self.normalize == "auto" else self.normalize
+        return DATASETS[self.dataset].auto_normalize if self.normalize == "auto" else self.normalize
 
     @property
     def loss_title(self) -> str:
         return loss_title(self.loss)
+
+
+def _reads_files(spec: "RunSpec") -> bool:
+    """--train-file/--test-file apply: the dataset kind reads files by name (an unknown kind: not)."""
+    return spec.dataset in DATASETS and DATASETS[spec.dataset].files
 
 
 def rates_for(image_size: Sequence[int]) -> Tuple[int, ...]:
@@ -401,7 +383,7 @@ def loss_title(loss) -> str:
     """'bce+dice' -> 'BCE+Dice'; a callable's name otherwise."""
     if callable(loss) and not isinstance(loss, str):
         return _callable_name(loss)
-    return LOSSES[parse_loss(loss)[0]]
+    return LOSSES[parse_loss(loss)[0]].title
 
 
 def _callable_name(obj) -> str:

@@ -38,11 +38,19 @@ def test_image_and_masks_move_together(level):
     assert moved >= 6  # it does change the batches
 
 
-def test_every_level_of_the_option_has_settings():
-    from dlstudio_aspp.augment import _SETTINGS
-    from dlstudio_aspp.spec import AUGMENTS
+def test_every_level_of_the_option_builds_its_pipeline():
+    """Each registered level is a --augment choice; 'none' adds nothing, every other level a flip and a crop."""
+    from dlstudio_aspp.registry import AUGMENTS
+    from dlstudio_aspp.spec import SPEC_FIELDS
 
-    assert set(AUGMENTS) == {"none", *_SETTINGS} and transform_for("none", (64, 64)) is None
+    assert SPEC_FIELDS["augment"].metadata["choices"] == ("auto", *AUGMENTS)
+    assert transform_for("none", (64, 64)) is None
+    for level in set(AUGMENTS) - {"none"}:
+        steps = [type(t).__name__ for t in transform_for(level, (64, 64)).transforms]
+        assert steps[:2] == ["RandomHorizontalFlip", "RandomResizedCrop"], level
+    with pytest.raises(ValueError, match=r"--augment must be one of none, light, standard, strong, got 'strnog' "
+                                         r"\(did you mean strong\?\)"):
+        transform_for("strnog", (64, 64))
 
 
 def test_augmentation_is_seeded_by_seed_and_iteration():

@@ -53,10 +53,22 @@ def test_no_import_circle():
 def test_the_layers():
     g = import_graph()
     assert g["dlstudio_aspp.masks"] <= {"dlstudio_aspp.errors"}  # the mask rule is a leaf
-    assert g["dlstudio_aspp.spec"] <= {"dlstudio_aspp.errors"}  # options import neither torch nor the package
+    # options and the closed sets import neither torch nor the package's heavy modules
+    assert g["dlstudio_aspp.spec"] <= {"dlstudio_aspp.errors", "dlstudio_aspp.registry"}
+    assert g["dlstudio_aspp.registry"] <= {"dlstudio_aspp.errors", "dlstudio_aspp.data.wrappers"}
     below_card = [m for m in g if m.startswith("dlstudio_aspp.data") or m in ("dlstudio_aspp.metrics",
                                                                             "dlstudio_aspp.floors", "dlstudio_aspp.sam")]
     assert not [m for m in below_card if _reaches(g, m, "dlstudio_aspp.card")], "data, metrics, floors and sam need " \
         "no run record"
     top = {"dlstudio_aspp.cli", "dlstudio_aspp.commands"}
     assert not [m for m in g if m not in top and g[m] & top], "nothing below the command line imports it"
+
+
+def test_the_dataset_kind_is_decided_in_the_registry_only():
+    """No module but the registry compares a dataset's name or class to decide what to do."""
+    import re
+
+    pattern = re.compile(r"""(==|!=)\s*["'](coco|shapes)["']|isinstance\([^)]*(COCOSegmentationDataset|Shapes)""")
+    found = [f"{p.relative_to(PKG)}:{n}" for p in PKG.rglob("*.py") if p.name != "registry.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []

@@ -139,7 +139,7 @@ def test_fraction_of_pixels_that_depend_on_the_input(head, expected):
 
 def test_head_default_is_stock_and_bad_names_list_the_valid_ones():
     assert mUNetASPP(depth=4).config["head"] == "stock"
-    with pytest.raises(ValueError, match="unknown head 'wide'; valid: stock, dense, bilinear"):
+    with pytest.raises(ValueError, match="--head must be one of stock, dense, bilinear, got 'wide'"):
         mUNetASPP(depth=4, head="wide")
 
 

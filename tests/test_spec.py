@@ -3,7 +3,8 @@ import dataclasses
 
 import pytest
 
-from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, parse_loss, rates_for, show_value
+from dlstudio_aspp.registry import parse_loss
+from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, rates_for, show_value
 
 
 def test_layers_defaults_base_recipe_explicit():

@@ -7,18 +7,27 @@ from typing import Tuple
 
 from .wrappers import innermost_dataset
 from ..errors import MissingFileError, UserError
+from ..registry import DATASETS, resolve
 from ..spec import DEFAULT_SHAPES_DATA, RunSpec
 
 
 def dataroot(spec: RunSpec, fetch: bool = False) -> str:
-    """The data folder (ending in '/'), checked; PurdueShapes is fetched into the default folder
-    (or into ``--data`` with ``fetch``) when its real files are missing."""
-    if spec.dataset == "coco":
-        if not spec.data:
-            raise UserError("--dataset coco needs --data: the folder written by `dlstudio-aspp build-coco`")
-        if not Path(spec.data).is_dir():
-            raise MissingFileError(f"--data {spec.data} is not a folder; give the folder written by `dlstudio-aspp build-coco`")
-        return spec.data if spec.data.endswith("/") else spec.data + "/"
+    """The data folder (ending in '/'), checked by the dataset kind's ``root`` (:data:`~dlstudio_aspp.registry.DATASETS`)."""
+    return resolve(DATASETS[spec.dataset].root)(spec, fetch)
+
+
+def built_root(spec: RunSpec, fetch: bool = False) -> str:
+    """A folder written by ``build-coco``: it must exist (nothing to fetch)."""
+    if not spec.data:
+        raise UserError(f"--dataset {spec.dataset} needs --data: the folder written by `dlstudio-aspp build-coco`")
+    if not Path(spec.data).is_dir():
+        raise MissingFileError(f"--data {spec.data} is not a folder; give the folder written by `dlstudio-aspp build-coco`")
+    return spec.data if spec.data.endswith("/") else spec.data + "/"
+
+
+def shapes_root(spec: RunSpec, fetch: bool = False) -> str:
+    """PurdueShapes' folder; its real files are fetched into the default folder (or into ``--data`` with
+    ``fetch``) when they are missing."""
     return _shapes_root(spec.data, fetch, spec.train_file, spec.test_file)
 
 
@@ -45,10 +54,16 @@ def _shapes_root(data, fetch: bool, train_file: str, test_file: str) -> str:
 
 def open_split(spec: RunSpec, split: str, root: str, image_size=None):
     """The 'train' or 'test' split of the spec's dataset under ``root`` (no subset applied)."""
-    if spec.dataset == "coco":
-        from .coco import COCOSegmentationDataset
+    return resolve(DATASETS[spec.dataset].open)(spec, split, root, image_size)
 
-        return COCOSegmentationDataset(train_or_test=split, root=root, image_size=image_size)
+
+def open_coco(spec: RunSpec, split: str, root: str, image_size=None):
+    from .coco import COCOSegmentationDataset
+
+    return COCOSegmentationDataset(train_or_test=split, root=root, image_size=image_size)
+
+
+def open_shapes(spec: RunSpec, split: str, root: str, image_size=None):
     from .shapes import PurdueShapes5MultiObjectDataset
 
     file = spec.train_file if split == "train" else spec.test_file
@@ -133,4 +148,4 @@ def data_identity(dataset) -> dict:
 def is_synthetic(spec: RunSpec) -> bool:
     from .sources import is_synthetic as marked
 
-    return spec.dataset == "shapes" and marked(spec.data or DEFAULT_SHAPES_DATA, [spec.train_file, spec.test_file])
+    return DATASETS[spec.dataset].files and marked(spec.data or DEFAULT_SHAPES_DATA, [spec.train_file, spec.test_file])
