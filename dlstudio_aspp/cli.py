@@ -98,7 +98,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunS
         shown = "the preset's" if defaults is None else show_value(f.name, getattr(defaults, f.name))
         if defaults is not None and not defaults.applies(f.name):
             shown += ", unused with these defaults"
-        help_text = f"{meta['help']} (default: {shown})".replace("%", "%%")
+        help_text = f"{spec_module.field_help(f.name)} (default: {shown})".replace("%", "%%")
         names = [flag(f.name)] + ([AXIS_ALIASES[f.name]] if axis and f.name in AXIS_ALIASES else [])
         kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if meta["kind"] == "switch":
@@ -106,7 +106,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunS
         else:
             kwargs["type"] = _parser_for(f, axis)
             if meta["choices"]:
-                kwargs["choices"] = meta["choices"]
+                kwargs["choices"] = spec_module.field_choices(f.name)
                 kwargs.pop("type")
             if meta["kind"] == "onoff":
                 kwargs["metavar"] = "{on,off,both}" if axis else "{on,off}"

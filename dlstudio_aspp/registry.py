@@ -12,15 +12,17 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generic, Iterator, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, TypeVar, Union
 
 from .errors import UserError
 
 E = TypeVar("E")
 
 
-def resolve(ref: str):
-    """``'losses:MSELoss'`` -> that attribute of ``dlstudio_aspp.losses`` (imported now)."""
+def resolve(ref):
+    """``'losses:MSELoss'`` -> that attribute of ``dlstudio_aspp.losses`` (imported now); a callable is itself."""
+    if callable(ref):
+        return ref
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(f"dlstudio_aspp.{module}"), name)
 
@@ -74,7 +76,7 @@ class Loss:
     family spelled ``name:<scale>``) and whether it takes that scale."""
 
     title: str
-    build: str
+    build: Union[str, Callable]
     kwargs: Dict[str, Any] = field(default_factory=dict)
     scaled: bool = False
 
@@ -136,7 +138,7 @@ class Head:
     """An output layer: one line of help and what builds it, ``build(in_channels, num_classes)``."""
 
     help: str
-    build: str
+    build: Union[str, Callable]
 
 
 HEADS: Registry[Head] = Registry("--head", {
@@ -188,9 +190,9 @@ class Dataset:
     """
 
     help: str
-    cls: str
-    open: str
-    root: str
+    cls: Union[str, type]
+    open: Union[str, Callable]
+    root: Union[str, Callable]
     auto_augment: str
     auto_normalize: str
     run_recipe: str
@@ -218,7 +220,6 @@ def dataset_kind(dataset) -> str:
     from .data.wrappers import innermost_dataset
 
     inner = innermost_dataset(dataset)
-    for name, entry in DATASETS.items():
-        if isinstance(inner, resolve(entry.cls)):
-            return name
-    return "shapes"
+    matches = [(len(resolve(entry.cls).__mro__), name) for name, entry in DATASETS.items()
+               if isinstance(inner, resolve(entry.cls))]
+    return max(matches)[1] if matches else "shapes"  # the most derived class wins

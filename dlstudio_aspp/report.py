@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
 
 import numpy as np
 
@@ -278,14 +279,28 @@ def _header(grid: dict, runs) -> List[str]:
             STOCK_HEAD_NOTE if stock else "", ""]
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the grid report under its own heading: ``draw(runs, figures folder) -> the PNG's path``."""
+
+    title: str
+    alt: str
+    draw: Callable[[list, Path], Path]
+
+
+#: The figures after the best- and worst-case curves, in order (docs/extending.md: a report figure).
+FIGURES: List[Figure] = [Figure("All losses together", "overlay", plot_overlay)]
+
+
 def _figures(runs, figs: Path, rel) -> Tuple[List[str], List[str], List[str]]:
-    """The figure sections: (loss curves, ASPP bars, qualitative grid)."""
+    """The figure sections: (loss curves and :data:`FIGURES`, ASPP bars, qualitative grid)."""
     best_worst = plot_best_worst(runs, figs)
-    overlay, aspp, qual = plot_overlay(runs, figs), plot_aspp(runs, figs), plot_qualitative(runs, figs)
+    aspp, qual = plot_aspp(runs, figs), plot_qualitative(runs, figs)
     curves = ["## Training loss: best and worst seed", "",
               "Best and worst by the final running loss of each seed's training curve:", "", *best_worst_lines(runs), "",
-              *[f"![{p.stem}]({rel(p)})" for p in best_worst], "",
-              "## All losses together", "", f"![overlay]({rel(overlay)})", ""]
+              *[f"![{p.stem}]({rel(p)})" for p in best_worst], ""]
+    for figure in FIGURES:
+        curves += [f"## {figure.title}", "", f"![{figure.alt}]({rel(figure.draw(runs, figs))})", ""]
     qualitative = ["## Qualitative results (fixed test images, lowest seed of each setting)", "", f"![qualitative]({rel(qual)})", ""]
     return curves, [f"![aspp]({rel(aspp)})", ""], qualitative
 

@@ -127,8 +127,9 @@ def _probability(v) -> Optional[str]:
     return None if ok else f"must be a probability, from 0 to 1, got {v!r}"
 
 
-def _one_of(values: Sequence[str]) -> Callable[[Any], Optional[str]]:
-    return lambda v: None if v in values else f"must be one of {', '.join(values)}, got {v!r}"
+def _one_of(values: Callable[[], Sequence[str]]) -> Callable[[Any], Optional[str]]:
+    """A check against the valid values as they are when it runs (a registry may have grown)."""
+    return lambda v: None if v in values() else f"must be one of {', '.join(values())}, got {v!r}"
 
 
 def _loss_check(v) -> Optional[str]:
@@ -151,13 +152,15 @@ def _rates_check(v) -> Optional[str]:
     return None
 
 
-def option(default, help: str, *, group: str, check: Optional[Callable] = None, choices: Optional[Sequence] = None,
+def option(default, help, *, group: str, check: Optional[Callable] = None, choices=None,
            result: bool = True, off: bool = False, axis: bool = False, kind: Optional[str] = None,
            applies: Optional[Callable[["RunSpec"], bool]] = None, metavar: Optional[str] = None,
            none: Optional[str] = None):
     """One option's declaration: its default, help, group and checks, as dataclass field metadata.
 
     Args:
+        help: one line, or a function returning it (for a registry's names, read when the help is shown).
+        choices: the valid values, or a function returning them (a registry's names, read at each check).
         group: 'model', 'data', 'train' or 'run' (the help's sections).
         result: the option changes the trained weights (compared on resume and in a grid folder).
         off: the value None is spelled 'off' on the command line (``--grad-clip off``).
@@ -166,9 +169,12 @@ def option(default, help: str, *, group: str, check: Optional[Callable] = None, 
         applies: when the option matters (momentum only under SGD); otherwise it is neither printed nor recorded.
         none: how the command line spells None when it is neither 'off' nor 'none' (``--rates auto``).
     """
+    if choices is not None and not callable(choices):
+        fixed = tuple(choices)
+        choices = lambda: fixed  # noqa: E731
     if choices is not None and check is None:
         check = _one_of(choices)
-    meta = dict(help=help, group=group, check=check, choices=tuple(choices) if choices else None, result=result,
+    meta = dict(help=help, group=group, check=check, choices=choices, result=result,
                 off=off, axis=axis, kind=kind, applies=applies, metavar=metavar, none=none)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -188,9 +194,9 @@ class RunSpec:
                                               check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto")
     aspp_dropout: float = option(0.0, "dropout after the ASPP projection (DeepLabv3's: 0.5)", group="model",
                                  check=_number(0, strict=False, high=1), applies=lambda s: s.aspp)
-    head: str = option("stock", "output layer: " + HEADS.help(), group="model", choices=tuple(HEADS))
+    head: str = option("stock", lambda: "output layer: " + HEADS.help(), group="model", choices=lambda: tuple(HEADS))
     # ---- data ----
-    dataset: str = option("shapes", DATASETS.help(), group="data", choices=tuple(DATASETS))
+    dataset: str = option("shapes", DATASETS.help, group="data", choices=lambda: tuple(DATASETS))
     data: Optional[str] = option(None, f"data folder (default for shapes: {DEFAULT_SHAPES_DATA}, fetched when missing; "
                                        "for coco: the build-coco folder)", group="data", check=lambda v: None,
                                  result=False)
@@ -198,14 +204,15 @@ class RunSpec:
                              check=lambda v: None, applies=lambda s: _reads_files(s))
     test_file: str = option(SHAPES_TEST_FILE, "shapes: the test file in --data", group="data", check=lambda v: None,
                             applies=lambda s: _reads_files(s))
-    augment: str = option("auto", "augmentation of training batches: " + AUGMENTS.help() + "; auto: the dataset's ("
-                                  + ", ".join(f"{d.auto_augment} for {n}" for n, d in DATASETS.items()) + ")",
-                          group="data", choices=("auto",) + tuple(AUGMENTS))
+    augment: str = option("auto", lambda: "augmentation of training batches: " + AUGMENTS.help() + "; auto: the "
+                                          "dataset's (" + ", ".join(f"{d.auto_augment} for {n}" for n, d in
+                                                                    DATASETS.items()) + ")",
+                          group="data", choices=lambda: ("auto",) + tuple(AUGMENTS))
     copy_paste: float = option(0.0, "probability that a training image gets the objects of another image of its "
                                     "batch pasted onto it (copy-paste augmentation; 0: off)", group="data",
                                check=_probability)
-    normalize: str = option("auto", "input normalisation: none (the recipe's --input-scale) | dataset (mean and std "
-                                    "of the training images) | imagenet; auto: the dataset's ("
+    normalize: str = option("auto", lambda: "input normalisation: none (the recipe's --input-scale) | dataset (mean "
+                                            "and std of the training images) | imagenet; auto: the dataset's ("
                                     + ", ".join(f"{d.auto_normalize} for {n}" for n, d in DATASETS.items()) + ")",
                             group="data", choices=("auto", "none", "dataset", "imagenet"))
     val_split: Optional[float] = option(None, "hold out this fraction of the training images, score them every "
@@ -220,7 +227,7 @@ class RunSpec:
     # ---- recipe and training ----
     recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern | coco",
                          group="train", choices=tuple(RECIPES))
-    loss: str = option("mse", loss_help(), group="train", check=_loss_check, axis=True)
+    loss: str = option("mse", loss_help, group="train", check=_loss_check, axis=True)
     optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS)
     lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True))
     momentum: float = option(0.9, "SGD momentum", group="train", check=_number(0, strict=False, high=1),
@@ -397,6 +404,18 @@ def field_names() -> List[str]:
     return list(SPEC_FIELDS)
 
 
+def field_help(name: str) -> str:
+    """An option's one line of help, as it reads now (a registry's names included)."""
+    text = SPEC_FIELDS[name].metadata["help"]
+    return text() if callable(text) else text
+
+
+def field_choices(name: str) -> Optional[tuple]:
+    """An option's valid values now, or None when it has no closed set."""
+    choices = SPEC_FIELDS[name].metadata["choices"]
+    return tuple(choices()) if choices is not None else None
+
+
 def flag(name: str) -> str:
     """'grad_clip' -> '--grad-clip'."""
     return "--" + name.replace("_", "-")
@@ -419,7 +438,7 @@ def options_markdown(defaults: "RunSpec") -> str:
     rows = ["| option | default of `run` | what it does |", "|---|---|---|"]
     for name, f in SPEC_FIELDS.items():
         rows.append(f"| `{flag(name)}` | {show_value(name, getattr(defaults, name))} | "
-                    f"{f.metadata['help'].replace('|', '/')} |")
+                    f"{field_help(name).replace('|', '/')} |")
     return "\n".join(rows)
 
 
