@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: timing and a tiny table printer."""
+"""Helpers shared by the benchmarks: timing, a tiny table printer, the bare training step every
+loop is measured against, and stock DLStudio set up as its example sets it up."""
 import platform
 import time
 
@@ -26,3 +27,33 @@ def table(rows, header):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
+
+
+def bare_step(opt, forward_loss, x, y) -> None:
+    """One bare training step: zero_grad, forward and loss (``forward_loss(x, y)``), backward, optimizer step;
+    nothing else (no logging, no host sync): what a training loop's overhead is measured against."""
+    opt.zero_grad()
+    forward_loss(x, y).backward()
+    opt.step()
+
+
+def real_shapes():
+    """The folder holding the four real PurdueShapes5MultiObject files (fetched once into the package's cache)."""
+    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
+
+    src = cache_dir() / "shapes"
+    fetch_shapes(src, log=lambda s: None)
+    return src
+
+
+def stock_dlstudio(dataroot, **kw):
+    """(the DLStudio class, an instance as stock's example makes it: 64x64, batch 4, SGD lr 1e-4 momentum 0.9,
+    the five shape classes, on the CPU); ``kw`` overrides any argument."""
+    from dlstudio_aspp.dlstudio_glue import load_dlstudio
+
+    DLStudio = load_dlstudio()
+    args = dict(dataroot=str(dataroot).rstrip("/") + "/", image_size=[64, 64], path_saved_model="m", momentum=0.9,
+                learning_rate=1e-4, epochs=1, batch_size=4, classes=("rectangle", "triangle", "disk", "oval", "star"),
+                use_gpu=False)
+    args.update(kw)
+    return DLStudio, DLStudio(**args)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table, timeit  # noqa: E402
+from _common import bare_step, machine, table, timeit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +47,7 @@ def main():
     batch = torch.utils.data.default_collate([ds[i % n] for i in range(bs)])
 
     def step():
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(net(batch["image"]), batch["mask_tensor"].float()).backward()
-        opt.step()
+        bare_step(opt, lambda a, b: torch.nn.functional.mse_loss(net(a), b), batch["image"], batch["mask_tensor"].float())
 
     step()
     step_s = timeit(step, repeat=3)

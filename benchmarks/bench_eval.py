@@ -15,28 +15,25 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
+from _common import machine, real_shapes, stock_dlstudio, table  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a saved mUNetASPP state_dict (aspp on), e.g. outputs/run/saved_model")
     args = ap.parse_args()
-    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
-    from dlstudio_aspp.dlstudio_glue import load_dlstudio, save_instead_of_show
+    from dlstudio_aspp.dlstudio_glue import save_instead_of_show
     from dlstudio_aspp.model import mUNetASPP
     from dlstudio_aspp.segmentation import SemanticSegmentationASPP
 
-    DLStudio = load_dlstudio()
-    src = cache_dir() / "shapes"
-    fetch_shapes(src, log=lambda s: None)
+    src = real_shapes()
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     os.chdir(work)
     net = mUNetASPP(depth=16)
     if args.model:
         net.load_state_dict(torch.load(args.model, map_location="cpu", weights_only=True))
     torch.save(net.state_dict(), work / "model")
-    dls = DLStudio(dataroot=str(src) + "/", image_size=[64, 64], path_saved_model=str(work / "model"), batch_size=4, use_gpu=False)
+    DLStudio, dls = stock_dlstudio(src, path_saved_model=str(work / "model"))
     save_instead_of_show(dls, work / "stock_display")
     ours = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5, out_dir=str(work))
     test = ours.PurdueShapes5MultiObjectDataset(dls, ours, "test", "PurdueShapes5MultiObject-1000-test.gz")

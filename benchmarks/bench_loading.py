@@ -15,25 +15,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table, timeit  # noqa: E402
+from _common import machine, real_shapes, stock_dlstudio, table, timeit  # noqa: E402
 
 FILE = "PurdueShapes5MultiObject-10000-train.gz"
 
 
 def main():
     from dlstudio_aspp.data.shapes import PurdueShapes5MultiObjectDataset as Fast
-    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
-    from dlstudio_aspp.dlstudio_glue import load_dlstudio
-
-    DLStudio = load_dlstudio()
-    src = Path(sys.argv[1]) if len(sys.argv) > 1 else cache_dir() / "shapes"
-    fetch_shapes(src, log=lambda s: None)
+    src = Path(sys.argv[1]) if len(sys.argv) > 1 else real_shapes()
     work = Path(tempfile.mkdtemp(prefix="bench_loading_"))
     data = work / "data"
     data.mkdir()
     os.symlink(src / FILE, data / FILE)
     os.chdir(work)
-    dls = DLStudio(dataroot=str(data) + "/", image_size=[64, 64], path_saved_model="m", batch_size=4, use_gpu=False)
+    DLStudio, dls = stock_dlstudio(data)
     seg = DLStudio.SemanticSegmentation(dl_studio=dls, max_num_objects=5)
     Stock = DLStudio.SemanticSegmentation.PurdueShapes5MultiObjectDataset
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table, timeit  # noqa: E402
+from _common import bare_step, machine, table, timeit  # noqa: E402
 
 
 def step_time(net, size: int, batch: int, steps: int, fmt) -> float:
@@ -26,9 +26,7 @@ def step_time(net, size: int, batch: int, steps: int, fmt) -> float:
     loss_fn = get_loss("bce+dice")
 
     def step():
-        opt.zero_grad()
-        loss_fn(net(x), t).backward()
-        opt.step()
+        bare_step(opt, lambda a, b: loss_fn(net(a), b), x, t)
 
     step()  # warm-up: oneDNN picks its kernels on the first call
     return timeit(lambda: [step() for _ in range(steps)], repeat=3) / steps

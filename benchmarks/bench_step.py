@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table, timeit  # noqa: E402
+from _common import bare_step, machine, table, timeit  # noqa: E402
 
 
 def step_time(net, batch, size, steps):
@@ -19,9 +19,7 @@ def step_time(net, batch, size, steps):
     loss_fn = torch.nn.MSELoss()
 
     def step():
-        opt.zero_grad()
-        loss_fn(net(x), t).backward()
-        opt.step()
+        bare_step(opt, lambda a, b: loss_fn(net(a), b), x, t)
 
     step()  # warm-up
     return timeit(lambda: [step() for _ in range(steps)], repeat=3) / steps

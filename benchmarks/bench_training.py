@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
+from _common import bare_step, machine, real_shapes, stock_dlstudio, table  # noqa: E402
 
 
 def main():
@@ -27,18 +27,13 @@ def main():
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled row (compiling takes minutes on CPU)")
     args = ap.parse_args()
-    from dlstudio_aspp.data.sources import cache_dir, fetch_shapes
-    from dlstudio_aspp.dlstudio_glue import load_dlstudio
     from dlstudio_aspp.model import mUNetASPP
     from dlstudio_aspp.segmentation import SemanticSegmentationASPP
 
-    DLStudio = load_dlstudio()
-    src = cache_dir() / "shapes"
-    fetch_shapes(src, log=lambda s: None)
+    src = real_shapes()
     os.chdir(tempfile.mkdtemp(prefix="bench_training_"))
     bs, n = 4, args.iters
-    dls = DLStudio(dataroot=str(src) + "/", image_size=[64, 64], path_saved_model="m", momentum=0.9, learning_rate=1e-4,
-                   epochs=1, batch_size=bs, use_gpu=True)
+    DLStudio, dls = stock_dlstudio(src, batch_size=bs, use_gpu=True)
     ours = SemanticSegmentationASPP(dl_studio=dls, max_num_objects=5)
     full = ours.PurdueShapes5MultiObjectDataset(dls, ours, "train", "PurdueShapes5MultiObject-10000-train.gz")
     data = torch.utils.data.Subset(full, range(n * bs))
@@ -54,9 +49,7 @@ def main():
         batches = [(b["image"], b["mask_tensor"].float()) for b in torch.utils.data.DataLoader(data, batch_size=bs)]
         t = time.perf_counter()
         for x, y in batches:
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(m(x), y).backward()
-            opt.step()
+            bare_step(opt, lambda a, b: torch.nn.functional.mse_loss(m(a), b), x, y)
         return time.perf_counter() - t
 
     def timed(fn):

@@ -72,7 +72,8 @@ def _parser_for(f: dataclasses.Field, grid_axis: bool):
         return one
     if meta["kind"] == "onoff":
         return lambda text: [True, False] if text == "both" else [_on_off(text)]
-    return lambda text: [one(t.strip()) for t in text.split(",") if t.strip()]
+    sep = "/" if meta["kind"] == "ints" else ","  # a list of rate lists: 2,4,6/3,6,9
+    return lambda text: [one(t.strip()) for t in text.split(sep) if t.strip()]
 
 
 def _cli_value(make):
@@ -111,7 +112,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, defaults: Optional[RunS
             if meta["kind"] == "onoff":
                 kwargs["metavar"] = "{on,off,both}" if axis else "{on,off}"
             elif axis:
-                kwargs["metavar"] = "A,B,..."
+                kwargs["metavar"] = "A/B/..." if meta["kind"] == "ints" else "A,B,..."
             elif meta["metavar"]:
                 kwargs["metavar"] = meta["metavar"]
         groups[meta["group"]].add_argument(*names, **kwargs)

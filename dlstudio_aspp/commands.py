@@ -188,7 +188,14 @@ def experiments(args) -> int:
     out = _grid_out(args)
     given = given_values(args)
     axes = dict(losses=given.pop("loss", None), aspp=given.pop("aspp", None), seeds=given.pop("seed", None))
-    cfg = GridConfig.from_preset(args.preset, **axes, **given).validate()
+    extra = {}
+    for name in [k for k, v in given.items() if isinstance(v, list)]:  # the other axes: one value is no axis
+        values = given.pop(name)
+        if len(values) > 1:
+            extra[name] = values
+        elif values:
+            given[name] = values[0]
+    cfg = GridConfig.from_preset(args.preset, **axes, extra=extra, **given).validate()
     if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
         raise UserError("--address and --gpus-per-run need --executor ray")
     with FolderLock(out, "dlstudio-aspp experiments"):

@@ -1,7 +1,9 @@
-"""The experiment grid: every loss x ASPP on/off x seed, one run folder per cell, resumable.
+"""The experiment grid: every loss x ASPP on/off x seed (x any other axis), one run folder per cell, resumable.
 
-A grid is a base :class:`~dlstudio_aspp.spec.RunSpec` and three axes (losses, ASPP
-settings, seeds); each cell is the base spec with that loss, ASPP setting and seed, run
+A grid is a base :class:`~dlstudio_aspp.spec.RunSpec` and its axes: the homework's three
+(losses, ASPP settings, seeds) and any other RunSpec field marked as an axis, given two or
+more values (``--lr 1e-3,3e-3``, ``--augment light,standard``, ``--rates 2,4,6/3,6,9``); each
+cell is the base spec with one value of every axis, run
 by :func:`~dlstudio_aspp.runner.train_and_score` in its folder of the
 :class:`~dlstudio_aspp.grid.GridFolder`. Finished runs are skipped; a started run
 resumes from its checkpoint. A run whose loss becomes NaN or inf is listed with its
@@ -14,16 +16,18 @@ stock layers are identical whether ASPP is on or off.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from .errors import NonFiniteLossError, UserError
 from .grid import GridFolder
-from .spec import RunSpec, normalize_loss
+from .spec import SPEC_FIELDS, RunSpec, flag, normalize_loss, show_value
 
 DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
-#: Grid axes: RunSpec fields that take a list in a grid (one run per value).
+#: The homework's grid axes, always in a grid; any other RunSpec field marked as an axis joins them
+#: when it is given two or more values (``GridConfig.extra``).
 AXES = ("loss", "aspp", "seed")
 
 #: Presets: a recipe, RunSpec fields, and the axes' values (``losses``, ``aspp``, ``seeds``).
@@ -55,9 +59,11 @@ class GridConfig:
     aspp: List[bool] = field(default_factory=lambda: [True, False])
     seeds: List[int] = field(default_factory=lambda: [0, 1])
     preset: str = "custom"
+    #: Other axes: RunSpec field -> its values (two or more), varied after the homework's three.
+    extra: Dict[str, List[Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_preset(cls, name: str, *, losses=None, aspp=None, seeds=None, **explicit) -> "GridConfig":
+    def from_preset(cls, name: str, *, losses=None, aspp=None, seeds=None, extra=None, **explicit) -> "GridConfig":
         """The preset's grid with ``explicit`` RunSpec fields (and axes) on top; None values are ignored."""
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
@@ -68,14 +74,22 @@ class GridConfig:
         values = dict(preset, **{k: v for k, v in explicit.items() if v is not None})
         spec = RunSpec.build(recipe, **values)
         axes.update({k: v for k, v in dict(losses=losses, aspp=aspp, seeds=seeds).items() if v is not None})
-        return cls(spec=spec, preset=name, **axes)
+        return cls(spec=spec, preset=name, extra=dict(extra or {}), **axes)
 
     def validate(self) -> "GridConfig":
         """Check every setting and that no two cells are the same run, before anything is written."""
         if not self.seeds or not self.losses or not self.aspp:
             raise UserError("the grid needs at least one loss, one ASPP setting and one seed")
         self.losses = [normalize_loss(loss) for loss in self.losses]
-        for axis, values in (("--loss", self.losses), ("--aspp", self.aspp), ("--seed", self.seeds)):
+        for name, values in self.extra.items():
+            if name in AXES or name not in SPEC_FIELDS or not SPEC_FIELDS[name].metadata["axis"]:
+                axes = [n for n, f in SPEC_FIELDS.items() if f.metadata["axis"] and n not in AXES]
+                raise UserError(f"{flag(name)} is not a grid axis; the axes besides --loss, --aspp and --seed are "
+                                f"{', '.join(flag(n) for n in axes)}")
+            if len(values) < 2:
+                raise UserError(f"{flag(name)} as a grid axis needs two or more values, got {values}")
+        named = [("--loss", self.losses), ("--aspp", self.aspp), ("--seed", self.seeds)]
+        for axis, values in named + [(flag(k), v) for k, v in self.extra.items()]:
             dup = sorted({str(v) for v in values if list(values).count(v) > 1})
             if dup:
                 raise UserError(f"{axis} lists {', '.join(dup)} more than once; each cell of the grid must be a different run")
@@ -84,17 +98,28 @@ class GridConfig:
         return self
 
     def cell_specs(self) -> List[RunSpec]:
-        return [self.spec.replace(loss=loss, aspp=aspp, seed=seed)
-                for seed in self.seeds for aspp in self.aspp for loss in self.losses]
+        extra = [dict(zip(self.extra, values)) for values in itertools.product(*self.extra.values())]
+        return [self.spec.replace(loss=loss, aspp=aspp, seed=seed, **other)
+                for seed in self.seeds for aspp in self.aspp for loss in self.losses for other in extra]
 
     def cells(self) -> List[Tuple[str, RunSpec]]:
-        """(run name, spec) of every run, in the grid's order (seed, then ASPP on/off, then loss)."""
-        return [(GridFolder.cell_name(s.loss, s.aspp, s.seed), s) for s in self.cell_specs()]
+        """(run name, spec) of every run, in the grid's order (seed, then ASPP on/off, then loss, then the other
+        axes); a run's folder is ``<loss>__aspp-<on|off>__seed-<s>``, then ``__<axis>-<value>`` for each other axis."""
+        return [(GridFolder.cell_name(s.loss, s.aspp, s.seed) + self.extra_name(s), s) for s in self.cell_specs()]
+
+    def extra_name(self, spec: RunSpec) -> str:
+        return "".join(f"__{flag(k)[2:]}-{show_value(k, getattr(spec, k))}" for k in self.extra)
+
+    def axis_names(self) -> Tuple[str, ...]:
+        return AXES + tuple(self.extra)
 
     def to_json(self) -> dict:
-        base = {k: v for k, v in self.spec.to_json().items() if k not in AXES}
-        return {"preset": self.preset, "spec": base, "losses": list(self.losses), "aspp": list(self.aspp),
-                "seeds": list(self.seeds), "cells": [name for name, _ in self.cells()]}
+        base = {k: v for k, v in self.spec.to_json().items() if k not in self.axis_names()}
+        out = {"preset": self.preset, "spec": base, "losses": list(self.losses), "aspp": list(self.aspp),
+               "seeds": list(self.seeds), "cells": [name for name, _ in self.cells()]}
+        if self.extra:
+            out["axes"] = {k: [list(v) if isinstance(v, tuple) else v for v in values] for k, values in self.extra.items()}
+        return out
 
 
 def check_grid_folder(cfg: GridConfig, folder: GridFolder) -> None:
@@ -102,7 +127,7 @@ def check_grid_folder(cfg: GridConfig, folder: GridFolder) -> None:
     old = folder.read_settings().get("spec")
     if old is None:
         return
-    new = {k: v for k, v in cfg.spec.result_values().items() if k not in AXES}
+    new = {k: v for k, v in cfg.spec.result_values().items() if k not in cfg.axis_names()}
     old_spec = RunSpec.from_json(old).result_values()
     changed = sorted(k for k in new if old_spec.get(k) != new[k])
     if changed and folder.has_started_runs():

@@ -6,6 +6,7 @@ Every number in the report is read from the run folders written by
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from dataclasses import dataclass
@@ -22,19 +23,28 @@ from .evaluation import colour_masks
 from .documents import key_value_table
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import GridFolder, read_json as _read_json
-from .spec import loss_label
+from .spec import loss_label, show_value
 from .stats import paired_interval
 
 
 def load_runs(folder: GridFolder) -> List[dict]:
-    """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each."""
-    order = folder.read_settings().get("cells") or []
+    """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each.
+
+    In a grid with axes besides loss, ASPP and seed (``--lr 1e-3,3e-3``), a run's ``loss`` is its variant's
+    label, ``'mse (lr 0.003)'``: the report then draws, tabulates and pairs each variant as it does a loss;
+    ``variant`` is (loss, ((axis, value), ...)), so that only variants one setting apart are compared."""
+    settings = folder.read_settings()
+    order, extra = settings.get("cells") or [], list(settings.get("axes") or {})
     runs = []
     for name in folder.finished_names():
         run = folder.read_summary(name)
         card = RunCard.load(folder.run_folder(name))
         run.update(card=card, history=_read_json(card.history_json), metrics=_read_json(card.metrics_file),
                    folder=folder.run_folder(name), order=order.index(name) if name in order else len(order))
+        setting = tuple((k, show_value(k, card.spec.get(k))) for k in extra)
+        run["variant"] = (run["loss"], setting)
+        if setting:
+            run["loss"] = f"{run['loss']} ({', '.join(f'{k} {v}' for k, v in setting)})"
         runs.append(run)
     if not runs:
         raise MissingFileError(f"no finished runs under {folder.runs_dir}; run `dlstudio-aspp experiments --out "
@@ -61,6 +71,11 @@ def _log_if_needed(ax, curves) -> None:
     hi = max(float(np.max(c)) for c in curves)
     if lo > 0 and hi / lo > 20:
         ax.set_yscale("log")
+
+
+def file_label(loss: str) -> str:
+    """A loss or variant label as a file name: 'dice+mse:20' -> 'dice+mse-20', 'mse (lr 0.003)' -> 'mse_lr_0.003'."""
+    return re.sub(r"[^a-z0-9+.,-]+", "_", loss_label(loss)).strip("_")
 
 
 def best_and_worst(members, window: int) -> Tuple[np.ndarray, int, int]:
@@ -102,7 +117,7 @@ def plot_best_worst(runs, out: Path) -> List[Path]:
             ax.set(title=f"{loss}, ASPP {'on' if aspp else 'off'}", xlabel="iteration",
                    ylabel=f"training loss (running mean of {w})")
             ax.legend(fontsize=8)
-        paths.append(_save(fig, out / f"loss_best_worst_{loss_label(loss)}.png"))
+        paths.append(_save(fig, out / f"loss_best_worst_{file_label(loss)}.png"))
     return paths
 
 
@@ -211,6 +226,11 @@ def _fmt_pair(label: str, res: dict, verdict: str) -> str:
     return f"| {label} | {res['n']} | {diffs} | {mean} | {ci} | {verdict} |"
 
 
+def _apart(a, b) -> int:
+    """How many settings two variants (loss, ((axis, value), ...)) differ in."""
+    return (a[0] != b[0]) + sum(x != y for x, y in zip(a[1], b[1]))
+
+
 def paired_tables(runs) -> str:
     """ASPP on − off per loss, and each pair of losses, paired by seed (and ASPP setting)."""
     by_key = {(r["loss"], r["aspp"], r["seed"]): r["miou"] for r in runs}
@@ -225,9 +245,12 @@ def paired_tables(runs) -> str:
             res = paired_interval(diffs)
             aspp_rows.append(_fmt_pair(f"{loss}: ASPP on − off", res,
                                        {"helps": "ASPP helps", "hurts": "ASPP hurts"}.get(res["verdict"], res["verdict"])))
+    variant = {r["loss"]: r.get("variant", (r["loss"], ())) for r in runs}
     loss_rows = []
     for i, a in enumerate(losses):
         for b in losses[i + 1:]:
+            if _apart(variant[a], variant[b]) != 1:
+                continue  # variants two or more settings apart: no paired question to ask
             for aspp in (True, False):
                 diffs = [by_key[(a, aspp, s)] - by_key[(b, aspp, s)] for s in seeds
                          if (a, aspp, s) in by_key and (b, aspp, s) in by_key]
@@ -239,7 +262,8 @@ def paired_tables(runs) -> str:
     if aspp_rows:
         parts += ["### ASPP on − off, per loss", "", *head, *aspp_rows, ""]
     if loss_rows:
-        parts += ["### Between losses", "", *head, *loss_rows, ""]
+        settings = any(v[1] for v in variant.values())
+        parts += ["### Between losses and settings" if settings else "### Between losses", "", *head, *loss_rows, ""]
     return "\n".join(parts) if parts else "_No paired runs (each comparison needs both settings for a seed)._"
 
 

@@ -164,7 +164,8 @@ def option(default, help, *, group: str, check: Optional[Callable] = None, choic
         group: 'model', 'data', 'train' or 'run' (the help's sections).
         result: the option changes the trained weights (compared on resume and in a grid folder).
         off: the value None is spelled 'off' on the command line (``--grad-clip off``).
-        axis: ``experiments`` takes a comma-separated list of it (one run per value).
+        axis: ``experiments`` takes a comma-separated list of it (one run per value; lists of ints, such as
+            rates, are separated by '/': ``--rates 2,4,6/3,6,9``).
         kind: 'switch' (``--x/--no-x``), 'onoff' (``--x on|off``) or 'ints' (``--x 2,4,6``); else from the default.
         applies: when the option matters (momentum only under SGD); otherwise it is neither printed nor recorded.
         none: how the command line spells None when it is neither 'off' nor 'none' (``--rates auto``).
@@ -186,15 +187,15 @@ class RunSpec:
     """Everything that makes a run. The defaults are stock DLStudio's loop; see :data:`RECIPES`."""
 
     # ---- model ----
-    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4, MAX_DEPTH))
+    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4, MAX_DEPTH), axis=True)
     aspp: bool = option(True, "ASPP at the bottleneck (off: stock mUNet's)", group="model", kind="onoff", axis=True)
     rates: Optional[Tuple[int, ...]] = option(None, "ASPP dilation rates; auto: by the bottleneck (H/8): 2,4,6 up to "
                                                     "16x16 (128x128 images), above it DeepLab's 6,12,18 scaled to the "
                                                     "bottleneck (6,12,18 at 256x256)", group="model",
-                                              check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto")
+                                              check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto", axis=True)
     aspp_dropout: float = option(0.0, "dropout after the ASPP projection (DeepLabv3's: 0.5)", group="model",
-                                 check=_number(0, strict=False, high=1), applies=lambda s: s.aspp)
-    head: str = option("stock", lambda: "output layer: " + HEADS.help(), group="model", choices=lambda: tuple(HEADS))
+                                 check=_number(0, strict=False, high=1), applies=lambda s: s.aspp, axis=True)
+    head: str = option("stock", lambda: "output layer: " + HEADS.help(), group="model", choices=lambda: tuple(HEADS), axis=True)
     # ---- data ----
     dataset: str = option("shapes", DATASETS.help, group="data", choices=lambda: tuple(DATASETS))
     data: Optional[str] = option(None, f"data folder (default for shapes: {DEFAULT_SHAPES_DATA}, fetched when missing; "
@@ -207,14 +208,14 @@ class RunSpec:
     augment: str = option("auto", lambda: "augmentation of training batches: " + AUGMENTS.help() + "; auto: the "
                                           "dataset's (" + ", ".join(f"{d.auto_augment} for {n}" for n, d in
                                                                     DATASETS.items()) + ")",
-                          group="data", choices=lambda: ("auto",) + tuple(AUGMENTS))
+                          group="data", choices=lambda: ("auto",) + tuple(AUGMENTS), axis=True)
     copy_paste: float = option(0.0, "probability that a training image gets the objects of another image of its "
                                     "batch pasted onto it (copy-paste augmentation; 0: off)", group="data",
-                               check=_probability)
+                               check=_probability, axis=True)
     normalize: str = option("auto", lambda: "input normalisation: none (the recipe's --input-scale) | dataset (mean "
                                             "and std of the training images) | imagenet; auto: the dataset's ("
                                     + ", ".join(f"{d.auto_normalize} for {n}" for n, d in DATASETS.items()) + ")",
-                            group="data", choices=("auto", "none", "dataset", "imagenet"))
+                            group="data", choices=("auto", "none", "dataset", "imagenet"), axis=True)
     val_split: Optional[float] = option(None, "hold out this fraction of the training images, score them every "
                                               "--val-every iterations and keep the best weights (off: train on all)",
                                         group="data", off=True, check=_number(0, strict=True, high=0.5))
@@ -228,27 +229,27 @@ class RunSpec:
     recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern | coco",
                          group="train", choices=tuple(RECIPES))
     loss: str = option("mse", loss_help, group="train", check=_loss_check, axis=True)
-    optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS)
-    lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True))
+    optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS, axis=True)
+    lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True), axis=True)
     momentum: float = option(0.9, "SGD momentum", group="train", check=_number(0, strict=False, high=1),
                              applies=lambda s: s.optimizer == "sgd")
     weight_decay: float = option(0.0, "L2 (sgd, adam) or decoupled (adamw) weight decay", group="train",
-                                 check=_number(0, strict=False))
+                                 check=_number(0, strict=False), axis=True)
     schedule: str = option("constant", "learning-rate schedule: constant | cosine | onecycle", group="train",
-                           choices=SCHEDULES)
+                           choices=SCHEDULES, axis=True)
     warmup: int = option(0, "iterations of linear warm-up (onecycle: 0 means 10% of the run)", group="train",
                          check=_int_at_least(0))
     grad_clip: Optional[float] = option(None, "clip the gradients' global norm to this (off: no clipping)", group="train", off=True,
-                                        check=_number(0, strict=True))
+                                        check=_number(0, strict=True), axis=True)
     input_scale: float = option(1.0, "factor on the 0..255 images (1/255 gives [0, 1])", group="train",
                                 check=_number(0, strict=True))
     normalize_masks: bool = option(False, "train a raw-output loss against {0,1} masks instead of 0/50(k+1)",
                                    group="train", kind="switch")
     epochs: Optional[int] = option(None, "epochs (none: 1, or as many as --max-iters needs)", group="train",
-                                   check=_int_at_least(1))
+                                   check=_int_at_least(1), axis=True)
     max_iters: Optional[int] = option(None, "iterations in all (wins over --epochs)", group="train",
-                                      check=_int_at_least(1))
-    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1, MAX_BATCH))
+                                      check=_int_at_least(1), axis=True)
+    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1, MAX_BATCH), axis=True)
     seed: Optional[int] = option(None, "seeds the initial weights and the data order (off: stock's order)",
                                  group="train", check=_int_at_least(0), off=True, axis=True)
     amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")

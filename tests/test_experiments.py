@@ -1,10 +1,12 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from dlstudio_aspp import cli
 from dlstudio_aspp.experiments import GridConfig, grid_outcome, run_grid
 from dlstudio_aspp.grid import GridFolder
 from dlstudio_aspp.runner import magnitudes
@@ -181,3 +183,33 @@ def test_coco_quick_is_runs_coco_default_and_coco_is_sized_for_a_gpu():
     assert quick.cell_specs()[0].result_values() == run_spec_defaults("coco").result_values()
     assert run_spec({"dataset": "coco"}).recipe == "coco" and run_spec({"dataset": "coco", "recipe": "modern"}).val_split is None
     assert full.spec.epochs > quick.spec.epochs and full.aspp == [True, False] and len(full.seeds) == 3
+
+
+def test_any_axis_field_is_a_grid_axis(syn, tmp_path, capsys):
+    """`experiments --lr 0.001,0.01` varies the learning rate: one folder per value after the homework's name, a report
+    that pairs the two rates seed by seed, a re-run that skips them all; one value is a plain option."""
+    out = tmp_path / "g"
+    argv = ["experiments", str(out), "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on", "--seed", "0,1",
+            "--lr", "0.001,0.01", "--max-iters", "2", "--cpu"]
+    assert cli.main(argv) == 0
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert names == [f"mse__aspp-on__seed-{s}__lr-{lr}" for s in (0, 1) for lr in ("0.001", "0.01")]
+    for name in names:
+        card = json.loads((out / "runs" / name / "saved_model.json").read_text())
+        assert card["spec"]["lr"] == float(name.rsplit("-", 1)[1])
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["axes"] == {"lr": [0.001, 0.01]} and "lr" not in grid["spec"]
+    text = (out / "report.md").read_text()
+    assert "### Between losses and settings" in text
+    assert re.search(r"\| mse \(lr 0\.001\) − mse \(lr 0\.01\) \(ASPP on\) \| 2 \| [+-]\d\.\d{3}, [+-]\d\.\d{3} \|", text)
+    assert "loss_best_worst_mse_lr_0.001.png" in text and (out / "figures" / "loss_best_worst_mse_lr_0.001.png").is_file()
+    capsys.readouterr()
+    assert cli.main(argv) == 0 and capsys.readouterr().out.count("done, skipped") == 4  # resumes like any grid
+    assert cli.main(["experiments", str(tmp_path / "one"), "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on",
+                     "--seed", "0", "--lr", "0.002", "--max-iters", "1", "--cpu", "--no-report"]) == 0
+    assert [p.name for p in (tmp_path / "one" / "runs").iterdir()] == ["mse__aspp-on__seed-0"]  # one value: no axis
+    assert json.loads((tmp_path / "one" / "grid.json").read_text())["spec"]["lr"] == 0.002
+    assert cli.main(["experiments", str(tmp_path / "r"), "--preset", "smoke", *syn, "--rates", "2,4,6/1,2,3",
+                     "--loss", "mse", "--aspp", "on", "--seed", "0", "--max-iters", "1", "--cpu", "--no-report"]) == 0
+    assert sorted(p.name for p in (tmp_path / "r" / "runs").iterdir()) == [
+        "mse__aspp-on__seed-0__rates-1,2,3", "mse__aspp-on__seed-0__rates-2,4,6"]

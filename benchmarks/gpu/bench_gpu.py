@@ -13,7 +13,7 @@ Every row is timed over ``--iters`` steps after ``--warmup`` steps; the ratio co
 against the bare CUDA-graph step of the same shape. On a CPU it runs too (use small
 ``--iters``): that is how the script itself is tested.
 
-Usage: python benchmarks/bench_gpu.py [--iters 200] [--warmup 30] [--json OUT.json]
+Usage: python benchmarks/gpu/bench_gpu.py [--iters 200] [--warmup 30] [--json OUT.json]
 """
 import argparse
 import json
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import bare_step, machine, table  # noqa: E402
 
 SHAPES = ((64, 5), (256, 1))  # (side, classes): PurdueShapes, a one-class COCO set
 
@@ -73,9 +73,7 @@ def bare(side: int, classes: int, device, compiled: bool, iters: int, warmup: in
         if k == warmup:
             sync(device)
             t = time.perf_counter()
-        opt.zero_grad()
-        fn(x, y).backward()
-        opt.step()
+        bare_step(opt, fn, x, y)
     sync(device)
     return iters / (time.perf_counter() - t)
 

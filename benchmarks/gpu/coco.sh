@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check of the coco preset's budget (issue 18), about 6-8 minutes on one
 # H100/H200. Run from the repository root, with coco_person beside the repository:
-#   COCO=../shared/data/coco_person OUT=results bash benchmarks/gpu_coco.sh
+#   COCO=../shared/data/coco_person OUT=results bash benchmarks/gpu/coco.sh
 # S scales the epochs (S=0.01 for a dry run, which also works on a CPU).
 #  1. build-coco at the homework's 256x256 (person).
 #  2. run --dataset coco (the coco recipe) at the coco preset's 150 epochs, ASPP on, seed 0,

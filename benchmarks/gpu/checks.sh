@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The prepared GPU check behind benchmarks/RESULTS.md ("The GPU at the card's speed"), about
 # 8 minutes on one H100/H200. Run from the repository root:
-#   DATA=path/to/PurdueShapes5MultiObject/ OUT=results bash benchmarks/gpu_checks.sh
+#   DATA=path/to/PurdueShapes5MultiObject/ OUT=results bash benchmarks/gpu/checks.sh
 # WHEELS=folder installs DLStudio and pymsgbox offline first (for a machine with no index).
 # S scales every iteration count (S=0.01 for a dry run, which also works on a CPU).
-#  1. benchmarks/bench_gpu.py: bare eager / bare CUDA-graph step / run's loop eager / with
+#  1. benchmarks/gpu/bench_gpu.py: bare eager / bare CUDA-graph step / run's loop eager / with
 #     --compile, at 64x64 and 256x256 batch 4, one process, one table (alone on the card).
 #  2. the main job with --compile: 2500 iterations, wall time and test mIoU (alone).
 #  3. the homework budget with --compile: 15000 iterations, wall time and test mIoU (alone).
@@ -33,7 +33,7 @@ timed() {  # name, timeout, command...: wall seconds into $OUT/times.txt, output
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   echo "$name rc=$rc seconds=$($PY -c "print(round($(date +%s.%N)-$t, 1))")" >> "$OUT/times.txt"
 }
-timed bench_gpu 200 $PY benchmarks/bench_gpu.py --iters $(it 200) --warmup $(it 30) --json "$OUT/bench_gpu.json"
+timed bench_gpu 200 $PY benchmarks/gpu/bench_gpu.py --iters $(it 200) --warmup $(it 30) --json "$OUT/bench_gpu.json"
 timed main_compile 75 $RUN --out "$OUT/runs/main_compile" --compile --max-iters $(it 2500)
 timed hw15000_compile 240 $RUN --out "$OUT/runs/hw15000_compile" --compile --max-iters $(it 15000)
 grep -h "test mIoU" "$OUT"/main_compile.log "$OUT"/hw15000_compile.log > "$OUT/miou.txt" 2>/dev/null
