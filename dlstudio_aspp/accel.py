@@ -6,6 +6,7 @@
 - :func:`device_batches`: PurdueShapes' uint8 arrays kept on the device and batches
   drawn there in a given order, bypassing DataLoader workers (the same batches as the
   CPU path).
+- :func:`pick_device`: CUDA when there is one and ``--cpu`` is off, for every command.
 - :func:`quiet_worker`: DataLoader workers ignore Ctrl-C and SIGTERM, so stopping a run
   prints the checkpoint message and not a worker's traceback; the main process shuts
   them down.
@@ -17,6 +18,11 @@ import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+
+
+def pick_device(cpu: bool = False) -> torch.device:
+    """The one device rule: CUDA when this machine has it and ``cpu`` (``--cpu``) is off, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
 
 
 def compile_mode(device: torch.device) -> Optional[str]:

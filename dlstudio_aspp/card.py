@@ -34,7 +34,7 @@ wherever the network runs, so a saved run scores the same from any caller.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -290,10 +290,7 @@ class RunCard:
 
     @classmethod
     def from_json(cls, weights, data: Dict) -> "RunCard":
-        known = {k: data[k] for k in ("model", "class_names", "mask_values", "normalize_masks", "output", "input_scale",
-                                      "image_size", "spec", "iterations", "epochs", "weights_sha256", "weights_size",
-                                      "provenance", "seconds", "mean", "std", "augment", "validation")
-                 if k in data}
+        known = {f.name: data[f.name] for f in fields(cls) if f.name != "weights" and f.name in data}
         if "spec" not in known and "train" in data:  # cards before version 3
             known["spec"] = dict(data["train"], recipe=data.get("recipe", "stock"))
         return cls(weights=Path(weights), **known)

@@ -149,15 +149,14 @@ def _run_parser(sub) -> None:
 
 
 def _experiments_parser(sub) -> None:
-    from .experiments import PRESETS
+    from .experiments import PRESET_HELP, PRESETS
 
     p = sub.add_parser("experiments", help="run the grid: losses x ASPP on/off x seeds, resumable",
                        description="Every loss x ASPP setting x seed, one folder per run under OUT/runs. Finished runs "
-                                   "are skipped; an interrupted run resumes from its checkpoint. Presets: homework "
-                                   "(the users' protocol, stock head and recipe, for a GPU), homework-dense (the same "
-                                   "budget with the dense head and the modern recipe, bce+dice added to the losses), "
-                                   "quick (~20 min on 2 CPU cores), smoke (seconds). Every run option overrides the "
-                                   "preset; --loss, --aspp and --seed take lists.")
+                                   "are skipped; an interrupted run resumes from its checkpoint. Presets: "
+                                   + "; ".join(f"{name} ({about})" for name, about in PRESET_HELP.items()) + ". Every run "
+                                   "option overrides the preset; --loss, --aspp and --seed take lists, and so does any "
+                                   "other axis (--lr 1e-3,3e-3; --rates 2,4,6/3,6,9), one run per value.")
     p.add_argument("out_pos", nargs="?", metavar="OUT", help="the grid's folder (the same as --out)")
     p.add_argument("--out", default=None, help="the grid's folder (default: outputs/experiments)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS), help="(default: quick)")

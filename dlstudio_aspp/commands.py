@@ -204,9 +204,9 @@ def experiments(args) -> int:
 
             gpus = args.gpus_per_run
             if gpus is None:
-                import torch
+                from .accel import pick_device
 
-                gpus = 1.0 if torch.cuda.is_available() and not cfg.spec.cpu else 0.0
+                gpus = 1.0 if pick_device(cfg.spec.cpu).type == "cuda" else 0.0
             run_grid_ray(cfg, out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
         else:
             run_grid(cfg, out)
@@ -226,7 +226,7 @@ def _grid_out(args) -> str:
 
 
 def predict(args) -> int:
-    import torch
+    from .accel import pick_device
 
     from .inference import predict_files
 
@@ -234,7 +234,7 @@ def predict(args) -> int:
 
     if not 1 <= args.batch_size <= MAX_BATCH:
         raise UserError(f"--batch-size must be from 1 to {MAX_BATCH}, got {args.batch_size}")
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device = pick_device(args.cpu).type
     path = predict_files(args.run, args.images, args.out, batch_size=args.batch_size, device=device,
                          progress=not args.no_progress)
     print(f"masks and overlays in {args.out}/; per-image class fractions in {path}")
@@ -288,9 +288,9 @@ def sam_compare(args) -> int:
     card = RunCard.load(run)
     grid = GridFolder.of_run(run)
     out = Path(args.out) if args.out else (grid.sam_dir if grid is not None else run / "sam")
-    import torch
+    from .accel import pick_device
 
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device = pick_device(args.cpu).type
     spec = RunSpec.from_json(card.spec).replace(dataset=args.dataset, data=args.data)
     if args.test_file:
         spec = spec.replace(test_file=args.test_file)
@@ -306,12 +306,12 @@ def sam_compare(args) -> int:
 
 
 def compare(args) -> int:
-    import torch
+    from .accel import pick_device
 
     from .atomic import write_json
     from .compare import compare_markdown, compare_runs
 
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device = pick_device(args.cpu).type
     result = compare_runs(args.run_a, args.run_b, device=device)
     print(compare_markdown(result))
     if args.json:

@@ -48,6 +48,15 @@ PRESETS: Dict[str, dict] = {
     # Seconds: for tests and a first look.
     "smoke": dict(recipe="stock", max_iters=4, depth=4, seeds=[0, 1], test_subset=8, log_every=2),
 }
+#: One line on each preset, for experiments --help (a preset without one fails the test that checks).
+PRESET_HELP = {
+    "homework": "the users' protocol, stock head and recipe, 6 epochs, for a GPU",
+    "homework-dense": "the same budget with the dense head and the modern recipe, bce+dice added to the losses",
+    "quick": "~20 min on 2 CPU cores",
+    "coco-quick": "a build-coco --data set, the coco recipe, one run: ~45 min on 2 CPU cores at 128x128",
+    "coco": "a build-coco --data set at 256x256, 150 epochs, ASPP on and off, 3 seeds, for a GPU",
+    "smoke": "seconds",
+}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .accel import quiet_worker
+from .accel import pick_device, quiet_worker
 from .atomic import write_json, write_with
 from .card import RunCard
 from .dlstudio_glue import default_num_workers
@@ -34,7 +34,7 @@ SAMPLE_COUNT = 4
 
 
 def device_for(spec: RunSpec) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not spec.cpu else "cpu")
+    return pick_device(spec.cpu)
 
 
 def build_model(spec: RunSpec, num_classes: int, image_size=(64, 64)):

@@ -213,3 +213,13 @@ def test_any_axis_field_is_a_grid_axis(syn, tmp_path, capsys):
                      "--loss", "mse", "--aspp", "on", "--seed", "0", "--max-iters", "1", "--cpu", "--no-report"]) == 0
     assert sorted(p.name for p in (tmp_path / "r" / "runs").iterdir()) == [
         "mse__aspp-on__seed-0__rates-1,2,3", "mse__aspp-on__seed-0__rates-2,4,6"]
+
+
+def test_every_preset_is_described_in_the_help(capsys):
+    from dlstudio_aspp.experiments import PRESET_HELP, PRESETS
+
+    assert list(PRESET_HELP) == list(PRESETS)
+    with pytest.raises(SystemExit):
+        cli.main(["experiments", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name} (" in text for name in PRESETS)
