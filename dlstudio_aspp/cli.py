@@ -247,8 +247,17 @@ def _predict_parser(sub) -> None:
     p.set_defaults(func="predict")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad value is the usage line, one line saying what is wrong, and where the help is
+    (argparse's own prints the whole usage of a command with forty options first)."""
+
+    def error(self, message: str):
+        usage = f"usage: {self.prog} [options]" + (" ..." if self._subparsers is not None else "")
+        self.exit(2, f"{usage}\n{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, "
+    parser = _Parser(prog="dlstudio-aspp", description="ASPP at DLStudio's mUNet bottleneck: data, "
                                      "training, experiments, reports, COCO and SAM tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

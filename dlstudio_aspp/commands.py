@@ -120,7 +120,7 @@ def _coco_set(spec: RunSpec, args) -> RunSpec:
     if not (Path(data) / INDEX).is_file():
         print(f"building the COCO set for {', '.join(classes)} in {data}")
         with FolderLock(data, "dlstudio-aspp run (build-coco)"):
-            build(args.coco_root, data, classes=classes, size=args.size, progress=spec.progress)
+            build(args.coco_root, data, classes=classes, size=args.size, progress=spec.progress, out_flag="--data")
     return spec.replace(data=data)
 
 
@@ -130,7 +130,11 @@ def _check_restart(layout, args) -> None:
     if not old or args.resume:
         return
     if not args.overwrite:
-        what = "an interrupted run (a checkpoint)" if layout.checkpoint.is_file() else "a finished run"
+        if layout.summary_file.is_file():  # every finished run keeps its checkpoint too: the summary says finished
+            raise UserError(f"{layout.folder} holds a finished run; --overwrite starts it afresh (its files are moved "
+                            f"aside), another --out keeps it; to train the same setup longer: dlstudio-aspp run "
+                            f"--config {layout.file} --out NEW --max-iters N (or --epochs N)")
+        what = "an interrupted run (a checkpoint)" if layout.checkpoint.is_file() else "the files of a run"
         raise UserError(f"{layout.folder} holds {what}; add --resume to continue it, --overwrite to start afresh "
                         "(its files are moved aside), or choose another --out")
     aside = layout.folder / time.strftime("previous-%Y%m%d-%H%M%S")

@@ -125,8 +125,9 @@ def predict_files(run, paths: Sequence, out, *, batch_size: int = 16, device="cp
     pictures = [read_image(f) for f in files]  # every file is checked before anything is written
     out = Path(out)
     names = _unique_names(files)
-    records = [write_outputs(name, picture, mask, card.class_names, out) for name, (picture, mask)
-               in zip(names, _predict_pictures(card, model, pictures, batch_size, device, progress))]
+    # the generator runs to its end (a zip with the names would stop one step short: its bar at 0/N)
+    records = [write_outputs(names[k], picture, mask, card.class_names, out) for k, (picture, mask)
+               in enumerate(_predict_pictures(card, model, pictures, batch_size, device, progress))]
     for record, f in zip(records, files):
         record["file"] = str(f)
     return write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))

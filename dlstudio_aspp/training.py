@@ -350,7 +350,8 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
     done = run.it >= run.total
     try:
         while not done and run.epoch < epochs:
-            say("")
+            if bar is not None:
+                say("")  # stock's blank line before each epoch; not in a log file (--no-progress)
             batches = _epoch_batches(run, loader, dataset, run.epoch, run.batch)
             done = train_one_epoch(run, batches, epochs, say, bar, perf, start_time)
             if run.batch >= per_epoch:
@@ -446,6 +447,6 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     run.history["epochs"] = epochs
     if hasattr(loss_fn, "extra_state"):
         run.history["dice_scale"] = loss_fn.dice_scale
-    print("\nFinished Training\n")
+    print("\nFinished Training\n" if spec.progress else "Finished Training")
     run.save_checkpoint()
     return run.net, run.history

@@ -16,6 +16,8 @@ import torch
 
 from .spec import validation_size
 
+#: Fewer held-out images than this draw a warning: a best checkpoint chosen on them is mostly chance.
+MIN_VALIDATION = 10
 #: The held-out images depend on this seed only, not on the run's: every run holds out the same ones.
 SPLIT_SEED = 20_251_130
 
@@ -28,6 +30,12 @@ def split_for_validation(dataset, fraction: float) -> Tuple[object, object]:
         from .errors import UserError
 
         raise UserError(f"--val-split {fraction} leaves no training image out of {n}; use a smaller fraction")
+    if n_val < MIN_VALIDATION:
+        import warnings
+
+        warnings.warn(f"--val-split {fraction} holds out {n_val} of {n} training images: the best weights would be "
+                      f"chosen on {n_val} image{'s' * (n_val > 1)}, which says little; use at least {MIN_VALIDATION} "
+                      "(a larger --val-split or more images), or --val-split off", UserWarning, stacklevel=2)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
     return torch.utils.data.Subset(dataset, sorted(order[n_val:])), torch.utils.data.Subset(dataset, sorted(order[:n_val]))
 

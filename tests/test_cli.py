@@ -275,3 +275,31 @@ def test_run_replays_a_card(syn, tmp_path, capsys):
     assert json.loads((tmp_path / "replayed" / "saved_model.json").read_text())["weights_sha256"] == card["weights_sha256"]
     assert cli.main(["run", "--config", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "--config" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_bad_value_is_the_usage_line_the_error_and_where_the_help_is(capsys):
+    """Bug: `run --aspp yes` printed 30 lines of usage before the one that mattered."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--aspp", "yes"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["usage: dlstudio-aspp run [options]",
+                                                   "dlstudio-aspp run: error: argument --aspp: expected on or off, got 'yes'",
+                                                   "see dlstudio-aspp run --help"]
+
+
+def test_a_finished_run_is_called_finished(syn, tmp_path, capsys):
+    """Bug: every finished run keeps its .ckpt, so a re-run into its folder called it interrupted and said --resume."""
+    out = tmp_path / "run"
+    assert cli.main(["run", *syn, "--max-iters", "1", "--cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", *syn, "--max-iters", "1", "--cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run; --overwrite starts it afresh" in err and "--resume" not in err
+    assert f"run --config {out / 'saved_model.json'} --out NEW --max-iters N" in err
+
+
+def test_no_blank_lines_with_no_progress(syn, tmp_path, capsys):
+    """A log file (--no-progress) gets no blank lines; each line says something."""
+    assert cli.main(["run", *syn, "--epochs", "2", "--log-every", "1", "--cpu", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "" not in out and "Finished Training" in out and sum(line.startswith("[epoch=") for line in out) == 4

@@ -297,3 +297,24 @@ def test_more_than_sixteen_classes_are_refused_before_anything_is_written(coco_t
     with pytest.raises(ValueError, match="--classes takes at most 16 classes .*got 17"):
         C.build_coco(coco_tiny, tmp_path / "seventeen", classes=classes, size=64, progress=False, log=lambda s: None)
     assert not (tmp_path / "seventeen").exists()
+
+
+def test_a_mistyped_class_writes_nothing_and_messages_name_the_flag_typed(coco_tiny, tmp_path, capsys):
+    """Bug: --classes persn was reported well, but build_settings.json was written first, so the corrected command
+    was refused ("holds a build with other settings ... use another --out"; for `run`, that flag is --data)."""
+    from dlstudio_aspp import cli
+
+    out = tmp_path / "set"
+    argv = ["build-coco", "--coco-root", str(coco_tiny), "--size", "64", "--out", str(out), "--no-progress", "--classes"]
+    assert cli.main(argv + ["persn"]) == 2
+    assert "did you mean person" in capsys.readouterr().err and not out.exists()
+    assert cli.main(argv + ["person"]) == 0
+    run = ["run", "--dataset", "coco", "--coco-root", str(coco_tiny), "--size", "64", "--max-iters", "1", "--depth", "4",
+           "--cpu", "--no-progress", "--out", str(tmp_path / "run")]
+    assert cli.main(run + ["--data", str(tmp_path / "other"), "--classes", "persn"]) == 2
+    assert not (tmp_path / "other").exists()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / C.SETTINGS).write_text(json.dumps(dict(classes=["dog"], min_size=200, size=64, max_per_class=None,
+                                                               max_per_split=None, seed=0, splits=["train", "test"])))
+    assert cli.main(run + ["--data", str(tmp_path / "half"), "--classes", "person"]) == 2
+    assert "use another --data or the same settings" in capsys.readouterr().err

@@ -115,3 +115,13 @@ def test_predict_on_real_photographs_matches_evaluation(coco_run, coco_tiny, tmp
     for r, photo in zip(lines, photos):
         w, h = Image.open(photo).size
         assert r["size"] == [h, w] and Image.open(out / f"{r['image']}_person.png").size == (w, h)
+
+
+def test_the_progress_bar_ends_at_n_of_n(trained, tmp_path, capsys):
+    """Bug: predict's bar ended at 0/3: the names ran out before the predictions' generator finished."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((64, 64, 3), 40 * k, np.uint8)).save(pics / f"{k}.png")
+    assert cli.main(["predict", str(trained), str(pics), "--out", str(tmp_path / "out"), "--cpu"]) == 0
+    assert "3/3" in capsys.readouterr().err

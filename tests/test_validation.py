@@ -64,3 +64,14 @@ def test_dataset_statistics_leave_the_validation_images_out(synthetic_shapes, tm
     card = json.loads((tmp_path / "saved_model.json").read_text())
     train, _ = split_for_validation(seg.train_dataloader.dataset, 0.25)
     assert card["mean"] == input_stats("dataset", train)[0] != input_stats("dataset", seg.train_dataloader.dataset)[0]
+
+
+def test_a_validation_split_of_few_images_warns():
+    """Bug: --val-split 0.1 on 13 images chose the best weights on 1 image without a word."""
+    with pytest.warns(UserWarning, match=r"--val-split 0.1 holds out 1 of 13 training images: .* on 1 image,"):
+        split_for_validation(list(range(13)), 0.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_for_validation(list(range(200)), 0.1)  # 20 images: no warning

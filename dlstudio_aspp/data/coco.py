@@ -240,8 +240,12 @@ def _build_entry(coco, image_id: int, coco_root: Path, out: Path, split: str, ca
 
 def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
                size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
-               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print) -> dict:
-    """Build the set under ``out`` and return the index (also written as ``out/index.json``)."""
+               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print,
+               out_flag: str = "--out") -> dict:
+    """Build the set under ``out`` and return the index (also written as ``out/index.json``).
+
+    Every setting, the annotation files and the class names are checked before anything is
+    written; ``out_flag`` is how the command that called names ``out`` (``run`` calls it --data)."""
     coco_root, out = Path(coco_root), Path(out)
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
@@ -256,15 +260,19 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
         raise UserError(f"--size must be a multiple of 8 (mUNet needs it) from 8 to {MAX_SIZE}, got {size}")
     settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
                     max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
-    check_settings(out, settings)
+    annotations = {split: load_coco(coco_root / "annotations" / f"instances_{SPLITS[split]}.json") for split in splits}
+    for split, coco in annotations.items():
+        category_ids(coco, classes)  # a mistyped class: one line, and nothing written yet
+        if not (coco_root / SPLITS[split]).is_dir():
+            raise MissingFileError(f"image folder {coco_root / SPLITS[split]} is missing; --coco-root must hold "
+                                   f"{SPLITS[split]}/*.jpg")
+    check_settings(out, settings, out_flag)
     values = mask_values_for(len(classes))
     index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, values)), "splits": {}}
     counts = {}
     for split in splits:
         split_dir = SPLITS[split]
-        coco = load_coco(coco_root / "annotations" / f"instances_{split_dir}.json")
-        if not (coco_root / split_dir).is_dir():
-            raise MissingFileError(f"image folder {coco_root / split_dir} is missing; --coco-root must hold {split_dir}/*.jpg")
+        coco = annotations[split]
         cat_ids = category_ids(coco, classes)
         chosen = select_images(coco, cat_ids, min_size)
         if not chosen:
@@ -292,7 +300,7 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
 SETTINGS = "build_settings.json"
 
 
-def check_settings(out: Path, settings: dict) -> None:
+def check_settings(out: Path, settings: dict, out_flag: str = "--out") -> None:
     """Record the build's settings before the first image is written; refuse a re-run with others.
 
     A folder from an interrupted build holds images but no ``index.json``; its
@@ -310,10 +318,10 @@ def check_settings(out: Path, settings: dict) -> None:
             changed = sorted(k for k in set(same(old)) | set(same(settings)) if same(old).get(k) != same(settings).get(k))
             raise UserError(f"{out} holds a build with other settings ({', '.join(changed)}: "
                             + "; ".join(f"{k} {old.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
-                            + "); use another --out or the same settings")
+                            + f"); use another {out_flag} or the same settings")
     has_images = any((out / "images").glob("*/*.png")) if (out / "images").is_dir() else False
     if not recorded and has_images:
-        raise UserError(f"{out} holds images but no {SETTINGS} to say how they were made; use another --out")
+        raise UserError(f"{out} holds images but no {SETTINGS} to say how they were made; use another {out_flag}")
     write_json(out / SETTINGS, settings)
 
 
