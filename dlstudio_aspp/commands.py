@@ -262,6 +262,11 @@ def report(args) -> int:
     elif RunCard.in_folder(folder).file.is_file():
         md = make_run_report(folder)
     else:
+        inside = sorted(p for p in folder.glob("*") if p.is_dir() and (GridFolder(p).exists() or RunCard.in_folder(p).file.is_file()))
+        if inside:
+            listed = ", ".join(p.name for p in inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
+            raise UserError(f"{folder} holds {len(inside)} run or experiments folders ({listed}), not one; report one "
+                            f"of them: dlstudio-aspp report {inside[0]}")
         raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "
                                "(saved_model.json); give the folder `run --out` or `experiments --out` wrote")
     for kind, path in write_document(md, ["md", *formats]).items():

@@ -96,6 +96,8 @@ class _Run:
         self.validator: Optional[Validator] = None
         self.data: Dict[str, Any] = {}  # the training set's identity (data_identity), compared on resume
         self.in_step = False
+        self.prior_seconds = 0.0  # training time of the runs this one resumes
+        self.started = time.perf_counter()
         self.probe: Optional[Callable[[str], None]] = None  # tests: called at named points inside a step
         self.pending: List[tuple] = []  # (iteration, epoch, batch, lr, stacked device values, names, float parts)
         self.history: Dict[str, Any] = {"iteration": [], "epoch": [], "loss": [], "lr": [], "components": {}, "running": [],
@@ -109,6 +111,7 @@ class _Run:
     def save_checkpoint(self) -> None:
         """Weights, optimizer, schedule, position, RNG, options and history, atomically (after a flush)."""
         self.flush()
+        self.history["seconds"] = self.training_seconds()
         torch_save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                     "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch, "batch": self.batch,
@@ -120,6 +123,10 @@ class _Run:
         write_history(self.history, self.card)
         self.own_checkpoint = True
         self.last_save = _clock()
+
+    def training_seconds(self) -> float:
+        """Seconds of training so far, over every resume of this run."""
+        return self.prior_seconds + time.perf_counter() - self.started
 
     def checkpoint_due(self) -> bool:
         every = self.spec.checkpoint_every
@@ -149,6 +156,11 @@ class _Run:
             self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.history, self.it, self.epoch, self.batch = ck["history"], ck["iteration"], ck["epoch"], ck["batch"]
+        self.prior_seconds = float(self.history.get("seconds") or 0.0)
+        earlier = (ck.get("card") or {}).get("provenance") or {}
+        commands = earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else [])
+        if self.card.provenance:  # every command that trained this run, the resumes included
+            self.card.provenance["commands"] = list(commands) + [self.card.provenance.get("command")]
         if self.validator is not None and ck.get("validation"):
             self.validator.load_state_dict(ck["validation"])
         torch.set_rng_state(ck["rng"])
@@ -433,7 +445,7 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     def perf() -> None:  # the whole file, atomically: stock's running averages so far
         write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))
 
-    start_time = time.perf_counter()
+    start_time = run.started = time.perf_counter()
     try:
         with run.stop:
             _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
@@ -443,7 +455,7 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     perf()
     if run.validator is not None:
         _finish_validation(run)
-    run.history["seconds"] = time.perf_counter() - start_time
+    run.history["seconds"] = run.training_seconds()
     run.history["epochs"] = epochs
     if hasattr(loss_fn, "extra_state"):
         run.history["dice_scale"] = loss_fn.dice_scale

@@ -93,3 +93,16 @@ def test_the_html_report_loads_every_image_in_a_real_browser(run_folder, tmp_pat
     assert "<title>IMAGES 3/3</title>" in out.stdout
     console = [line for line in out.stderr.splitlines() if "CONSOLE" in line and "error" in line.lower()]
     assert not console, console
+
+
+def test_report_on_a_folder_of_runs_lists_them(run_folder, tmp_path, capsys):
+    import shutil as sh
+
+    outputs = tmp_path / "outputs"
+    for name in ("run", "coco"):
+        sh.copytree(run_folder, outputs / name)
+    (outputs / "notes").mkdir()
+    assert cli.main(["report", str(outputs)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds 2 run or experiments folders (coco, run), not one; report one of them: dlstudio-aspp report " \
+           f"{outputs / 'coco'}" in err

@@ -160,8 +160,13 @@ def test_run_interrupted_and_resumed_from_the_command_line_ends_as_if_never_stop
     monkeypatch.chdir(tmp_path)
     card = json.loads((tmp_path / "full" / "saved_model.json").read_text())
     assert card["spec"]["recipe"] == kind and card["validation"]["images"] >= 2
+    stopped = torch.load(tmp_path / "part" / "saved_model.ckpt", weights_only=True)["history"]["seconds"]
     assert _cli_run(args + ["--resume"], tmp_path / "part") == 0
     assert_same_run(tmp_path / "full", tmp_path / "part")
+    resumed = json.loads((tmp_path / "part" / "saved_model.json").read_text())
+    commands = resumed["provenance"]["commands"]  # both commands that trained it; the times add up
+    assert len(commands) == 2 and "--resume" not in commands[0].split() and "--resume" in commands[1].split()
+    assert resumed["seconds"]["train"] > stopped > 0
     full_m = json.loads((tmp_path / "full" / "saved_model.metrics.json").read_text())
     part_m = json.loads((tmp_path / "part" / "saved_model.metrics.json").read_text())
     assert full_m["confusion"] == part_m["confusion"] and full_m["iou"] == part_m["iou"]
