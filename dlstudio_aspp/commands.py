@@ -130,7 +130,7 @@ def _check_restart(layout, args) -> None:
     if not old or args.resume:
         return
     if not args.overwrite:
-        if layout.summary_file.is_file():  # every finished run keeps its checkpoint too: the summary says finished
+        if layout.summary_file.is_file() and layout.weights.is_file():  # a finished run keeps its .ckpt too
             raise UserError(f"{layout.folder} holds a finished run; --overwrite starts it afresh (its files are moved "
                             f"aside), another --out keeps it; to train the same setup longer: dlstudio-aspp run "
                             f"--config {layout.file} --out NEW --max-iters N (or --epochs N)")
