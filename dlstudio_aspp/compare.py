@@ -18,12 +18,11 @@ import numpy as np
 
 from .card import RunCard
 from .errors import UserError
-from .metrics import _class_scores, bootstrap_miou, bootstrap_per_class, miou_from_counts
+from .metrics import bootstrap_miou, class_scores, bootstrap_per_class, miou_from_counts
 
 
-def run_counts(run, device="cpu", progress: bool = False) -> np.ndarray:
-    """(N, C, 3) tp, fp, fn of each test image of ``run``: from its folder, else scored again from its card."""
-    card = RunCard.load(run)
+def run_counts(card: RunCard, device="cpu", progress: bool = False) -> np.ndarray:
+    """(N, C, 3) tp, fp, fn of each test image of a run: from its folder, else scored again from its ``card``."""
     if card.image_counts_file.is_file():
         return np.load(card.image_counts_file, allow_pickle=False)
     import torch
@@ -43,19 +42,19 @@ def compare_runs(run_a, run_b, device="cpu", progress: bool = False) -> Dict:
     if cards[0].class_names != cards[1].class_names:
         raise UserError(f"{run_a} and {run_b} segment other classes ({cards[0].class_names} and "
                         f"{cards[1].class_names}); compare runs of the same data")
-    a, b = (run_counts(r, device, progress) for r in (run_a, run_b))
+    a, b = (run_counts(card, device, progress) for card in cards)
     if a.shape != b.shape:
         raise UserError(f"{run_a} was scored on {a.shape[0]} test images and {run_b} on {b.shape[0]}; compare runs "
                         "scored on the same test set (the same --test-subset)")
     low, high = bootstrap_miou(a, minus=b)
     per_class = bootstrap_per_class(a, minus=b)["iou_ci95"]
-    diff = float(miou_from_counts(a) - miou_from_counts(b))
+    miou = [float(miou_from_counts(a)), float(miou_from_counts(b))]
     names = [Path(run_a).name or str(run_a), Path(run_b).name or str(run_b)]
     verdict = (f"{names[0]} better" if low > 0 else f"{names[1]} better" if high < 0
                else "no difference detectable on these test images")
-    class_diff = _class_scores(a)[0] - _class_scores(b)[0]
+    class_diff = class_scores(a)[0] - class_scores(b)[0]
     return {"runs": [str(run_a), str(run_b)], "names": names, "num_images": int(a.shape[0]),
-            "miou": [float(miou_from_counts(a)), float(miou_from_counts(b))], "difference": diff,
+            "miou": miou, "difference": miou[0] - miou[1],
             "ci95": [low, high], "verdict": verdict,
             "classes": [{"class": n, "difference": float(d), "ci95": ci}
                         for n, d, ci in zip(cards[0].class_names, class_diff, per_class)]}

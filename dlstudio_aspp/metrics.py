@@ -116,7 +116,7 @@ def bootstrap_miou(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level:
     return [float(lo), float(hi)]
 
 
-def _class_scores(counts: np.ndarray):
+def class_scores(counts: np.ndarray):
     """(..., N, C, 3) counts -> (IoU, Dice) of each class over the N images, NaN where a class is never seen."""
     tp, fp, fn = (counts.sum(-3)[..., k].astype(np.float64) for k in range(3))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -137,9 +137,9 @@ def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, l
     iou, dice = np.empty((n_boot, c)), np.empty((n_boot, c))
     for b in range(0, n_boot, 100):
         idx = rng.integers(0, n, size=(min(100, n_boot - b), n))
-        i, d = _class_scores(counts[idx])
+        i, d = class_scores(counts[idx])
         if minus is not None:
-            i0, d0 = _class_scores(minus[idx])
+            i0, d0 = class_scores(minus[idx])
             i, d = i - i0, d - d0
         iou[b:b + idx.shape[0]], dice[b:b + idx.shape[0]] = i, d
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
