@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .atomic import sha256_of, torch_save, write_json
-from .data.wrappers import dataset_labels
+from .data.wrappers import dataset_labels, split_summary
 from .errors import MissingFileError, UserError
 from .masks import binarize, mask_truth, mask_values_for
 
@@ -71,6 +71,8 @@ class RunCard:
         validation: the held-out split and the best iteration, when the run had one.
         provenance: how the run was made (:func:`dlstudio_aspp.provenance.provenance`).
         seconds: wall time of each phase ('load', 'train', 'test').
+        data: per split of the data, how many images it holds, the rule that took them and the
+            folders they came from (a built COCO set's summary; empty for the Shapes files).
     """
 
     weights: Path
@@ -92,6 +94,7 @@ class RunCard:
     validation: Dict = field(default_factory=dict)
     provenance: Dict = field(default_factory=dict)
     seconds: Dict = field(default_factory=dict)
+    data: Dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.weights = Path(self.weights)
@@ -327,7 +330,7 @@ class RunCard:
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
                    mask_values=values, normalize_masks=spec.normalize_masks, output=output_kind(loss_fn),
                    input_scale=spec.input_scale, image_size=list(image_size), spec=spec.to_json(),
-                   augment=spec.augment_level())
+                   augment=spec.augment_level(), data=split_summary(dataset))
 
     @classmethod
     def stock(cls, weights, net, dataset, image_size: Sequence[int], class_names: Sequence[str] = ()) -> "RunCard":

@@ -139,11 +139,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (its files are "
                                                              "moved to OUT/previous-<time>/ first)")
-    p.add_argument("--coco-root", default=None, help="with --dataset coco: build the set from this COCO folder first "
-                                                     "when --data holds none (as build-coco does)")
-    p.add_argument("--classes", nargs="+", default=None, help="with --coco-root: COCO category names (default: person)")
-    p.add_argument("--size", type=int, default=commands.COCO_RUN_SIZE, help=f"with --coco-root: side of the built images "
-                   f"(default: {commands.COCO_RUN_SIZE}, to fit about 45 minutes on 2 CPU cores; the homework's 256 on a GPU)")
+    _coco_build_options(p, run=True)
     add_spec_options(p, defaults=commands.run_spec_defaults())
     p.set_defaults(func="run")
 
@@ -192,18 +188,37 @@ def _data_parsers(sub) -> None:
                        description="Take COCO images with a non-crowd instance of a chosen class whose bbox is at least "
                                    "--min-size on both sides, build one mask channel per class with annToMask, resize to "
                                    "--size and store images, masks and index.json under --out. Re-runs skip finished images.")
-    p.add_argument("--coco-root", required=True, help="holds annotations/instances_{train,val}2017.json and {train,val}2017/")
-    p.add_argument("--classes", nargs="+", default=["cake", "dog", "motorcycle"], help="COCO category names "
-                   "(default: cake dog motorcycle)")
-    p.add_argument("--min-size", type=float, default=200, help="smallest bbox side that qualifies an image (default: 200)")
-    p.add_argument("--size", type=int, default=256, help="side of the stored images and masks (default: 256)")
+    _coco_build_options(p, run=False)
     p.add_argument("--out", required=True, help="the set's folder")
-    p.add_argument("--max-per-class", type=int, default=None, help="cap on images per class and split (default: none)")
     p.add_argument("--max-per-split", type=int, default=None, help="cap on images per split (default: none)")
     p.add_argument("--seed", type=int, default=0, help="picks the images when a cap applies (default: 0)")
     p.add_argument("--splits", default="train,test", help="train (COCO train2017) and/or test (val2017) (default: train,test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func="build_coco")
+
+
+def _coco_build_options(p, run: bool) -> None:
+    """The builder's options, declared once for `build-coco` and for `run --dataset coco` (which builds
+    the set first when --data holds none; its prefix says so, and its images default to 128x128)."""
+    when = "with --coco-root: " if run else ""
+    p.add_argument("--coco-root", nargs="+", required=not run, default=None, metavar="FOLDER",
+                   help=f"{'with --dataset coco: build the set first (when --data holds none) from ' if run else ''}"
+                        "one or more COCO folders, each with annotations/instances_{train,val}2017.json and "
+                        "{train,val}2017/ (either split or both); categories are matched by name, and an image in two "
+                        "folders is taken once")
+    classes = ["person"] if run else ["cake", "dog", "motorcycle"]
+    p.add_argument("--classes", nargs="+", default=None if run else classes,
+                   help=f"{when}COCO category names (default: {' '.join(classes)})")
+    p.add_argument("--min-size", type=float, default=200, help=f"{when}smallest bbox side that qualifies an image for "
+                   "the test split, and so for validation (default: 200, the homework's)")
+    p.add_argument("--train-min-size", type=float, default=None, help=f"{when}the same for the training split, to "
+                   "admit smaller instances there (default: --min-size)")
+    p.add_argument("--max-per-class", type=int, default=None, help=f"{when}cap on images per class and split, to bound "
+                   "a full COCO download's minutes (default: none)")
+    size = commands.COCO_RUN_SIZE if run else 256
+    why = "to fit about 45 minutes on 2 CPU cores; the homework's 256 on a GPU" if run else "the homework's"
+    p.add_argument("--size", type=int, default=size, help=f"{when}side of the stored images and masks (default: {size}, "
+                                                          f"{why})")
 
 
 def _sam_parser(sub) -> None:

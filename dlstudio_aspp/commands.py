@@ -113,15 +113,32 @@ def _coco_set(spec: RunSpec, args) -> RunSpec:
         raise UserError(f"--coco-root and --classes go with --dataset {' or '.join(kinds)}")
     if args.coco_root is None:
         raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
-    from .data.coco import INDEX, build_coco as build
+    from .data.coco import INDEX, build_coco as build, build_settings, check_settings
 
-    classes = args.classes or ["person"]
-    data = spec.data or f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}_{args.size}"
-    if not (Path(data) / INDEX).is_file():
-        print(f"building the COCO set for {', '.join(classes)} in {data}")
+    options = dict(classes=args.classes or ["person"], size=args.size, min_size=args.min_size,
+                   train_min_size=args.train_min_size, max_per_class=args.max_per_class)
+    data = Path(spec.data or default_coco_folder(args.coco_root, **options))
+    if (data / INDEX).is_file():  # built before: it must be the same build
+        check_settings(data, build_settings(args.coco_root, **options), "--data")
+    else:
+        print(f"building the COCO set for {', '.join(options['classes'])} in {data}")
         with FolderLock(data, "dlstudio-aspp run (build-coco)"):
-            build(args.coco_root, data, classes=classes, size=args.size, progress=spec.progress, out_flag="--data")
-    return spec.replace(data=data)
+            build(args.coco_root, data, progress=spec.progress, out_flag="--data", **options)
+    return spec.replace(data=str(data))
+
+
+def default_coco_folder(roots, classes, size, min_size, train_min_size, max_per_class) -> str:
+    """Where `run --coco-root` builds when --data is not given: a name that tells its settings apart."""
+    name = f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}_{size}"
+    if min_size != 200:
+        name += f"_min{min_size:g}"
+    if train_min_size is not None and train_min_size != min_size:
+        name += f"_train{train_min_size:g}"
+    if max_per_class is not None:
+        name += f"_cap{max_per_class}"
+    if len(roots) > 1:
+        name += "_" + "+".join(Path(r).name for r in roots)
+    return name
 
 
 def _check_restart(layout, args) -> None:
@@ -280,7 +297,7 @@ def build_coco(args) -> int:
 
     with FolderLock(args.out, "dlstudio-aspp build-coco"):
         build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
-              max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
+              train_min_size=args.train_min_size, max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
               splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
     print(f"COCO set ready in {args.out} (index.json)")
     return 0

@@ -82,6 +82,25 @@ def metrics_rows(metrics: dict) -> List[str]:
     return rows
 
 
+def data_rows(card: RunCard) -> List[str]:
+    """The data section: each split's images and the rule that took them (when the set recorded them)."""
+    if not card.data:
+        return []
+    rows = ["## Data", "", "| split | images | taken when the image holds | from |", "|---|---|---|---|"]
+    test_rule = card.data.get("test", {}).get("rule")
+    for split, about in card.data.items():
+        folders = ", ".join(f"{Path(f).name} {n}" for f, n in about.get("folders", {}).items())
+        once = f" ({about['taken_once']} duplicates taken once)" if about.get("taken_once") else ""
+        count = about["images"]
+        if split == "train" and card.validation.get("images"):
+            count = f"{about['images'] - card.validation['images']} (+{card.validation['images']} validation)"
+        rows.append(f"| {split} | {count} | {about['rule']} | {folders}{once} |")
+    if card.validation.get("images") and test_rule:
+        rows += ["", f"The validation images are drawn from the training images that meet the test split's rule "
+                     f"({test_rule}), so the best weights are chosen on images like the test's."]
+    return rows + [""]
+
+
 def make_run_report(folder) -> Path:
     """Write ``report.md`` (and its figures) for the run in ``folder``; return its path."""
     card = RunCard.load(folder)
@@ -105,6 +124,6 @@ def make_run_report(folder) -> Path:
     ]
     if card.test_grid.is_file():
         parts += [f"![test grid]({rel(card.test_grid)})", ""]
-    parts += ["## Configuration", "", *key_value_table("option", card.spec), "",
+    parts += [*data_rows(card), "## Configuration", "", *key_value_table("option", card.spec), "",
               "## How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
     return write_text(card.folder / REPORT_NAME, "\n".join(parts) + "\n")

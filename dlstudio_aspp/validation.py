@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .data.wrappers import validation_pool
 from .spec import validation_size
 
 #: Fewer held-out images than this draw a warning: a best checkpoint chosen on them is mostly chance.
@@ -23,9 +24,12 @@ SPLIT_SEED = 20_251_130
 
 
 def split_for_validation(dataset, fraction: float) -> Tuple[object, object]:
-    """(training part, validation part) of ``dataset``: a fixed random ``fraction`` of its images held out."""
-    n = len(dataset)
-    n_val = validation_size(n, fraction)
+    """(training part, validation part) of ``dataset``: a fixed random ``fraction`` of its images held out.
+
+    They are drawn from the images the dataset allows (:func:`~dlstudio_aspp.data.wrappers.validation_pool`):
+    a COCO set built with a looser training rule validates only on images that meet the test's."""
+    n, pool = len(dataset), validation_pool(dataset)  # pool: all images, or those that meet the test split's rule
+    n_val = min(validation_size(n, fraction), len(pool))
     if n - n_val < 1:
         from .errors import UserError
 
@@ -36,8 +40,10 @@ def split_for_validation(dataset, fraction: float) -> Tuple[object, object]:
         warnings.warn(f"--val-split {fraction} holds out {n_val} of {n} training images: the best weights would be "
                       f"chosen on {n_val} image{'s' * (n_val > 1)}, which says little; use at least {MIN_VALIDATION} "
                       "(a larger --val-split or more images), or --val-split off", UserWarning, stacklevel=2)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    return torch.utils.data.Subset(dataset, sorted(order[n_val:])), torch.utils.data.Subset(dataset, sorted(order[:n_val]))
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    held = sorted(pool[j] for j in order[:n_val])
+    rest = sorted(set(range(n)) - set(held))
+    return torch.utils.data.Subset(dataset, rest), torch.utils.data.Subset(dataset, held)
 
 
 class Validator:

@@ -59,7 +59,7 @@ def test_deterministic_caps(fake_coco, tmp_path):
 
 
 @pytest.mark.parametrize("case,exc,match", [
-    ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "annotation file"),
+    ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "no --coco-root folder holds annotations/instances_train2017.json"),
     ("no-images", FileNotFoundError, "image folder"), ("bad-json", ValueError, "not valid JSON"),
     ("threshold", ValueError, "smaller side 210.*lower --min-size"), ("size", ValueError, "multiple of 8"),
     ("no-categories", ValueError, "has no 'categories' list"), ("no-bbox", ValueError, "annotation 100 has no 'bbox'"),
@@ -105,7 +105,7 @@ def test_failed_build_records_its_settings(fake_coco, tmp_path):
     with pytest.raises(FileNotFoundError, match="000000000002.jpg"):
         C.build_coco(fake_coco, out, classes=["dog", "cat"], **kw)
     assert not (out / "index.json").exists() and (out / "images" / "train" / "000000000001.png").is_file()
-    with pytest.raises(ValueError, match=r"other settings \(classes: classes \['dog', 'cat'\] there, \['cat', 'dog'\] now"):
+    with pytest.raises(ValueError, match=r"other settings \(classes \['dog', 'cat'\] there, \['cat', 'dog'\] now"):
         C.build_coco(fake_coco, out, classes=["cat", "dog"], **kw)
     with pytest.raises(ValueError, match="size 64 there, 128 now"):
         C.build_coco(fake_coco, out, classes=["dog", "cat"], **dict(kw, size=128))
@@ -318,3 +318,158 @@ def test_a_mistyped_class_writes_nothing_and_messages_name_the_flag_typed(coco_t
                                                                max_per_split=None, seed=0, splits=["train", "test"])))
     assert cli.main(run + ["--data", str(tmp_path / "half"), "--classes", "person"]) == 2
     assert "use another --data or the same settings" in capsys.readouterr().err
+
+
+# ---- several folders, one set; a rule per split ------------------------------------------------------------------
+
+def _second_folder(fake_coco, tmp_path, bus=True):
+    """A train-only export: other category ids, one image also in fake_coco (same id and file), one with fake_coco's
+    image 2's content under another id, a train image that is fake_coco's test image 10, and two new images (a big
+    dog; a cat of 120x120 that only a looser training rule admits)."""
+    import shutil
+
+    root = tmp_path / "export"
+    (root / "train2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    shutil.copy(fake_coco / "train2017" / "000000000001.jpg", root / "train2017" / "000000000001.jpg")
+    shutil.copy(fake_coco / "train2017" / "000000000002.jpg", root / "train2017" / "copy_of_2.jpg")
+    shutil.copy(fake_coco / "val2017" / "000000000010.jpg", root / "train2017" / "000000000010.jpg")
+    for iid in (60, 70):
+        Image.fromarray((np.random.default_rng(iid).random((300, 300, 3)) * 255).astype(np.uint8)).save(
+            root / "train2017" / f"{iid:012d}.jpg")
+    from conftest import rect_poly
+
+    images = [{"id": 1, "width": 400, "height": 300, "file_name": "000000000001.jpg"},
+              {"id": 500, "width": 320, "height": 320, "file_name": "copy_of_2.jpg"},
+              {"id": 10, "width": 640, "height": 480, "file_name": "000000000010.jpg"},
+              {"id": 60, "width": 300, "height": 300, "file_name": "000000000060.jpg"},
+              {"id": 70, "width": 300, "height": 300, "file_name": "000000000070.jpg"}]
+    anns = [(1, 5, rect_poly(10, 10, 210, 210)), (500, 9, rect_poly(50, 30, 200, 200)),
+            (10, 5, rect_poly(100, 100, 300, 250)), (60, 5, rect_poly(20, 20, 250, 250)), (70, 9, rect_poly(10, 10, 120, 120))]
+    annotations = [{"id": 900 + k, "image_id": i, "category_id": c, "segmentation": seg, "iscrowd": 0,
+                    "bbox": [seg[0][0], seg[0][1], seg[0][2] - seg[0][0], seg[0][5] - seg[0][1]], "area": 1.0}
+                   for k, (i, c, seg) in enumerate(anns)]
+    cats = [{"id": 5, "name": "dog"}, {"id": 9, "name": "cat"}] + [{"id": 1, "name": "bus"}] * bus  # ids: not fake_coco's
+    (root / "annotations" / "instances_train2017.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": cats}))
+    return root
+
+
+def test_a_set_from_two_folders_takes_each_image_once_and_matches_classes_by_name(fake_coco, tmp_path):
+    export = _second_folder(fake_coco, tmp_path, bus=False)
+    logs = []
+    with pytest.warns(RuntimeWarning, match="has no category named bus"):
+        index = C.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "cat", "bus"], size=64,
+                             progress=False, log=logs.append)
+    train = index["splits"]["train"]
+    assert [(Path(e["folder"]).name, e["coco_id"]) for e in train] == [("coco", 1), ("coco", 2), ("export", 60)]
+    assert [(Path(e["folder"]).name, e["coco_id"]) for e in index["splits"]["test"]] == [("coco", 10)]
+    assert index["summary"]["train"]["taken_once"] == 3  # id 1 (same id and file), id 500 (same content), id 10 (test)
+    assert index["summary"]["train"]["folders"] == {str(fake_coco.resolve()): 2, str(export.resolve()): 1}
+    assert "3 found in two folders or both splits were taken once" in logs[0] and "from coco 2, export 1" in logs[0]
+    assert index["settings"]["coco_roots"] == [str(fake_coco.resolve()), str(export.resolve())]
+    ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "set")
+    m = ds[2]["mask_tensor"]  # export's dog (its category id 5) lands in the dog channel
+    assert m[0].any() and not m[1].any() and abs((m[0] > 0).float().mean().item() - (250 / 300) ** 2) < 0.05
+
+
+def test_one_folder_per_split_and_the_training_rule_admits_smaller_instances_to_training_only(fake_coco, tmp_path):
+    export = _second_folder(fake_coco, tmp_path)
+    (fake_coco / "annotations" / "instances_train2017.json").unlink()  # fake_coco: the test split only
+    kw = dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    index = C.build_coco([fake_coco, export], tmp_path / "loose", train_min_size=100, min_size=200, **kw)
+    train = {e["coco_id"]: e for e in index["splits"]["train"]}
+    assert sorted(train) == [1, 60, 70, 500] and not train[70]["test_rule"] and train[60]["test_rule"]
+    assert index["summary"]["train"]["rule"].endswith("at least 100x100 px")
+    assert index["summary"]["test"]["rule"].endswith("at least 200x200 px")
+    ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "loose")
+    assert [ds.entries[i]["coco_id"] for i in ds.validation_candidates()] == [1, 60, 500]
+    from dlstudio_aspp.validation import split_for_validation
+
+    with pytest.warns(UserWarning, match="holds out"):
+        rest, held = split_for_validation(torch.utils.data.Subset(ds, [3, 2, 1]), 0.5)  # a Subset is looked through
+    assert held.indices == [0, 2] and rest.indices == [1]  # Subset index 1 is ds[2], id 70: it never validates
+    strict = C.build_coco([fake_coco, export], tmp_path / "strict", **kw)
+    assert 70 not in {e["coco_id"] for e in strict["splits"]["train"]}
+    with pytest.raises(ValueError, match="none of the .* at least 300x300 .*lower --train-min-size"):
+        C.build_coco([fake_coco, export], tmp_path / "none", train_min_size=300, **kw)
+
+
+def test_a_rerun_with_the_same_folders_skips_and_other_folders_are_refused(fake_coco, tmp_path):
+    export = _second_folder(fake_coco, tmp_path)
+    kw = dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    out = tmp_path / "set"
+    C.build_coco([fake_coco, export], out, **kw)
+    made = (out / "images" / "train" / "000000000060.png").stat().st_mtime_ns
+    C.build_coco([fake_coco, export], out, **kw)
+    assert (out / "images" / "train" / "000000000060.png").stat().st_mtime_ns == made
+    with pytest.raises(ValueError, match="other settings \\(coco_roots .*use another --out"):
+        C.build_coco([fake_coco], out, **kw)
+    with pytest.raises(ValueError, match="other settings \\(coco_roots"):
+        C.build_coco([export, fake_coco], out, **kw)
+    with pytest.raises(ValueError, match="distinct folders"):
+        C.build_coco([fake_coco, fake_coco], tmp_path / "twice", **kw)
+
+
+def test_a_folder_whose_file_names_escape_it_is_refused(fake_coco, tmp_path):
+    export = _second_folder(fake_coco, tmp_path)
+    f = export / "annotations" / "instances_train2017.json"
+    data = json.loads(f.read_text())
+    data["images"][3]["file_name"] = f"../../{fake_coco.name}/train2017/000000000001.jpg"
+    f.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="leads outside"):
+        C.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "bus"], size=64, progress=False,
+                     log=lambda s: None)
+
+
+def test_a_folder_without_annotations_is_one_line(fake_coco, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no annotations/instances_train2017.json or .*val2017"):
+        C.build_coco([fake_coco, tmp_path / "empty"], tmp_path / "set", classes=["dog"], progress=False, log=print)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        C.build_coco([tmp_path / "nowhere"], tmp_path / "set", classes=["dog"], progress=False, log=print)
+
+
+def _tiny_extra(tmp_path, n=10):
+    """A real folder cut from coco_person_extra: its first ``n`` photographs with a person of at least 100x100."""
+    from conftest import shared_data
+    import shutil
+
+    src = shared_data("coco_person_extra")
+    data = json.loads((src / "annotations" / "instances_train2017.json").read_text())
+    big = sorted({a["image_id"] for a in data["annotations"] if not a["iscrowd"] and min(a["bbox"][2:]) >= 100})[:n]
+    root = tmp_path / "extra_tiny"
+    (root / "train2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images = [i for i in data["images"] if i["id"] in big]
+    for i in images:
+        shutil.copy(src / "train2017" / i["file_name"], root / "train2017" / i["file_name"])
+    data.update(images=images, annotations=[a for a in data["annotations"] if a["image_id"] in big])
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+    return root
+
+
+def test_run_builds_from_two_real_folders_then_trains(coco_tiny, tmp_path, capsys):
+    """`run --coco-root A B --train-min-size 100`: one set from coco_tiny and a cut of coco_person_extra; the card
+    and the report say how many images each split holds and why."""
+    from dlstudio_aspp import cli
+
+    extra = _tiny_extra(tmp_path)
+    out, data = tmp_path / "run", tmp_path / "both"
+    argv = ["run", "--dataset", "coco", "--coco-root", str(coco_tiny), str(extra), "--train-min-size", "100",
+            "--size", "64", "--data", str(data), "--out", str(out), "--max-iters", "2", "--depth", "4", "--batch-size",
+            "2", "--test-subset", "2", "--no-progress", "--cpu"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    index = json.loads((data / "index.json").read_text())
+    folders = index["summary"]["train"]["folders"]
+    assert folders[str(extra.resolve())] == 10 and folders[str(coco_tiny.resolve())] >= 12
+    assert set(index["summary"]["test"]["folders"]) == {str(coco_tiny.resolve())}
+    card = json.loads((out / "saved_model.json").read_text())
+    assert card["data"]["train"]["images"] == len(index["splits"]["train"]) and "100x100" in card["data"]["train"]["rule"]
+    assert cli.main(["report", str(out), "--format", "md"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Data" in report and "extra_tiny 10" in report and "at least 200x200 px" in report
+    assert "meet the test split's rule" in report
+    again = [a if a != "100" else "150" for a in argv]
+    assert cli.main(again[:again.index("--out") + 1] + [str(tmp_path / "other")] + again[again.index("--out") + 2:]) == 2
+    assert "other settings (train_min_size 100.0 there, 150.0 now)" in capsys.readouterr().err

@@ -30,6 +30,7 @@ import io
 import json
 import random
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import save_image, write_json
+from ..atomic import save_image, sha256_of, write_json
 from ..masks import mask_values_for
 from ..errors import MissingFileError, UserError
 
@@ -109,22 +110,64 @@ def check_annotations(coco, ann_file: Path) -> None:
             raise UserError(f"{ann_file}: image {img.get('id', '?')} has no file_name; re-download the annotations")
 
 
-def category_ids(coco, classes: Sequence[str]) -> List[int]:
-    by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
-    ids = []
-    for name in classes:
-        if name not in by_name:
-            near = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid names include {', '.join(sorted(by_name)[:8])}, ..."
+def _open_sources(roots: Sequence[Path], splits: Sequence[str]) -> Dict[str, List[tuple]]:
+    """Split -> [(root, pycocotools COCO)] over the folders that hold that split's annotations.
+
+    A folder may hold either split or both; each split asked for must be in at least one folder."""
+    sources: Dict[str, List[tuple]] = {split: [] for split in splits}
+    for root in roots:
+        if not root.is_dir():
+            raise MissingFileError(f"--coco-root {root} is not a folder; give folders that hold annotations/ and "
+                                   "train2017/ and/or val2017/")
+        found = [split for split in splits if (root / "annotations" / f"instances_{SPLITS[split]}.json").is_file()]
+        if not found:
+            wanted = " or ".join(f"annotations/instances_{SPLITS[s]}.json" for s in splits)
+            raise MissingFileError(f"--coco-root {root} holds no {wanted}; each folder must hold at least one split")
+        for split in found:
+            if not (root / SPLITS[split]).is_dir():
+                raise MissingFileError(f"image folder {root / SPLITS[split]} is missing; --coco-root must hold "
+                                       f"{SPLITS[split]}/*.jpg beside annotations/instances_{SPLITS[split]}.json")
+            sources[split].append((root, load_coco(root / "annotations" / f"instances_{SPLITS[split]}.json")))
+    for split, found in sources.items():
+        if not found:
+            raise MissingFileError(f"no --coco-root folder holds annotations/instances_{SPLITS[split]}.json for the "
+                                   f"{split} split; add a folder that does, or build --splits "
+                                   f"{','.join(s for s in splits if s != split) or 'train'}")
+    return sources
+
+
+def _source_class_ids(sources: Dict[str, List[tuple]], classes: Sequence[str]) -> Dict[tuple, List[Optional[int]]]:
+    """(split, folder number) -> each class's category id there, matched by name (None: not in that folder).
+
+    A class found in no folder is a typo: one line with the nearest names, before anything is written."""
+    ids = {}
+    for split, found in sources.items():
+        for k, (root, coco) in enumerate(found):
+            by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
+            ids[split, k] = [by_name.get(name) for name in classes]
+    for c, name in enumerate(classes):
+        if all(v[c] is None for v in ids.values()):
+            names = sorted({n for _, coco in (s for f in sources.values() for s in f)
+                            for n in (x["name"] for x in coco.loadCats(coco.getCatIds()))})
+            near = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid names include {', '.join(names[:8])}, ..."
             raise UserError(f"unknown COCO class {name!r}{hint}")
-        ids.append(by_name[name])
+    for (split, k), v in ids.items():
+        missing = [classes[c] for c, cid in enumerate(v) if cid is None]
+        if missing:
+            warnings.warn(f"{sources[split][k][0]} ({SPLITS[split]}) has no category named {', '.join(missing)}: its "
+                          f"images count as holding none", RuntimeWarning, stacklevel=3)
     return ids
 
 
-def select_images(coco, cat_ids: Sequence[int], min_size: float) -> Dict[int, List[int]]:
-    """Image id -> indices of the chosen classes that qualify it (a big enough non-crowd instance)."""
+def select_images(coco, cat_ids: Sequence[Optional[int]], min_size: float) -> Dict[int, List[int]]:
+    """Image id -> indices of the chosen classes that qualify it (a big enough non-crowd instance).
+
+    ``cat_ids[c]`` is None where this folder has no category for class c."""
     chosen: Dict[int, List[int]] = {}
     for c, cid in enumerate(cat_ids):
+        if cid is None:
+            continue
         for ann in coco.loadAnns(coco.getAnnIds(catIds=[cid], iscrowd=False)):
             w, h = ann["bbox"][2], ann["bbox"][3]
             if w >= min_size and h >= min_size:
@@ -134,15 +177,17 @@ def select_images(coco, cat_ids: Sequence[int], min_size: float) -> Dict[int, Li
     return chosen
 
 
-def explain_empty(coco, cat_ids, classes, min_size, split_dir: str) -> str:
+def explain_empty(sources: List[tuple], class_ids: List[list], classes, min_size, split: str, flag: str) -> str:
     sizes = []
-    for cid in cat_ids:
-        for ann in coco.loadAnns(coco.getAnnIds(catIds=[cid], iscrowd=False)):
-            sizes.append(min(ann["bbox"][2], ann["bbox"][3]))
+    for (root, coco), cat_ids in zip(sources, class_ids):
+        for cid in cat_ids:
+            if cid is not None:
+                sizes += [min(a["bbox"][2], a["bbox"][3]) for a in coco.loadAnns(coco.getAnnIds(catIds=[cid], iscrowd=False))]
+    where = f"{SPLITS[split]} of {', '.join(str(root) for root, _ in sources)}"
     if not sizes:
-        return f"{split_dir} has no non-crowd instance of {list(classes)}; choose other --classes"
-    return (f"{split_dir}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
-            f"{min_size}x{min_size} (the largest has its smaller side {max(sizes):.0f}); lower --min-size")
+        return f"{where} has no non-crowd instance of {list(classes)}; choose other --classes"
+    return (f"{where}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
+            f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); lower {flag}")
 
 
 def apply_caps(chosen: Dict[int, List[int]], n_classes: int, per_class: Optional[int], per_split: Optional[int], seed: int) -> List[int]:
@@ -164,21 +209,21 @@ def apply_caps(chosen: Dict[int, List[int]], n_classes: int, per_class: Optional
     return sorted(ids)
 
 
-def build_masks(coco, img: dict, cat_ids: Sequence[int]) -> np.ndarray:
+def build_masks(coco, img: dict, cat_ids: Sequence[Optional[int]]) -> np.ndarray:
     """(C, H, W) bool at the original size: union of annToMask per class (crowd and small kept)."""
     out = np.zeros((len(cat_ids), img["height"], img["width"]), dtype=bool)
     for c, cid in enumerate(cat_ids):
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=None)):
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=None)) if cid is not None else ():
             out[c] |= coco.annToMask(ann).astype(bool)
     return out
 
 
-def scaled_boxes(coco, img: dict, cat_ids: Sequence[int], size: int) -> Dict[int, List[List[int]]]:
+def scaled_boxes(coco, img: dict, cat_ids: Sequence[Optional[int]], size: int) -> Dict[int, List[List[int]]]:
     """Class index -> non-crowd instance boxes [x1, y1, x2, y2] in the resized image."""
     sx, sy = size / img["width"], size / img["height"]
     boxes: Dict[int, List[List[int]]] = {}
     for c, cid in enumerate(cat_ids):
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=False)):
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], catIds=[cid], iscrowd=False)) if cid is not None else ():
             x, y, w, h = ann["bbox"]
             box = [int(round(x * sx)), int(round(y * sy)), int(round((x + w) * sx)) - 1, int(round((y + h) * sy)) - 1]
             boxes.setdefault(c, []).append([min(max(v, 0), size - 1) for v in box])
@@ -209,20 +254,77 @@ def decode_bits(path: Path, n: int) -> np.ndarray:
     return np.stack([(bits >> c) & 1 for c in range(n)]).astype(bool)
 
 
-def _build_entry(coco, image_id: int, coco_root: Path, out: Path, split: str, cat_ids, classes, chosen, size: int) -> dict:
+@dataclass
+class Candidate:
+    """One image a split may take: where it is, which classes qualify it, and the name it is stored under."""
+    folder: int                        # its --coco-root's position
+    root: Path
+    coco: object                       # that folder's pycocotools COCO for the split
+    cat_ids: List[Optional[int]]       # each class's category id in that folder (None: absent there)
+    image_id: int
+    chosen: List[int]                  # the classes that qualify it under its split's rule
+    test_rule: bool                    # it also meets the test split's rule (so it may validate)
+    name: str = ""
+
+    @property
+    def img(self) -> dict:
+        return self.coco.imgs[self.image_id]
+
+
+def _candidates(split: str, found: List[tuple], class_ids: Dict[tuple, list], rule: float, min_size: float) -> List[Candidate]:
+    """Every image of ``split`` that qualifies under ``rule``, folder by folder, in id order."""
+    out = []
+    for k, (root, coco) in enumerate(found):
+        cat_ids = class_ids[split, k]
+        strict = select_images(coco, cat_ids, min_size)
+        for image_id, chosen in sorted(select_images(coco, cat_ids, rule).items()):
+            out.append(Candidate(k, root, coco, cat_ids, image_id, chosen, image_id in strict))
+    return out
+
+
+def _file_key(cand: Candidate, split: str, hashed: bool) -> List[tuple]:
+    """The keys that make two images the same: COCO id with file name, and (several folders) the file's content."""
+    keys = [("id", cand.image_id, Path(cand.img["file_name"]).name)]
+    src = inside(cand.root / SPLITS[split], cand.img["file_name"], f"COCO id {cand.image_id}: file_name")
+    if hashed and src.is_file():
+        keys.append(("sha256", sha256_of(src)))
+    return keys
+
+
+def _take_once(per_split: Dict[str, List[Candidate]], hashed: bool) -> Dict[str, int]:
+    """Drop images already taken: the test split first (a test image never trains), then folder order.
+
+    Names each kept image's files (its COCO id; ``<id>-<folder>`` when another folder's image has that id).
+    Returns how many were dropped per split."""
+    seen, dropped = set(), {}
+    for split in sorted(per_split, key=lambda s: s != "test"):
+        kept, names = [], set()
+        for cand in per_split[split]:
+            keys = _file_key(cand, split, hashed)
+            if any(key in seen for key in keys):
+                continue
+            seen.update(keys)
+            name = f"{cand.image_id:012d}.png"
+            cand.name = name if name not in names else f"{cand.image_id:012d}-{cand.folder}.png"
+            names.add(cand.name)
+            kept.append(cand)
+        dropped[split] = len(per_split[split]) - len(kept)
+        per_split[split] = kept
+    return dropped
+
+
+def _build_entry(cand: Candidate, out: Path, split: str, classes, size: int) -> dict:
     """Write one image and its mask PNG (unless already there); return its index entry."""
-    split_dir = SPLITS[split]
-    img = coco.loadImgs([image_id])[0]
-    name = f"{image_id:012d}.png"
-    im_path, mask_path = out / "images" / split / name, out / "masks" / split / name
+    split_dir, img, image_id = SPLITS[split], cand.img, cand.image_id
+    im_path, mask_path = out / "images" / split / cand.name, out / "masks" / split / cand.name
+    src = inside(cand.root / split_dir, img["file_name"], f"COCO id {image_id}: file_name")
     if not (im_path.is_file() and mask_path.is_file()):
-        src = inside(coco_root / split_dir, img["file_name"], f"COCO id {image_id}: file_name")
         if not src.is_file():
-            raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {coco_root / split_dir}")
+            raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {cand.root / split_dir}")
         try:
             with _bounded_pixels(), Image.open(src) as raw:
                 raw.load()
-                im, ms = resize_pair(raw, build_masks(coco, img, cat_ids), size)
+                im, ms = resize_pair(raw, build_masks(cand.coco, img, cand.cat_ids), size)
         except Image.DecompressionBombError as exc:
             raise UserError(f"image {src} (COCO id {image_id}) is too large to decode safely ({exc}); remove it "
                             "from the annotations or the folder") from None
@@ -231,23 +333,17 @@ def _build_entry(coco, image_id: int, coco_root: Path, out: Path, split: str, ca
                             "re-run the same command: finished images are kept") from None
         save_image(encode_bits(ms), mask_path)
         save_image(im, im_path)
-    present = [c for c, cid in enumerate(cat_ids) if coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
-    return {"coco_id": image_id, "source_file": f"{split_dir}/{img['file_name']}",
-            "image": f"images/{split}/{name}", "mask": f"masks/{split}/{name}",
-            "classes": [classes[c] for c in present], "selected_for": [classes[c] for c in sorted(chosen[image_id])],
-            "boxes": {str(c): b for c, b in scaled_boxes(coco, img, cat_ids, size).items()}}
+    coco = cand.coco
+    present = [c for c, cid in enumerate(cand.cat_ids)
+               if cid is not None and coco.getAnnIds(imgIds=[image_id], catIds=[cid], iscrowd=None)]
+    return {"coco_id": image_id, "folder": str(cand.root), "source_file": f"{split_dir}/{img['file_name']}",
+            "image": f"images/{split}/{cand.name}", "mask": f"masks/{split}/{cand.name}",
+            "classes": [classes[c] for c in present], "selected_for": [classes[c] for c in sorted(cand.chosen)],
+            "test_rule": cand.test_rule,
+            "boxes": {str(c): b for c, b in scaled_boxes(coco, img, cand.cat_ids, size).items()}}
 
 
-def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
-               size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
-               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print,
-               out_flag: str = "--out") -> dict:
-    """Build the set under ``out`` and return the index (also written as ``out/index.json``).
-
-    Every setting, the annotation files and the class names are checked before anything is
-    written; ``out_flag`` is how the command that called names ``out`` (``run`` calls it --data)."""
-    coco_root, out = Path(coco_root), Path(out)
-    classes = list(classes)
+def _check_build_options(classes, splits, size) -> None:
     if not classes or len(set(classes)) != len(classes):
         raise UserError(f"--classes needs distinct COCO category names, got {classes}")
     if len(classes) > MAX_CLASSES:
@@ -258,71 +354,135 @@ def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcy
         raise UserError(f"--splits must name train and/or test, got {list(splits)}")
     if size < 8 or size % 8 or size > MAX_SIZE:
         raise UserError(f"--size must be a multiple of 8 (mUNet needs it) from 8 to {MAX_SIZE}, got {size}")
-    settings = dict(classes=classes, min_size=min_size, size=size, max_per_class=max_per_class,
-                    max_per_split=max_per_split, seed=seed, splits=list(splits), coco_root=str(coco_root.resolve()))
-    annotations = {split: load_coco(coco_root / "annotations" / f"instances_{SPLITS[split]}.json") for split in splits}
-    for split, coco in annotations.items():
-        category_ids(coco, classes)  # a mistyped class: one line, and nothing written yet
-        if not (coco_root / SPLITS[split]).is_dir():
-            raise MissingFileError(f"image folder {coco_root / SPLITS[split]} is missing; --coco-root must hold "
-                                   f"{SPLITS[split]}/*.jpg")
-    check_settings(out, settings, out_flag)
-    values = mask_values_for(len(classes))
-    index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, values)), "splits": {}}
-    counts = {}
-    for split in splits:
-        split_dir = SPLITS[split]
-        coco = annotations[split]
-        cat_ids = category_ids(coco, classes)
-        chosen = select_images(coco, cat_ids, min_size)
-        if not chosen:
-            raise UserError(explain_empty(coco, cat_ids, classes, min_size, split_dir))
-        empty = [name for c, name in enumerate(classes) if not any(c in v for v in chosen.values())]
-        if empty:
-            warnings.warn(f"{split} ({split_dir}): no image qualifies for {', '.join(empty)} (no non-crowd instance of "
-                          f"at least {min_size:g}x{min_size:g}); those channels will have no images selected for them "
-                          "in this split", RuntimeWarning, stacklevel=2)
-        ids = apply_caps(chosen, len(classes), max_per_class, max_per_split, seed)
-        if progress:
-            from tqdm.auto import tqdm
 
-            ids = tqdm(ids, desc=f"build-coco {split}", unit="img", mininterval=1.0)
-        entries = [_build_entry(coco, image_id, coco_root, out, split, cat_ids, classes, chosen, size) for image_id in ids]
-        index["splits"][split] = entries
-        counts[split] = {name: sum(name in e["classes"] for e in entries) for name in classes}
-    index["counts"] = counts
+
+def split_rule(classes: Sequence[str], side: float) -> str:
+    """Why an image is in a split, in words."""
+    return f"a non-crowd {' or '.join(classes)} of at least {side:g}x{side:g} px"
+
+
+def build_settings(coco_root, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
+                   size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None,
+                   seed: int = 0, splits: Sequence[str] = ("train", "test"), train_min_size: Optional[float] = None) -> dict:
+    """The settings a build records (``build_settings.json``), checked; its folders resolved, in the order given."""
+    roots = [Path(r) for r in ([coco_root] if isinstance(coco_root, (str, Path)) else coco_root)]
+    classes = list(classes)
+    _check_build_options(classes, splits, size)
+    if not roots or len({r.resolve() for r in roots}) != len(roots):
+        raise UserError(f"--coco-root needs one or more distinct folders, got {[str(r) for r in roots]}")
+    return dict(classes=classes, min_size=min_size, train_min_size=min_size if train_min_size is None else train_min_size,
+                size=size, max_per_class=max_per_class, max_per_split=max_per_split, seed=seed, splits=list(splits),
+                coco_roots=[str(r.resolve()) for r in roots])
+
+
+def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
+               size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
+               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print,
+               out_flag: str = "--out", train_min_size: Optional[float] = None) -> dict:
+    """Build the set under ``out`` from one COCO folder or several and return the index (also ``out/index.json``).
+
+    ``coco_root``: a folder or a list of them; each holds one split's annotations or both, and
+    categories are matched by name. An image in two folders is taken once (the test split's copy
+    first). ``min_size`` is the test split's rule (and so the validation images'); ``train_min_size``
+    (default: the same) the training split's. Every setting, the annotation files and the class
+    names are checked before anything is written; ``out_flag`` is how the command that called
+    names ``out`` (``run`` calls it --data)."""
+    settings = build_settings(coco_root, classes, min_size, size, max_per_class, max_per_split, seed, splits,
+                              train_min_size)
+    roots, out, classes = [Path(r) for r in settings["coco_roots"]], Path(out), settings["classes"]
+    train_min_size = settings["train_min_size"]
+    sources = _open_sources(roots, splits)
+    check_settings(out, settings, out_flag)
+    class_ids = _source_class_ids(sources, classes)  # a mistyped class: one line, and nothing written yet
+    rules = {split: train_min_size if split == "train" else min_size for split in splits}
+    per_split = {split: _candidates(split, sources[split], class_ids, rules[split], min_size) for split in splits}
+    for split in splits:
+        if not per_split[split]:
+            flag = "--train-min-size" if split == "train" and train_min_size != min_size else "--min-size"
+            raise UserError(explain_empty(sources[split], [class_ids[split, k] for k in range(len(sources[split]))],
+                                          classes, rules[split], split, flag))
+    for split in splits:
+        _warn_empty_classes(per_split[split], classes, split, rules[split])
+    write_json(out / SETTINGS, settings)  # before the first image: it says how they are made
+    dropped = _take_once(per_split, hashed=len(roots) > 1)
+    index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, mask_values_for(len(classes)))),
+             "splits": {}, "summary": {}}
+    for split in splits:
+        index["splits"][split] = _build_split(per_split[split], out, split, classes, settings, progress)
+        index["summary"][split] = _split_summary(index["splits"][split], classes, rules[split], dropped[split])
+    index["counts"] = {split: {name: sum(name in e["classes"] for e in entries) for name in classes}
+                       for split, entries in index["splits"].items()}
     write_json(out / INDEX, index, indent=1)
-    for split, per in counts.items():
-        log(f"{split}: {len(index['splits'][split])} images; per class: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    for split, summary in index["summary"].items():
+        log(f"{split}: {summary['images']} images ({summary['rule']}); per class: "
+            + ", ".join(f"{k} {v}" for k, v in index["counts"][split].items())
+            + (f"; from {', '.join(f'{Path(f).name} {n}' for f, n in summary['folders'].items())}" if len(roots) > 1 else "")
+            + (f"; {summary['taken_once']} found in two folders or both splits were taken once" if summary["taken_once"] else ""))
     return index
+
+
+def _warn_empty_classes(cands: List[Candidate], classes, split: str, rule: float) -> None:
+    empty = [name for c, name in enumerate(classes) if not any(c in cand.chosen for cand in cands)]
+    if empty:
+        warnings.warn(f"{split} ({SPLITS[split]}): no image qualifies for {', '.join(empty)} (no non-crowd instance of "
+                      f"at least {rule:g}x{rule:g}); those channels will have no images selected for them "
+                      "in this split", RuntimeWarning, stacklevel=3)
+
+
+def _build_split(cands: List[Candidate], out: Path, split: str, classes, settings: dict, progress: bool) -> List[dict]:
+    """The split's caps, then its files; its index entries in id order."""
+    chosen = {(c.folder, c.image_id): c.chosen for c in cands}
+    keep = set(apply_caps(chosen, len(classes), settings["max_per_class"], settings["max_per_split"], settings["seed"]))
+    todo = [c for c in cands if (c.folder, c.image_id) in keep]
+    if progress:
+        from tqdm.auto import tqdm
+
+        todo = tqdm(todo, desc=f"build-coco {split}", unit="img", mininterval=1.0)
+    return [_build_entry(c, out, split, classes, settings["size"]) for c in todo]
+
+
+def _split_summary(entries: List[dict], classes, rule: float, taken_once: int) -> dict:
+    """How many images a split holds, why, and from which folders (what cards and reports show)."""
+    folders: Dict[str, int] = {}
+    for e in entries:
+        folders[e["folder"]] = folders.get(e["folder"], 0) + 1
+    return {"images": len(entries), "rule": split_rule(classes, rule), "folders": folders, "taken_once": taken_once,
+            "meet_test_rule": sum(bool(e.get("test_rule", True)) for e in entries)}
 
 
 SETTINGS = "build_settings.json"
 
 
 def check_settings(out: Path, settings: dict, out_flag: str = "--out") -> None:
-    """Record the build's settings before the first image is written; refuse a re-run with others.
+    """Refuse a build into ``out`` with other settings than the ones recorded there (folders included).
 
     A folder from an interrupted build holds images but no ``index.json``; its
     ``build_settings.json`` still says how they were made.
     """
     recorded = [p for p in (out / SETTINGS, out / INDEX) if p.is_file()]
-    same = lambda d: {k: v for k, v in d.items() if k != "coco_root"}  # noqa: E731
     for path in recorded:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise UserError(f"{path} is not valid JSON ({exc}); delete {out} and build again") from None
-        old = data.get("settings", data) if path.name == INDEX else data
-        if same(old) != same(settings):
-            changed = sorted(k for k in set(same(old)) | set(same(settings)) if same(old).get(k) != same(settings).get(k))
-            raise UserError(f"{out} holds a build with other settings ({', '.join(changed)}: "
+        old = _current_terms(data.get("settings", data) if path.name == INDEX else data)
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed:
+            raise UserError(f"{out} holds a build with other settings ("
                             + "; ".join(f"{k} {old.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
                             + f"); use another {out_flag} or the same settings")
     has_images = any((out / "images").glob("*/*.png")) if (out / "images").is_dir() else False
     if not recorded and has_images:
         raise UserError(f"{out} holds images but no {SETTINGS} to say how they were made; use another {out_flag}")
-    write_json(out / SETTINGS, settings)
+
+
+def _current_terms(settings: dict) -> dict:
+    """A build's recorded settings in today's terms: one folder as a list, the training rule as the test's."""
+    settings = dict(settings)
+    if "coco_root" in settings:
+        settings["coco_roots"] = [settings.pop("coco_root")]
+    settings.setdefault("train_min_size", settings.get("min_size"))
+    return settings
 
 
 @contextlib.contextmanager
@@ -373,6 +533,8 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
         if train_or_test not in index["splits"]:
             raise UserError(f"{self.root} has no {train_or_test!r} split (built with --splits {','.join(index['splits'])})")
         self.entries = index["splits"][train_or_test]
+        #: Per split: how many images, the rule that took them, and from which folders (for cards and reports).
+        self.split_summary = index.get("summary", {})
         self.classes = index["classes"]
         self.label_map = dict(index["label_map"])
         self.class_labels = {v: k for k, v in self.label_map.items()}
@@ -387,6 +549,11 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def validation_candidates(self) -> List[int]:
+        """The images that may be held out for validation: those that meet the test split's rule, so
+        that the best weights are chosen on images like the test's (all of them in a one-rule build)."""
+        return [i for i, e in enumerate(self.entries) if e.get("test_rule", True)]
 
     def __getitem__(self, idx: int) -> dict:
         e = self.entries[idx]

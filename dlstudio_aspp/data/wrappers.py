@@ -30,3 +30,27 @@ def dataset_labels(dataset) -> tuple:
     if not pairs:
         return [], mask_values_for(5)
     return [str(k) for k, _ in pairs], [int(v) for _, v in pairs]
+
+
+def split_summary(dataset) -> dict:
+    """Per split, how many images the base dataset holds and why (a built COCO set says; others: {})."""
+    return dict(getattr(innermost_dataset(dataset), "split_summary", None) or {})
+
+
+def validation_pool(dataset) -> list:
+    """The indices of ``dataset`` that may be held out for validation: all of them, unless its base
+    dataset names its ``validation_candidates()`` (indices are mapped through ``Subset``s)."""
+    base = innermost_dataset(dataset)
+    rule = getattr(base, "validation_candidates", None)
+    if rule is None:
+        return list(range(len(dataset)))
+    allowed = set(rule())
+
+    def base_index(i: int) -> int:
+        for d in dataset_chain(dataset):
+            if d is base:
+                return i
+            i = d.indices[i] if hasattr(d, "indices") else i
+        return i
+
+    return [i for i in range(len(dataset)) if base_index(i) in allowed]
