@@ -17,6 +17,9 @@ setup(
         "matplotlib",
         "pillow",
         "tqdm",
+        # report.pdf: Markdown read by markdown-it-py, pages laid out by ReportLab (pip only: no browser, no LaTeX)
+        "markdown-it-py",
+        "reportlab",
         # DLStudio imports these at import time but does not declare them.
         "pymsgbox",
         "torchmetrics",
@@ -25,7 +28,7 @@ setup(
         "sam": ["segment-anything"],
         "ray": ["ray"],
         "tensorboard": ["tensorboard"],
-        "test": ["pytest", "pytest-cov", "segment-anything", "ray", "tensorboard"],
+        "test": ["pytest", "pytest-cov", "pypdf", "segment-anything", "ray", "tensorboard"],
     },
     entry_points={"console_scripts": ["dlstudio-aspp=dlstudio_aspp.cli:main"]},
 )

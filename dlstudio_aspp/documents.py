@@ -1,26 +1,26 @@
 """A report's Markdown as a self-contained HTML file and an A4 PDF, for handing in.
 
-The reports write Markdown (headings, paragraphs, lists, pipe tables, images). This
-module reads that subset into blocks once and renders them twice:
+The Markdown is read once by markdown-it-py (CommonMark with tables, the parser behind
+MyST and Jupyter Book) and rendered twice:
 
 - :func:`to_html`: one file, every figure embedded as a ``data:`` URI, readable offline;
-- :func:`to_pdf`: A4 pages drawn with matplotlib's PDF backend (no browser, no LaTeX):
-  text wraps, tables are set in a fixed-width font, figures are scaled to the page.
+- :func:`to_pdf`: A4 pages laid out by ReportLab's Platypus (a pip install: no browser,
+  no LaTeX). Text and table cells wrap, a table too wide for the page is set in a smaller
+  font and its columns share the width by their content, so no cell is cut off; a
+  heading is kept on the page of what follows it; figures are scaled to fit the page.
+  The text is set in DejaVu Sans (shipped with matplotlib), so ``±``, ``≥`` and ``×``
+  print as themselves.
 """
 from __future__ import annotations
 
 import base64
 import html
-import re
-import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .atomic import write_text
 
-Block = Tuple[str, object]  # ('h', (level, text)) | ('p', text) | ('li', [items]) | ('table', (head, rows)) | ('img', (alt, src))
-
-_IMG = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)\s*$")
 FORMATS = ("md", "html", "pdf")
 
 
@@ -29,75 +29,128 @@ def key_value_table(title: str, values: dict) -> List[str]:
     import json
 
     rows = [f"| {title} | value |", "|---|---|"]
-    return rows + [f"| {k} | {json.dumps(v) if isinstance(v, (list, dict)) else v} |" for k, v in values.items()]
+    return rows + [f"| {k} | {_cell(json.dumps(v) if isinstance(v, (list, dict)) else v)} |" for k, v in values.items()]
 
 
-def _cells(line: str) -> List[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def _cell(value) -> str:
+    """A value as one Markdown table cell: pipes escaped, on one line."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _parser():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+# ---- the document as blocks (what both renderers walk) -----------------------------------------
+
+@dataclass
+class Block:
+    """One block of the document.
+
+    kind: 'h' (``level``, ``inline``), 'p' (``inline``), 'img' (``src``, ``alt``), 'li'
+    (``items``: one inline list per item, ``level`` its nesting), 'table' (``head``: inline
+    lists, ``rows``: lists of inline lists), 'code' (``text``), 'hr'. An inline is the list
+    of markdown-it inline tokens of that text.
+    """
+    kind: str
+    level: int = 0
+    inline: list = field(default_factory=list)
+    src: str = ""
+    alt: str = ""
+    items: list = field(default_factory=list)
+    head: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    text: str = ""
 
 
 def parse(md: str) -> List[Block]:
-    """The blocks of a Markdown text (the subset the reports write)."""
-    blocks: List[Block] = []
-    lines, i, para = md.splitlines(), 0, []
-
-    def end_para():
-        if para:
-            blocks.append(("p", " ".join(para)))
-            para.clear()
-
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if not line.strip():
-            end_para()
-        elif line.startswith("#"):
-            end_para()
-            level = len(line) - len(line.lstrip("#"))
-            blocks.append(("h", (level, line[level:].strip())))
-        elif _IMG.match(line):
-            end_para()
-            alt, src = _IMG.match(line).groups()
-            blocks.append(("img", (alt, src)))
-        elif line.lstrip().startswith("|") and i + 1 < len(lines) and re.match(r"^\s*\|[\s:|-]+\|\s*$", lines[i + 1]):
-            end_para()
-            head, rows, i = _cells(line), [], i + 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            blocks.append(("table", (head, rows)))
-            continue
-        elif re.match(r"^\s*[-*] ", line):
-            end_para()
-            items = []
-            while i < len(lines) and (re.match(r"^\s*[-*] ", lines[i]) or (lines[i].startswith("  ") and items)):
-                text = re.sub(r"^\s*[-*] ", "", lines[i]).strip()
-                if re.match(r"^\s*[-*] ", lines[i]):
-                    items.append(text)
-                else:
-                    items[-1] += " " + text
-                i += 1
-            blocks.append(("li", items))
-            continue
+    """The blocks of a Markdown text, read by markdown-it-py."""
+    tokens, blocks, i = _parser().parse(md), [], 0
+    depth = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.type == "heading_open":
+            blocks.append(Block("h", level=int(t.tag[1]), inline=tokens[i + 1].children))
+            i += 3
+        elif t.type == "paragraph_open" and not t.hidden:
+            children = tokens[i + 1].children
+            images = [c for c in children if c.type == "image"]
+            if len(images) == 1 and all(c.type == "image" or (c.type == "text" and not c.content.strip()) for c in children):
+                blocks.append(Block("img", src=images[0].attrGet("src"), alt=images[0].content))
+            else:
+                blocks.append(Block("p", inline=children))
+            i += 3
+        elif t.type in ("bullet_list_open", "ordered_list_open"):
+            depth += 1
+            i += 1
+        elif t.type in ("bullet_list_close", "ordered_list_close"):
+            depth -= 1
+            i += 1
+        elif t.type == "list_item_open":
+            j, parts = i + 1, []
+            while tokens[j].type not in ("list_item_close", "bullet_list_open", "ordered_list_open"):
+                if tokens[j].type == "inline":
+                    parts.append(tokens[j].children)
+                j += 1
+            blocks.append(Block("li", level=depth, items=parts))
+            i = j if tokens[j].type != "list_item_close" else j + 1
+        elif t.type == "table_open":
+            i, block = _table(tokens, i)
+            blocks.append(block)
+        elif t.type in ("fence", "code_block"):
+            blocks.append(Block("code", text=t.content.rstrip("\n")))
+            i += 1
+        elif t.type == "hr":
+            blocks.append(Block("hr"))
+            i += 1
         else:
-            para.append(line.strip())
-        i += 1
-    end_para()
+            i += 1
     return blocks
 
 
-def _inline_html(text: str) -> str:
-    t = html.escape(text, quote=False)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    t = re.sub(r"(?<![\w*])_(\S(?:.*?\S)?)_(?![\w*])", r"<em>\1</em>", t)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', t)
+def _table(tokens, i: int) -> Tuple[int, Block]:
+    head, rows, row, in_head = [], [], None, False
+    while tokens[i].type != "table_close":
+        t = tokens[i]
+        if t.type == "thead_open":
+            in_head = True
+        elif t.type == "thead_close":
+            in_head = False
+        elif t.type == "tr_open":
+            row = []
+        elif t.type == "tr_close":
+            (head.extend if in_head else rows.append)(row)
+        elif t.type == "inline":
+            row.append(t.children or [])
+        i += 1
+    return i + 1, Block("table", head=head, rows=rows)
 
 
-def _plain(text: str) -> str:
-    t = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
-    t = re.sub(r"`([^`]+)`", r"\1", t)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1", t)
+def plain(inline) -> str:
+    """The text of an inline, as a reader sees it (markup removed)."""
+    out = []
+    for t in inline or []:
+        if t.type in ("text", "code_inline"):
+            out.append(t.content)
+        elif t.type in ("softbreak", "hardbreak"):
+            out.append(" ")
+        elif t.type == "image":
+            out.append(t.content)
+    return "".join(out)
 
+
+def table_cells(md: str) -> List[str]:
+    """Every cell of every table in ``md``, as plain text (what a PDF of it must show)."""
+    cells = []
+    for b in parse(md):
+        if b.kind == "table":
+            cells += [plain(c) for c in b.head] + [plain(c) for r in b.rows for c in r]
+    return cells
+
+
+# ---- HTML ------------------------------------------------------------------------------------------
 
 def _data_uri(path: Path) -> str:
     kind = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}.get(
@@ -107,147 +160,209 @@ def _data_uri(path: Path) -> str:
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
          "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #bbb;padding:.2em .5em}"
-         "th{background:#eee}img{max-width:100%}code{background:#f3f3f3;padding:0 .2em}")
+         "th{background:#eee}img{max-width:100%}code{background:#f3f3f3;padding:0 .2em}"
+         "pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}")
 
 
-def to_html(blocks: Sequence[Block], base: Path, title: str) -> str:
-    """One self-contained HTML page; image paths are read relative to ``base`` and embedded."""
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{STYLE}</style></head><body>"]
-    for kind, value in blocks:
-        if kind == "h":
-            level, text = value
-            out.append(f"<h{level}>{_inline_html(text)}</h{level}>")
-        elif kind == "p":
-            out.append(f"<p>{_inline_html(value)}</p>")
-        elif kind == "li":
-            out.append("<ul>" + "".join(f"<li>{_inline_html(t)}</li>" for t in value) + "</ul>")
-        elif kind == "table":
-            head, rows = value
-            out.append("<table><thead><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in rows)
-                       + "</tbody></table>")
-        elif kind == "img":
-            alt, src = value
-            out.append(f"<p><img alt='{html.escape(alt)}' src='{_data_uri(base / src)}'></p>")
-    out.append("</body></html>")
-    return "\n".join(out)
+def to_html(md: str, base: Path, title: str) -> str:
+    """One self-contained HTML page: markdown-it's rendering, each image read relative to ``base`` and embedded."""
+    parser = _parser()
+    tokens = parser.parse(md)
+    for t in tokens:
+        for child in t.children or []:
+            if child.type == "image" and (base / child.attrGet("src")).is_file():
+                child.attrSet("src", _data_uri(base / child.attrGet("src")))
+    body = parser.renderer.render(tokens, parser.options, {})
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
-class _Pages:
-    """A4 pages filled top to bottom with matplotlib; counts the pages and images it draws."""
+# ---- PDF -------------------------------------------------------------------------------------------
 
-    W, H, M = 8.27, 11.69, 0.6  # inches: A4, margin
+def _fonts() -> Dict[str, str]:
+    """DejaVu Sans and Sans Mono from matplotlib's fonts, registered with ReportLab once."""
+    from matplotlib import get_data_path
+    from reportlab.lib.fonts import addMapping
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
 
-    def __init__(self, pdf) -> None:
-        import matplotlib.pyplot as plt
-
-        self.plt, self.pdf, self.fig, self.pages, self.images = plt, pdf, None, 0, 0
-        self.new_page()
-
-    def new_page(self) -> None:
-        if self.fig is not None:
-            self.pdf.savefig(self.fig)
-            self.plt.close(self.fig)
-        self.fig = self.plt.figure(figsize=(self.W, self.H))
-        self.y = self.H - self.M
-        self.pages += 1
-
-    def need(self, inches: float) -> None:
-        if self.y - inches < self.M and self.y < self.H - self.M:
-            self.new_page()
-
-    def text(self, line: str, size: float = 9, weight: str = "normal", family: str = "sans-serif", indent: float = 0):
-        height = size * 1.45 / 72
-        self.need(height)
-        self.fig.text((self.M + indent) / self.W, self.y / self.H, line, fontsize=size, weight=weight, family=family,
-                      va="top", ha="left")
-        self.y -= height
-
-    def image(self, path: Path) -> None:
-        import matplotlib.image as mpimg
-
-        im = mpimg.imread(path)
-        width = self.W - 2 * self.M
-        height = min(width * im.shape[0] / im.shape[1], self.H - 2 * self.M)
-        self.need(height)
-        width = height * im.shape[1] / im.shape[0]
-        ax = self.fig.add_axes([self.M / self.W, (self.y - height) / self.H, width / self.W, height / self.H])
-        ax.imshow(im)
-        ax.axis("off")
-        self.y -= height + 0.1
-        self.images += 1
-
-    def close(self) -> None:
-        self.pdf.savefig(self.fig)
-        self.plt.close(self.fig)
+    names = {"Sans": "DejaVuSans", "Sans-Bold": "DejaVuSans-Bold", "Sans-Oblique": "DejaVuSans-Oblique",
+             "Sans-BoldOblique": "DejaVuSans-BoldOblique", "Mono": "DejaVuSansMono"}
+    if "Sans" not in pdfmetrics.getRegisteredFontNames():
+        folder = Path(get_data_path()) / "fonts" / "ttf"
+        for name, file in names.items():
+            pdfmetrics.registerFont(TTFont(name, str(folder / f"{file}.ttf")))
+        addMapping("Sans", 0, 0, "Sans")
+        addMapping("Sans", 1, 0, "Sans-Bold")
+        addMapping("Sans", 0, 1, "Sans-Oblique")
+        addMapping("Sans", 1, 1, "Sans-BoldOblique")
+    return names
 
 
-def _table_lines(head: Sequence[str], rows: Sequence[Sequence[str]], width: int = 118) -> List[str]:
-    cols = [head] + [list(r) + [""] * (len(head) - len(r)) for r in rows]
-    widths = [max(len(_plain(r[k])) for r in cols) for k in range(len(head))]
-    while sum(widths) + 3 * len(widths) > width and max(widths) > 8:
-        widths[widths.index(max(widths))] -= 1
-    fmt = lambda r: " | ".join(_plain(c)[:w].ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in cols[1:]]
+def _markup(inline) -> str:
+    """An inline as ReportLab paragraph markup (bold, italics, code, links; text escaped)."""
+    out, esc = [], lambda s: html.escape(s, quote=False)  # noqa: E731
+    tags = {"strong_open": "<b>", "strong_close": "</b>", "em_open": "<i>", "em_close": "</i>", "link_close": "</link>"}
+    for t in inline or []:
+        if t.type == "text":
+            out.append(esc(t.content))
+        elif t.type == "code_inline":
+            out.append(f'<font face="Mono">{esc(t.content)}</font>')
+        elif t.type in ("softbreak", "hardbreak"):
+            out.append(" " if t.type == "softbreak" else "<br/>")
+        elif t.type == "link_open":
+            out.append(f'<link href="{html.escape(t.attrGet("href") or "")}" color="#1a4fa0">')
+        elif t.type in tags:
+            out.append(tags[t.type])
+    return "".join(out)
 
 
-def to_pdf(blocks: Sequence[Block], base: Path, path: Path) -> Tuple[int, int]:
-    """Draw the blocks on A4 pages into ``path``; return (pages, images)."""
-    import matplotlib
+def _styles() -> dict:
+    from reportlab.lib.styles import ParagraphStyle
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.backends.backend_pdf import PdfPages
+    _fonts()
+    body = ParagraphStyle("body", fontName="Sans", fontSize=9, leading=12.5, spaceAfter=5)
+    return {
+        "body": body,
+        1: ParagraphStyle("h1", parent=body, fontName="Sans-Bold", fontSize=16, leading=20, spaceBefore=4, spaceAfter=8,
+                          keepWithNext=1),
+        2: ParagraphStyle("h2", parent=body, fontName="Sans-Bold", fontSize=12.5, leading=16, spaceBefore=10,
+                          spaceAfter=5, keepWithNext=1),
+        3: ParagraphStyle("h3", parent=body, fontName="Sans-Bold", fontSize=10.5, leading=14, spaceBefore=8,
+                          spaceAfter=4, keepWithNext=1),
+        "code": ParagraphStyle("code", parent=body, fontName="Mono", fontSize=7.5, leading=9.5, backColor="#f4f4f4",
+                               borderPadding=4, spaceBefore=3, spaceAfter=8),
+    }
 
-    def draw(f) -> Tuple[int, int]:
-        with PdfPages(f) as pdf:
-            pages = _Pages(pdf)
-            for kind, value in blocks:
-                _draw_block(pages, kind, value, base)
-            pages.close()
-            return pages.pages, pages.images
 
-    counts: List[Tuple[int, int]] = []
+#: Table font sizes tried in turn until the table's natural width fits the page; the last one wraps.
+TABLE_SIZES = (8.0, 7.0, 6.0)
+
+
+def _column_widths(cells: List[List[str]], width: float, size: float) -> Tuple[Optional[List[float]], List[float]]:
+    """(natural widths if they fit ``width`` else None, widths that fit by wrapping) for a table's plain cells."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    pad = 8.0
+    n = max(len(r) for r in cells)
+    font = lambda row: "Sans-Bold" if row == 0 else "Sans"  # noqa: E731  (the head row is bold)
+    natural = [max(stringWidth(r[k], font(j), size) if k < len(r) else 0 for j, r in enumerate(cells)) + pad
+               for k in range(n)]
+    if sum(natural) <= width:
+        return natural, natural
+    words = [max(max((stringWidth(w, font(j), size) for w in r[k].split()), default=0) if k < len(r) else 0
+                 for j, r in enumerate(cells)) + pad for k in range(n)]
+    least = [min(w, width / n * 1.5, nat) for w, nat in zip(words, natural)]
+    if sum(least) >= width:
+        return None, [width * w / sum(least) for w in least]
+    spare = width - sum(least)
+    extra = [nat - lo for nat, lo in zip(natural, least)]
+    return None, [lo + spare * e / sum(extra) for lo, e in zip(least, extra)]
+
+
+def _table_flowable(block: Block, width: float):
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import LongTable, Paragraph, TableStyle
+
+    plain_rows = [[plain(c) for c in block.head]] + [[plain(c) for c in r] for r in block.rows]
+    for size in TABLE_SIZES:
+        fits, widths = _column_widths(plain_rows, width, size)
+        if fits:
+            break
+    style = ParagraphStyle("cell", fontName="Sans", fontSize=size, leading=size * 1.25, splitLongWords=1)
+    head = ParagraphStyle("head", parent=style, fontName="Sans-Bold")
+    data = [[Paragraph(_markup(c), head) for c in block.head]]
+    data += [[Paragraph(_markup(c), style) for c in r] + [""] * (len(block.head) - len(r)) for r in block.rows]
+    table = LongTable(data, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#b0b0b0")),
+                               ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#ececec")),
+                               ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                               ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+                               ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
+    return table
+
+
+def _image_flowable(path: Path, width: float, height: float):
+    from reportlab.platypus import Image as PdfImage
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+    scale = min(width / w, height / h)
+    return PdfImage(str(path), width=w * scale, height=h * scale, hAlign="LEFT")
+
+
+def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float) -> list:
+    from reportlab.platypus import HRFlowable, Paragraph, Spacer
+
+    styles, out = _styles(), []
+    for b in blocks:
+        if b.kind == "h":
+            out.append(Paragraph(_markup(b.inline), styles.get(b.level, styles[3])))
+        elif b.kind == "p":
+            out.append(Paragraph(_markup(b.inline), styles["body"]))
+        elif b.kind == "li":
+            text = "<br/>".join(_markup(part) for part in b.items)
+            out.append(Paragraph(text, _indented(styles["body"], b.level), bulletText="•" if b.level == 1 else "–"))
+        elif b.kind == "table":
+            out += [_table_flowable(b, width), Spacer(1, 6)]
+        elif b.kind == "img":
+            out += [_image_flowable(base / b.src, width, height * 0.85), Spacer(1, 6)]
+        elif b.kind == "code":
+            out.append(Paragraph(html.escape(b.text).replace("\n", "<br/>"), styles["code"]))
+        elif b.kind == "hr":
+            out.append(HRFlowable(width="100%", thickness=0.5, color="#999999", spaceBefore=4, spaceAfter=6))
+    return out
+
+
+def _indented(body, level: int):
+    from reportlab.lib.styles import ParagraphStyle
+
+    return ParagraphStyle(f"li{level}", parent=body, leftIndent=12 * level, bulletIndent=12 * level - 9, spaceAfter=2,
+                          bulletFontName="Sans")
+
+
+def to_pdf(md: str, base: Path, path: Path, title: str = "") -> Tuple[int, int]:
+    """Lay out the Markdown ``md`` on A4 pages into ``path``; return (pages, images)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import cm
+    from reportlab.platypus import SimpleDocTemplate
+
+    blocks = parse(md)
+    margin = 1.6 * cm
+    width, height = A4[0] - 2 * margin, A4[1] - 2 * margin
+    counts = []
+
+    def page_number(canvas, doc):
+        canvas.setFont("Sans", 7.5)
+        canvas.drawRightString(A4[0] - margin, margin / 2, f"{title}  ·  page {doc.page}")
+
+    def draw(f):
+        doc = SimpleDocTemplate(f, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
+                                bottomMargin=margin, title=title, author="dlstudio-aspp")
+        doc.build(_flowables(blocks, base, width, height), onFirstPage=page_number, onLaterPages=page_number)
+        counts.append((doc.page, sum(b.kind == "img" for b in blocks)))
+
     from .atomic import write_with
 
-    write_with(path, lambda f: counts.append(draw(f)))
+    write_with(path, draw)
     return counts[0]
-
-
-def _draw_block(pages: _Pages, kind: str, value, base: Path) -> None:
-    if kind == "h":
-        level, text = value
-        pages.y -= 0.1
-        pages.text(_plain(text), size={1: 16, 2: 13}.get(level, 11), weight="bold")
-    elif kind == "p":
-        for line in textwrap.wrap(_plain(value), 100) or [""]:
-            pages.text(line)
-        pages.y -= 0.06
-    elif kind == "li":
-        for item in value:
-            for k, line in enumerate(textwrap.wrap(_plain(item), 96)):
-                pages.text(("• " if k == 0 else "  ") + line, indent=0.1)
-        pages.y -= 0.06
-    elif kind == "table":
-        for line in _table_lines(*value):
-            pages.text(line, size=6.5, family="monospace")
-        pages.y -= 0.08
-    elif kind == "img":
-        pages.image(base / value[1])
 
 
 def write_document(md_path: Path, formats: Sequence[str] = FORMATS) -> dict:
     """Render the Markdown file ``md_path`` as the ``formats`` beside it; return {format: path}."""
     md_path = Path(md_path)
-    blocks = parse(md_path.read_text())
-    title = next((v[1] for k, v in blocks if k == "h"), md_path.stem)
+    md = md_path.read_text()
+    title = next((plain(b.inline) for b in parse(md) if b.kind == "h"), md_path.stem)
     out = {"md": md_path} if "md" in formats else {}
     if "html" in formats:
-        out["html"] = write_text(md_path.with_suffix(".html"), to_html(blocks, md_path.parent, title))
+        out["html"] = write_text(md_path.with_suffix(".html"), to_html(md, md_path.parent, title))
     if "pdf" in formats:
-        to_pdf(blocks, md_path.parent, md_path.with_suffix(".pdf"))
+        to_pdf(md, md_path.parent, md_path.with_suffix(".pdf"), title)
         out["pdf"] = md_path.with_suffix(".pdf")
     return out
 
 
-__all__ = ["parse", "to_html", "to_pdf", "write_document", "FORMATS"]
+__all__ = ["parse", "plain", "table_cells", "to_html", "to_pdf", "write_document", "FORMATS"]
