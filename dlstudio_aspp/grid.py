@@ -46,6 +46,10 @@ class GridFolder:
     def sam_dir(self) -> Path:
         return self.root / "sam"
 
+    def relative(self, path) -> str:
+        """``path`` as the grid's report and notebook name it: relative to the grid's folder."""
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
     @staticmethod
     def cell_name(loss, aspp: bool, seed) -> str:
         return f"{loss_label(loss)}__aspp-{'on' if aspp else 'off'}__seed-{seed}"

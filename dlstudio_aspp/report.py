@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -316,20 +316,27 @@ class Figure:
 FIGURES: List[Figure] = [Figure("All losses together", "overlay", plot_overlay)]
 
 
-def _figures(runs, figs: Path, rel) -> Tuple[List[str], List[str], List[str]]:
-    """The figure sections: (loss curves and :data:`FIGURES`, ASPP bars, qualitative grid)."""
-    best_worst = plot_best_worst(runs, figs)
-    aspp, qual = plot_aspp(runs, figs), plot_qualitative(runs, figs)
+def _curves_section(folder: GridFolder, runs) -> List[str]:
+    """The best- and worst-seed loss curves of each setting, then :data:`FIGURES`."""
+    rel = folder.relative
     curves = ["## Training loss: best and worst seed", "",
               "Best and worst by the final running loss of each seed's training curve:", "", *best_worst_lines(runs), "",
-              *[f"![{p.stem}]({rel(p)})" for p in best_worst], ""]
+              *[f"![{p.stem}]({rel(p)})" for p in plot_best_worst(runs, folder.figures_dir)], ""]
     for figure in FIGURES:
-        curves += [f"## {figure.title}", "", f"![{figure.alt}]({rel(figure.draw(runs, figs))})", ""]
-    qualitative = ["## Qualitative results (fixed test images, lowest seed of each setting)", "", f"![qualitative]({rel(qual)})", ""]
-    return curves, [f"![aspp]({rel(aspp)})", ""], qualitative
+        curves += [f"## {figure.title}", "", f"![{figure.alt}]({rel(figure.draw(runs, folder.figures_dir))})", ""]
+    return curves
 
 
-def _tables(runs) -> List[str]:
+def _aspp_section(folder: GridFolder, runs) -> List[str]:
+    return [f"![aspp]({folder.relative(plot_aspp(runs, folder.figures_dir))})", ""]
+
+
+def _qualitative_section(folder: GridFolder, runs) -> List[str]:
+    return ["## Qualitative results (fixed test images, lowest seed of each setting)", "",
+            f"![qualitative]({folder.relative(plot_qualitative(runs, folder.figures_dir))})", ""]
+
+
+def _tables(folder: GridFolder, runs) -> List[str]:
     return [
         "## Test metrics (mean ± std over seeds)", "",
         f"Decision rule (from each run's card): {runs[0]['card'].threshold_rule()}; classes absent from prediction "
@@ -355,7 +362,7 @@ def _floors_section(runs) -> List[str]:
     return parts
 
 
-def _scale_section(runs) -> List[str]:
+def _scale_section(folder: GridFolder, runs) -> List[str]:
     why = ("These runs trained against {0, 1} masks, where MSE is at most 1 and falls to a few hundredths while "
            "Dice stays near 0.5 or more, so a large scale leaves the total almost all Dice."
            if runs[0]["card"].binary_targets else
@@ -366,35 +373,67 @@ def _scale_section(runs) -> List[str]:
             "how much of the total loss the Dice term makes up. " + why, "", scale_table(runs)]
 
 
-def _failures_and_sam(folder: GridFolder, failed: dict, rel) -> List[str]:
+def _failures_section(folder: GridFolder, runs) -> List[str]:
+    failed = folder.read_settings().get("failed") or {}
+    if not failed:
+        return []
+    return ["## Failed runs", "", "These runs failed and have no results (the serial grid records runs whose "
+            "loss became NaN or inf; the Ray executor any run that failed twice):", "",
+            "| run | error |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sorted(failed.items())], ""]
+
+
+def sam_section(sam_dir: Path, relative: Callable[[Path], str]) -> List[str]:
+    """The SAM comparison written by ``sam-compare`` into ``sam_dir`` (its tables and figures), or nothing."""
     parts = []
-    if failed:
-        parts += ["", "## Failed runs", "", "These runs failed and have no results (the serial grid records runs whose "
-                  "loss became NaN or inf; the Ray executor any run that failed twice):", "",
-                  "| run | error |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sorted(failed.items())]]
-    sam_tables = sorted(folder.sam_dir.glob("sam_*_metrics.md"))
-    if sam_tables:
-        parts += ["", "## SAM comparison", ""]
-        for table in sam_tables:
-            fig = table.with_name(table.name.replace("_metrics.md", ".png"))
-            parts += [table.read_text(), f"![{fig.stem}]({rel(fig)})" if fig.is_file() else "", ""]
-    return parts
+    for table in sorted(Path(sam_dir).glob("sam_*_metrics.md")):
+        fig = table.with_name(table.name.replace("_metrics.md", ".png"))
+        parts += [table.read_text(), f"![{fig.stem}]({relative(fig)})" if fig.is_file() else "", ""]
+    return ["## SAM comparison", "", *parts] if parts else []
 
 
-def make_report(root: str | Path) -> Path:
-    """Write the figures, tables and ``report.md`` of the grid in ``root``; return the report's path."""
+def _provenance_section(folder: GridFolder, runs) -> List[str]:
+    grid = folder.read_settings()
+    return ["## How it was made", "", *key_value_table("provenance", grid.get("provenance") or {"recorded": "no"}),
+            "", "Each run's own card (`runs/<name>/saved_model.json`) records its provenance and the time of each phase."]
+
+
+#: The grid report's sections, in order: name -> (grid folder, its runs) -> Markdown lines. The report
+#: joins them; the notebook (:mod:`dlstudio_aspp.notebook`) shows each under its own code cell.
+SECTIONS: Dict[str, Callable[[GridFolder, list], List[str]]] = {
+    "header": lambda folder, runs: _header(folder.read_settings(), runs),
+    "loss curves": _curves_section,
+    "test metrics": _tables,
+    "aspp": _aspp_section,
+    "qualitative": _qualitative_section,
+    "dice scale": _scale_section,
+    "failures": _failures_section,
+    "sam": lambda folder, runs: sam_section(folder.sam_dir, folder.relative),
+    "provenance": _provenance_section,
+}
+
+
+def grid_runs(root) -> Tuple[GridFolder, List[dict]]:
+    """(the grid folder, its finished runs) of the experiments folder ``root``, its figures folder made."""
     folder = GridFolder(root)
     if not folder.exists() and RunCard.load_if_present(RunCard.weights_in(folder.root)) is not None:
         raise UserError(f"{folder.root} is a single run's folder; `report` reads an experiments folder "
                         f"(`dlstudio-aspp experiments --out DIR`)")
     runs = load_runs(folder)
-    grid = folder.read_settings()
     folder.figures_dir.mkdir(exist_ok=True)
-    rel = lambda p: p.relative_to(folder.root).as_posix()  # noqa: E731
-    curves, aspp, qualitative = _figures(runs, folder.figures_dir, rel)
-    made = ["", "## How it was made", "", *key_value_table("provenance", grid.get("provenance") or {"recorded": "no"}),
-            "", "Each run's own card (`runs/<name>/saved_model.json`) records its provenance and the time of each phase."]
-    parts = (_header(grid, runs) + curves + _tables(runs) + aspp + qualitative + _scale_section(runs)
-             + _failures_and_sam(folder, grid.get("failed") or {}, rel) + made)
+    return folder, runs
+
+
+def section(name: str, root, runs: Optional[list] = None) -> List[str]:
+    """One section of the grid report of ``root`` (see :data:`SECTIONS`), its figures written."""
+    if name not in SECTIONS:
+        raise UserError(f"no report section {name!r}; the sections are {', '.join(SECTIONS)}")
+    folder, loaded = grid_runs(root) if runs is None else (GridFolder(root), runs)
+    return SECTIONS[name](folder, loaded)
+
+
+def make_report(root: str | Path) -> Path:
+    """Write the figures, tables and ``report.md`` of the grid in ``root``; return the report's path."""
+    folder, runs = grid_runs(root)
+    parts = [line for fn in SECTIONS.values() for line in fn(folder, runs)]
     write_text(folder.report_file, "\n".join(parts) + "\n")
     return folder.report_file

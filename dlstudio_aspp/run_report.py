@@ -9,15 +9,17 @@ phase took. Written as ``report.md`` in the run folder (with ``report.html`` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import Callable, Dict, List
 
 import numpy as np
 
 from .atomic import write_text
 from .card import RunCard
 from .documents import key_value_table
+from .errors import UserError
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import read_json
+from .report import sam_section
 from .plots import pyplot as _plt, running_mean, save_plot as _save
 
 REPORT_NAME = "report.md"
@@ -101,29 +103,72 @@ def data_rows(card: RunCard) -> List[str]:
     return rows + [""]
 
 
-def make_run_report(folder) -> Path:
-    """Write ``report.md`` (and its figures) for the run in ``folder``; return its path."""
-    card = RunCard.load(folder)
-    history, metrics = read_json(card.history_json), read_json(card.metrics_file)
-    figs = card.folder / FIGURES
-    rel = lambda p: Path(p).relative_to(card.folder).as_posix()  # noqa: E731
-    training = plot_training(history, figs / "training.png")
-    per_class = plot_per_class(metrics, figs / "per_class.png")
+def _rel(card: RunCard, path) -> str:
+    return Path(path).resolve().relative_to(card.folder.resolve()).as_posix()
+
+
+def _summary_section(card: RunCard, metrics: dict) -> List[str]:
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in card.seconds.items())
-    parts = [
+    return [
         f"# Run report: {card.folder.name}", "",
         f"mUNet{'+ASPP' if card.model.get('aspp') else ''} (depth {card.model.get('depth')}, output layer "
         f"`{card.model.get('head', 'stock')}`), recipe `{card.recipe}`, loss `{card.spec.get('loss')}`; "
         f"{card.iterations} iterations ({card.epochs} epoch{'s' * (card.epochs != 1)}); test mIoU **{metrics['miou']:.3f}** on "
-        f"{metrics['num_images']} test images. Time: {seconds or 'not recorded'}.", "",
-        "## Test metrics", "", f"Decision rule: {card.threshold_rule()}.", "", *metrics_rows(metrics), "",
-        f"![per class]({rel(per_class)})", "",
-        *([FLOORS_NOTE, "", *floors_rows(metrics), ""] if "floors" in metrics else []),
-        "## Training", "", f"![training]({rel(training)})", "",
-        "## Test images", "", "Input, ground truth, the maximum over the output channels, then each class binarised.", "",
-    ]
-    if card.test_grid.is_file():
-        parts += [f"![test grid]({rel(card.test_grid)})", ""]
-    parts += [*data_rows(card), "## Configuration", "", *key_value_table("option", card.spec), "",
-              "## How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
+        f"{metrics['num_images']} test images. Time: {seconds or 'not recorded'}.", ""]
+
+
+def _metrics_section(card: RunCard, metrics: dict) -> List[str]:
+    per_class = plot_per_class(metrics, card.folder / FIGURES / "per_class.png")
+    return ["## Test metrics", "", f"Decision rule: {card.threshold_rule()}.", "", *metrics_rows(metrics), "",
+            f"![per class]({_rel(card, per_class)})", "",
+            *([FLOORS_NOTE, "", *floors_rows(metrics), ""] if "floors" in metrics else [])]
+
+
+def _training_section(card: RunCard, metrics: dict) -> List[str]:
+    training = plot_training(read_json(card.history_json), card.folder / FIGURES / "training.png")
+    return ["## Training", "", f"![training]({_rel(card, training)})", ""]
+
+
+def _images_section(card: RunCard, metrics: dict) -> List[str]:
+    if not card.test_grid.is_file():
+        return []
+    return ["## Test images", "", "Input, ground truth, the maximum over the output channels, then each class "
+            "binarised; the legend names each class's colour.", "", f"![test grid]({_rel(card, card.test_grid)})", ""]
+
+
+def _appendix_section(card: RunCard, metrics: dict) -> List[str]:
+    commands = card.provenance.get("commands") or [card.provenance.get("command", "not recorded")]
+    return ["## Appendix: the commands and the options", "",
+            "Every command that trained this run, in order (a resumed run lists each part):", "",
+            "```", *[str(c) for c in commands], "```", "",
+            "### Options (the run's spec)", "", *key_value_table("option", card.spec), "",
+            "### How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
+
+
+#: The run report's sections, in order: name -> (card, metrics) -> Markdown lines. The report joins
+#: them; the notebook (:mod:`dlstudio_aspp.notebook`) shows each under its own code cell.
+SECTIONS: Dict[str, Callable[[RunCard, dict], List[str]]] = {
+    "summary": _summary_section,
+    "test metrics": _metrics_section,
+    "training": _training_section,
+    "test images": _images_section,
+    "data": lambda card, metrics: data_rows(card),
+    "sam": lambda card, metrics: sam_section(card.folder / "sam", lambda p: _rel(card, p)),
+    "appendix": _appendix_section,
+}
+
+
+def section(name: str, folder) -> List[str]:
+    """One section of the report of the run in ``folder`` (see :data:`SECTIONS`), its figures written."""
+    if name not in SECTIONS:
+        raise UserError(f"no run report section {name!r}; the sections are {', '.join(SECTIONS)}")
+    card = RunCard.load(folder)
+    return SECTIONS[name](card, read_json(card.metrics_file))
+
+
+def make_run_report(folder) -> Path:
+    """Write ``report.md`` (and its figures) for the run in ``folder``; return its path."""
+    card = RunCard.load(folder)
+    metrics = read_json(card.metrics_file)
+    parts = [line for fn in SECTIONS.values() for line in fn(card, metrics)]
     return write_text(card.folder / REPORT_NAME, "\n".join(parts) + "\n")
