@@ -20,6 +20,10 @@ setup(
         # report.pdf: Markdown read by markdown-it-py, pages laid out by ReportLab (pip only: no browser, no LaTeX)
         "markdown-it-py",
         "reportlab",
+        # report.ipynb: written by nbformat, executed by nbclient in a Python kernel
+        "nbformat",
+        "nbclient",
+        "ipykernel",
         # DLStudio imports these at import time but does not declare them.
         "pymsgbox",
         "torchmetrics",

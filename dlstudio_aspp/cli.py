@@ -281,15 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     _experiments_parser(sub)
     _sam_parser(sub)
     _predict_parser(sub)
-    p = sub.add_parser("report", help="a report of a run or an experiments folder, as Markdown, HTML and PDF",
+    p = sub.add_parser("report", help="a report of a run or an experiments folder: Markdown, HTML, PDF and a notebook",
                        description="For a run folder: its configuration, loss curve and components, per-class IoU/Dice "
                                    "with intervals, TP/FP/FN per class, the test grid, provenance and timings. For an "
                                    "experiments folder: loss curves (best/worst seed, overlay), ASPP on vs off with "
                                    "paired intervals, a qualitative grid, metrics and Dice-scale tables. Everything is "
-                                   "read from the files on disk; the HTML embeds its figures (one file, offline) and "
-                                   "the PDF is A4, made without a browser.")
+                                   "read from the files on disk; the HTML embeds its figures (one file, offline), "
+                                   "the PDF is A4, laid out by ReportLab (no browser, no LaTeX), and report.ipynb is "
+                                   "the executed notebook to hand in: each table and figure under the code cell that "
+                                   "made it and the homework's questions with room for the answers (its code also as "
+                                   "report_notebook.py).")
     p.add_argument("run_dir", help="a run folder (`run --out`) or an experiments folder (`experiments --out`)")
-    p.add_argument("--format", default="md,html,pdf", help="comma-separated: md, html, pdf (default: md,html,pdf)")
+    p.add_argument("--format", default="md,html,pdf,ipynb", help="comma-separated: md, html, pdf, ipynb "
+                                                                 "(default: md,html,pdf,ipynb)")
     p.set_defaults(func="report")
     p = sub.add_parser("compare", help="two runs on the same test images: their mIoU difference, paired per image",
                        description="RUN_A - RUN_B: the mIoU and per-class IoU differences of two runs scored on the "

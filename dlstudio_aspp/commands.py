@@ -270,9 +270,10 @@ def report(args) -> int:
     from .run_report import make_run_report
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
+    known = (*FORMATS, "ipynb")
+    bad = [f for f in formats if f not in known]
     if bad or not formats:
-        raise UserError(f"--format takes {', '.join(FORMATS)} (comma-separated), got {args.format!r}")
+        raise UserError(f"--format takes {', '.join(known)} (comma-separated), got {args.format!r}")
     folder = Path(args.run_dir)
     if GridFolder(folder).exists():
         md = make_report(folder)
@@ -286,8 +287,13 @@ def report(args) -> int:
                             f"of them: dlstudio-aspp report {inside[0]}")
         raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "
                                "(saved_model.json); give the folder `run --out` or `experiments --out` wrote")
-    for kind, path in write_document(md, ["md", *formats]).items():
-        if kind in formats:
+    written = write_document(md, ["md", *formats])
+    if "ipynb" in formats:
+        from .notebook import make_notebook
+
+        written.update(make_notebook(folder))
+    for kind, path in written.items():
+        if kind in formats or kind == "py":
             print(f"{kind}: {path}")
     return 0
 

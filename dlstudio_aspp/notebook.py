@@ -1,0 +1,161 @@
+"""The notebook to hand in: ``report.ipynb``, executed, with every table and figure under the code that made it.
+
+``dlstudio-aspp report FOLDER`` writes it beside ``report.md`` (``--format ipynb``). For a run
+folder or an experiments folder it holds, section by section:
+
+- a Markdown cell with the section's title;
+- a short code cell that calls the package's public API on the folder (``run_report.section``
+  or ``report.section``) and shows what it returns: tables as Markdown, figures as images;
+- after the sections the homework asks about, its question and an empty answer for the
+  student to write.
+
+It is built with nbformat and executed with nbclient in the folder itself (it reads only
+the run files there: no data, no download), so each code cell's output is stored next to
+it. The student edits the answers, re-executes it in Jupyter, and exports it (File >
+Save and Export As > HTML or PDF). The code cells are also written as ``report_notebook.py``
+in the percent format Jupyter, VS Code and jupytext open, for the ``.py`` hand-in.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from .atomic import write_text, write_with
+from .errors import UserError
+
+NOTEBOOK = "report.ipynb"
+SCRIPT = "report_notebook.py"
+#: Seconds one code cell may run before the execution stops with an error.
+CELL_TIMEOUT = 600
+
+ANSWER = "*Your answer:* "
+
+#: The homework's questions, each shown after the report section it is about.
+QUESTIONS: Dict[str, str] = {
+    "loss curves": "**Question.** Show the best- and worst-case loss curves for MSE, Dice and Dice+MSE at two scales. "
+                   "What do the variations between seeds and between losses tell you?",
+    "dice scale": "**Question.** Does Dice+MSE need a scale factor for the Dice term? Why, given the magnitudes "
+                  "of the two terms measured above?",
+    "qualitative": "**Question.** What do you observe in the qualitative results (at least 3 images per case)? "
+                   "Where does each loss, with and without ASPP, succeed and fail?",
+    "test images": "**Question.** What do you observe in these test images? For COCO at 256x256: how do the "
+                   "masks compare with the Shapes results, and why?",
+    "sam": "**Question.** SAM against mUNet on the 5 Shapes and 5 COCO images: compare edge accuracy, "
+           "completeness, false positives and false negatives, with the figures and numbers above.",
+}
+
+
+#: Each section's title in the notebook (the cell above its code).
+TITLES = {"header": "The experiments", "loss curves": "Training loss: best and worst seed",
+          "test metrics": "Test metrics", "aspp": "ASPP on and off", "qualitative": "Qualitative results",
+          "dice scale": "Dice scale factor", "failures": "Failed runs", "sam": "SAM against mUNet",
+          "provenance": "How it was made", "summary": "The run", "training": "Training", "test images": "Test images",
+          "data": "Data", "appendix": "Appendix: the commands and the options"}
+#: Sections whose content is always there (they draw figures; the others are checked before they are listed).
+ALWAYS = {"header", "loss curves", "test metrics", "aspp", "qualitative", "dice scale", "provenance", "summary",
+          "training", "appendix"}
+
+
+def show(lines: Sequence[str] | str, folder=".") -> None:
+    """Display a report section in a notebook: its text as Markdown, each figure as an image.
+
+    ``lines``: the section's Markdown (as :func:`dlstudio_aspp.report.section` returns it), whose
+    own first heading is left out (the notebook's cell above carries it); image paths are read
+    relative to ``folder``."""
+    from IPython.display import Image, Markdown, display
+
+    text = "\n".join(lines) if not isinstance(lines, str) else lines
+    text = re.sub(r"\A\s*#{1,2} [^\n]*\n", "", text)
+    chunks = re.split(r"^!\[[^\]]*\]\(([^)]+)\)\s*$", text, flags=re.M)
+    for k, chunk in enumerate(chunks):
+        if k % 2:
+            display(Image(filename=str(Path(folder) / chunk)))
+        elif chunk.strip():
+            display(Markdown(chunk))
+
+
+def _cells(kind: str, sections: Sequence[str]) -> List:
+    import nbformat.v4 as nbf
+
+    module = "report" if kind == "grid" else "run_report"
+    what = "experiments folder" if kind == "grid" else "run folder"
+    cells = [nbf.new_markdown_cell(
+        f"# Report\n\nThis notebook lives in the {what} it reports on; each code cell below reads the run files "
+        f"here through `dlstudio_aspp.{module}` and shows a table or a figure. Write your answers under each "
+        "question, re-run all cells (Kernel > Restart & Run All) and export it (File > Save and Export As)."),
+        nbf.new_code_cell(f"from dlstudio_aspp import {module}\nfrom dlstudio_aspp.notebook import show\n\n"
+                          f"FOLDER = '.'  # the {what}"
+                          + ("\nruns = report.grid_runs(FOLDER)[1]  # every finished run's card, history and metrics"
+                             if kind == "grid" else ""))]
+    extra = ", runs" if kind == "grid" else ""
+    for name in sections:
+        cells.append(nbf.new_markdown_cell(f"## {TITLES.get(name, name)}"))
+        cells.append(nbf.new_code_cell(f"show({module}.section({name!r}, FOLDER{extra}))"))
+        if name in QUESTIONS:
+            cells.append(nbf.new_markdown_cell(f"{QUESTIONS[name]}\n\n{ANSWER}"))
+    if "sam" not in sections:
+        cells.append(nbf.new_markdown_cell(
+            f"## {TITLES['sam']}\n\nThis folder holds no SAM comparison yet: `dlstudio-aspp sam-compare --run RUN ...` "
+            "writes one into the folder's `sam/`; then `dlstudio-aspp report` on this folder again adds it here.\n\n"
+            f"{QUESTIONS['sam']}\n\n{ANSWER}"))
+    return cells
+
+
+def _sections(folder: Path) -> tuple:
+    """('grid' or 'run', the sections that have content in ``folder``)."""
+    from .grid import GridFolder
+
+    if GridFolder(folder).exists():
+        from . import report
+
+        grid, runs = report.grid_runs(folder)
+        return "grid", [name for name, fn in report.SECTIONS.items() if name in ALWAYS or fn(grid, runs)]
+    from . import run_report
+
+    return "run", [name for name in run_report.SECTIONS if name in ALWAYS or run_report.section(name, folder)]
+
+
+def make_notebook(folder, execute: bool = True) -> Dict[str, Path]:
+    """Write ``report.ipynb`` (executed unless ``execute`` is False) and ``report_notebook.py`` in ``folder``."""
+    import nbformat
+
+    folder = Path(folder)
+    kind, sections = _sections(folder)
+    nb = nbformat.v4.new_notebook(cells=_cells(kind, sections))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if execute:
+        _execute(nb, folder)
+    path = folder / NOTEBOOK
+    write_with(path, lambda f: f.write(nbformat.writes(nb).encode("utf-8")))
+    return {"ipynb": path, "py": write_text(folder / SCRIPT, to_script(nb))}
+
+
+def _execute(nb, folder: Path) -> None:
+    try:
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+        from jupyter_client.kernelspec import NoSuchKernel
+    except ImportError as exc:  # pragma: no cover - both are install_requires
+        raise UserError(f"executing the notebook needs nbclient and ipykernel ({exc}); pip install nbclient ipykernel") from None
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    try:
+        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter, not the cells' output
+    except NoSuchKernel:
+        raise UserError("no Jupyter 'python3' kernel is installed to execute the notebook; pip install ipykernel") from None
+    except CellExecutionError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise UserError(f"a cell of the notebook failed while it ran in {folder}: {first}") from None
+
+
+def to_script(nb) -> str:
+    """The notebook as a percent-format script: ``# %%`` before each code cell, Markdown as ``# %% [markdown]``
+    comments, so the answers travel with the code."""
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            parts.append("# %% [markdown]\n" + "\n".join(f"# {line}".rstrip() for line in cell.source.splitlines()))
+        else:
+            parts.append("# %%\n" + cell.source)
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,73 @@
+"""report.ipynb: executed, code next to its output, the homework's questions, and its code as a .py file."""
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from dlstudio_aspp import cli
+from dlstudio_aspp.notebook import ANSWER, NOTEBOOK, QUESTIONS, SCRIPT, make_notebook
+
+from conftest import SYN_FILES as FILES
+
+
+def _outputs(cell):
+    return [o for o in cell.get("outputs", [])]
+
+
+def _check_executed(nb):
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all("dlstudio_aspp" in code[0].source for _ in [0])
+    assert all(c.execution_count for c in code), "every code cell ran"
+    errors = [o for c in code for o in _outputs(c) if o.output_type == "error"]
+    assert not errors, errors
+    shows = [c for c in code if c.source.startswith("show(")]
+    assert shows and all(_outputs(c) for c in shows), "each section's output is stored under its code"
+    assert any("image/png" in o.get("data", {}) for c in shows for o in _outputs(c)), "a figure among the outputs"
+    assert any("text/markdown" in o.get("data", {}) and "|---|" in o["data"]["text/markdown"]
+               for c in shows for o in _outputs(c)), "a table among the outputs"
+
+
+def test_the_run_notebook_is_executed_where_the_run_is_with_no_data(trained_run, tmp_path, capsys):
+    run = tmp_path / "moved" / "run"
+    shutil.copytree(trained_run, run)  # away from its data: the notebook reads only the run's files
+    assert cli.main(["report", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ipynb: {run / NOTEBOOK}" in printed and f"py: {run / SCRIPT}" in printed
+    nb = nbformat.read(run / NOTEBOOK, as_version=4)
+    _check_executed(nb)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert QUESTIONS["test images"] in text and QUESTIONS["sam"] in text and text.count(ANSWER) >= 2
+    assert "run_report.section('test metrics', FOLDER)" in "\n".join(c.source for c in nb.cells)
+    script = (run / SCRIPT).read_text()
+    assert script.count("# %%") == len(nb.cells) and "# *Your answer:*" in script
+    done = subprocess.run([sys.executable, SCRIPT], cwd=run, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from nbclient import NotebookClient  # the student's re-execution after editing an answer
+
+    nb.cells[-1].source += " The masks are coarse at the edges."
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(run)}}).execute(
+        stderr=subprocess.DEVNULL)
+    _check_executed(nb)
+
+
+def test_the_grid_notebook_asks_the_homeworks_questions_under_their_sections(synthetic_shapes, tmp_path):
+    from dlstudio_aspp.experiments import GridConfig, run_grid
+
+    cfg = GridConfig.from_preset("smoke", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1],
+                                 losses=["mse", "dice+mse:20"], seeds=[0], max_iters=2, progress=False, cpu=True)
+    run_grid(cfg, tmp_path)
+    written = make_notebook(tmp_path)
+    nb = nbformat.read(written["ipynb"], as_version=4)
+    _check_executed(nb)
+    sources = [c.source for c in nb.cells]
+    for section in ("loss curves", "qualitative", "dice scale"):
+        at = sources.index(f"show(report.section({section!r}, FOLDER, runs))")
+        assert sources[at + 1] == f"{QUESTIONS[section]}\n\n{ANSWER}"
+    assert "no SAM comparison yet" in sources[-1] and QUESTIONS["sam"] in sources[-1]
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    with pytest.raises(Exception, match="saved_model.json"):
+        make_notebook(tmp_path)
