@@ -237,6 +237,9 @@ def _sam_parser(sub) -> None:
     p.add_argument("--sam-checkpoint", default=None, help="a SAM checkpoint you downloaded (never downloaded here)")
     p.add_argument("--sam-model", default="vit_b", choices=list(spec_module.SAM_MODELS), help="(default: vit_b; vit_t is MobileSAM)")
     p.add_argument("--sam-masks", default=None, help="folder of PNG masks saved from the SAM online demo")
+    p.add_argument("--export-demo", action="store_true", help="write the chosen test images as OUT/demo_images/<index>.png "
+                   "to upload to the SAM online demo (enlarged to about --sam-size), with index.md naming each one's "
+                   "source; save the demo's masks as <index>.png in a folder and give it to --sam-masks")
     p.add_argument("--everything", action="store_true", help="add a SamAutomaticMaskGenerator column")
     p.add_argument("--show-input", action="store_true", help="add a column with the input image")
     p.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels (default: 2)")

@@ -327,6 +327,8 @@ def sam_compare(args) -> int:
     if args.test_file:
         spec = spec.replace(test_file=args.test_file)
     dataset = open_split(spec, "test", dataroot(spec), card.image_size)
+    if args.export_demo:
+        return _export_demo(args, run, dataset, out)
     result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count,
                      indices=parse_ints(args.indices, "--indices"), seed=args.seed, sam_model=args.sam_model,
                      sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks, everything=args.everything,
@@ -334,6 +336,21 @@ def sam_compare(args) -> int:
                      points_per_side=args.points_per_side, device=device)
     print((out / f"sam_{args.dataset}_metrics.md").read_text())
     print(f"figure: {result['figure']}")
+    return 0
+
+
+def _export_demo(args, run: Path, dataset, out: Path) -> int:
+    """``sam-compare --export-demo``: the chosen test images as files to upload, and what to do next."""
+    from .sam_compare import export_demo, pick_indices
+
+    indices = pick_indices(len(dataset), args.count, parse_ints(args.indices, "--indices"), args.seed)
+    folder = export_demo(dataset, out / "demo_images", indices, args.sam_size)
+    print((folder / "index.md").read_text())
+    masks = out / "demo_masks"
+    print(f"{len(indices)} images in {folder}/. Upload each to the SAM demo, prompt it with a box or points on the "
+          f"object, save the mask it shows as {masks}/<index>.png (or <index>_<class>.png), then:\n"
+          f"  dlstudio-aspp sam-compare --run {run} --dataset {args.dataset}"
+          + (f" --data {args.data}" if args.data else "") + f" --indices {','.join(map(str, indices))} --sam-masks {masks}")
     return 0
 
 

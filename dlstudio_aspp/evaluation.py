@@ -18,9 +18,8 @@ import torch
 from .atomic import save_image
 from .masks import binarize, mask_truth
 from .metrics import MultiLabelConfusion
+from .plots import CLASS_COLOURS
 
-CLASS_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                          [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]], np.float32) / 255
 
 
 def colour_masks(masks: np.ndarray) -> np.ndarray:
@@ -144,10 +143,31 @@ def save_grid(samples, thresholds: torch.Tensor, class_names: Sequence[str], pat
         for c, p in enumerate(panels):
             y, x = head + r * (panel + pad), c * (panel + pad)
             canvas[y:y + panel, x:x + panel] = _panel(p, panel)
-    image = Image.fromarray(canvas)
+    image = Image.fromarray(np.concatenate([canvas, legend_strip(names, canvas.shape[1])]))
     draw = ImageDraw.Draw(image)
     if title:
         draw.text((2, 1), title, fill=(0, 0, 0))
     for c, label in enumerate(labels):
         draw.text((c * (panel + pad) + 2, head - 13), label[:20], fill=(0, 0, 0))
     return save_image(image, path)
+
+
+def legend_strip(class_names: Sequence[str], width: int, row: int = 16) -> np.ndarray:
+    """(H, width, 3) uint8: "class colours:" then a swatch and the name of each class, wrapped to ``width``."""
+    from PIL import Image, ImageDraw
+
+    items, x, y, placed = [], 100, 0, []
+    for k, name in enumerate(class_names):
+        w = 16 + 6 * len(name) + 12
+        if x + w > width and x > 100:
+            x, y = 100, y + row
+        placed.append((x, y, k, name))
+        x += w
+    image = Image.new("RGB", (width, y + row + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 3), "class colours:", fill=(0, 0, 0))
+    for x, y, k, name in placed:
+        colour = class_colours(k + 1)[k]
+        draw.rectangle([x, y + 3, x + 11, y + 14], fill=colour)
+        draw.text((x + 15, y + 3), name, fill=(0, 0, 0))
+    return np.asarray(image)

@@ -6,11 +6,14 @@ the card's input scaling and thresholds, and its masks are resized back to the i
 own size (nearest neighbour). Per image, :func:`write_outputs` writes
 ``<name>_overlay.png`` (the masks drawn on the picture in the class colours),
 ``<name>_<class>.png`` (0/255) per class, and one line of ``predictions.jsonl`` with each
-class's pixel fraction. :func:`predict` is the same in Python, returning the masks.
+class's pixel fraction; ``contact_sheet.png`` shows every overlay with the class colours, and
+a warning says when the pictures are unlike the training images (size, shape, photographs
+for a model trained on synthetic shapes). :func:`predict` is the same in Python, returning the masks.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
@@ -123,6 +126,8 @@ def predict_files(run, paths: Sequence, out, *, batch_size: int = 16, device="cp
     model = card.load_model(device)
     files = find_images(paths)
     pictures = [read_image(f) for f in files]  # every file is checked before anything is written
+    for line in mismatch_warnings(card, pictures):
+        warnings.warn(line, UserWarning, stacklevel=2)
     out = Path(out)
     names = _unique_names(files)
     # the generator runs to its end (a zip with the names would stop one step short: its bar at 0/N)
@@ -130,7 +135,61 @@ def predict_files(run, paths: Sequence, out, *, batch_size: int = 16, device="cp
                in enumerate(_predict_pictures(card, model, pictures, batch_size, device, progress))]
     for record, f in zip(records, files):
         record["file"] = str(f)
+    contact_sheet([out / f"{n}_overlay.png" for n in names], names, card.class_names, out / CONTACT_SHEET)
     return write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def mismatch_warnings(card: RunCard, pictures: Sequence[Image.Image]) -> List[str]:
+    """What makes these pictures unlike the ones the run was trained on: their size and shape, and
+    photographs given to a model that saw only synthetic pictures."""
+    from .registry import DATASETS
+
+    h, w = (int(v) for v in card.image_size)
+    off = [p.size for p in pictures if max(p.size[1] / h, h / p.size[1], p.size[0] / w, w / p.size[0]) > 2
+           or abs(np.log((p.size[0] / p.size[1]) / (w / h))) > np.log(1.25)]
+    if not off:
+        return []
+    sizes = sorted(off, key=lambda s: s[0] * s[1])
+    found = f"{sizes[0][0]}x{sizes[0][1]}" + (f" to {sizes[-1][0]}x{sizes[-1][1]}" if len(sizes) > 1 else "")
+    lines = [f"{len(off)} of {len(pictures)} pictures ({found}, width x height) differ from the {w}x{h} the model was "
+             f"trained on; each is resized to {w}x{h} without keeping its shape, so objects appear at another scale "
+             "than in training"]
+    name = card.spec.get("dataset", "")
+    kind = DATASETS[name] if name in DATASETS else None
+    if kind is not None and kind.synthetic:
+        lines.append(f"this model was trained only on {kind.synthetic}: on photographs or other pictures its masks "
+                     "mean little; for photographs train on COCO (dlstudio-aspp run --dataset coco)")
+    return lines
+
+
+#: The file of ``predict``'s contact sheet: every overlay, named, with the class-colour legend.
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def contact_sheet(overlays: Sequence[Path], names: Sequence[str], class_names: Sequence[str], path: Path,
+                  thumb: int = 192, columns: int = 4) -> Path:
+    """One PNG of all the overlays (each fitted in ``thumb`` px, its name under it) and the class colours."""
+    from PIL import ImageDraw
+
+    from .evaluation import legend_strip
+
+    cols = min(columns, len(overlays))
+    rows = -(-len(overlays) // cols)
+    cell_h = thumb + 16
+    sheet = Image.new("RGB", (cols * (thumb + 6), rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (file, name) in enumerate(zip(overlays, names)):
+        with Image.open(file) as im:
+            im = im.convert("RGB")
+            im.thumbnail((thumb, thumb))
+        x, y = (k % cols) * (thumb + 6), (k // cols) * cell_h
+        sheet.paste(im, (x, y))
+        draw.text((x + 2, y + thumb + 2), name[:30], fill=(0, 0, 0))
+    legend = Image.fromarray(legend_strip(class_names, sheet.width))
+    out = Image.new("RGB", (sheet.width, sheet.height + legend.height), (255, 255, 255))
+    out.paste(sheet, (0, 0))
+    out.paste(legend, (0, sheet.height))
+    return save_image(out, path)
 
 
 def _unique_names(files: Sequence[Path]) -> List[str]:

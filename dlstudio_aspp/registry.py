@@ -187,6 +187,8 @@ class Dataset:
             shapes strewn over the image.
         from_coco: ``run --coco-root`` builds its folder from a COCO download.
         after_run: a line ``run`` prints at the end (``{iterations}`` is filled in).
+        synthetic: what its pictures are, when they are drawn rather than photographed: ``predict``
+            warns that pictures of another size (photographs) are outside what such a model saw.
     """
 
     help: str
@@ -200,12 +202,14 @@ class Dataset:
     floors: bool = False
     from_coco: bool = False
     after_run: str = ""
+    synthetic: str = ""
 
 
 DATASETS: Registry[Dataset] = Registry("--dataset", {
     "shapes": Dataset("PurdueShapes5MultiObject", "data.shapes:PurdueShapes5MultiObjectDataset", "data.open:open_shapes",
                       "data.open:shapes_root", auto_augment="none", auto_normalize="none", run_recipe="modern",
-                      files=True),
+                      files=True, synthetic="synthetic shapes (rectangle, triangle, disk, oval, star) on a noisy "
+                                            "background"),
     "coco": Dataset("a build-coco folder", "data.coco:COCOSegmentationDataset", "data.open:open_coco",
                     "data.open:built_root", auto_augment="standard", auto_normalize="dataset", run_recipe="coco",
                     floors=True, from_coco=True,

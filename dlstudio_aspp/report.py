@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .atomic import write_text
-from .plots import pyplot as _plt, running_mean, save_plot as _save
+from .plots import class_legend, pyplot as _plt, running_mean, save_plot as _save
 from .card import RunCard
 from .masks import mask_truth
 from .errors import MissingFileError, UserError
@@ -183,7 +183,7 @@ def plot_qualitative(runs, out: Path) -> Path:
     titles = ["input", "ground truth"] + [f"{l}\nASPP {'on' if a else 'off'}" for l, a in keys]
     for c, t in enumerate(titles):
         axes[0, c].set_title(t, fontsize=8)
-    return _save(fig, out / "qualitative.png")
+    return _save(fig, out / "qualitative.png", bottom=class_legend(fig, chosen[keys[0]]["card"].class_names))
 
 
 def _ms(values) -> str:

@@ -18,6 +18,7 @@ from . import atomic
 from .card import RunCard
 from .masks import mask_truth
 from .evaluation import overlay, to_rgb
+from .plots import class_legend
 from .mask_metrics import DEFAULT_TOL, mask_scores, mean_scores
 from .errors import UserError
 
@@ -47,13 +48,18 @@ def _overlay(image: torch.Tensor, masks: np.ndarray, gt: np.ndarray) -> np.ndarr
     return out
 
 
-def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool) -> Path:
+#: The SAM column's title for each source of its masks.
+SAM_LABELS = {"local": "SAM (box prompts)", "saved": "SAM (saved demo masks)"}
+
+
+def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool, sam_label: str = SAM_LABELS["local"],
+                class_names: Sequence[str] = ()) -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    cols = ["SAM (box prompts)", "mUNet"]
+    cols = [sam_label, "mUNet"]
     if everything:
         cols.append("SAM everything")
     if show_input:
@@ -61,7 +67,7 @@ def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool
     n = len(rows)
     fig, axes = plt.subplots(n, len(cols), figsize=(len(cols) * PANEL_PX / 100, n * PANEL_PX / 100), dpi=100, squeeze=False)
     for r, row in enumerate(rows):
-        panels = {"input": to_rgb(row["image"]), "SAM (box prompts)": _overlay(row["image"], row["sam"], row["gt"]),
+        panels = {"input": to_rgb(row["image"]), sam_label: _overlay(row["image"], row["sam"], row["gt"]),
                   "mUNet": _overlay(row["image"], row["munet"], row["gt"])}
         if everything:
             panels["SAM everything"] = _overlay(row["image"], row["everything"], row["gt"])
@@ -71,7 +77,8 @@ def save_figure(rows, path: Path, title: str, show_input: bool, everything: bool
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{name}: #{row['index']}", fontsize=7)
     fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03, hspace=0.15)
+    bottom = class_legend(fig, class_names, fontsize=6) if class_names else 0.01
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=bottom, top=0.93, wspace=0.03, hspace=0.15)
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
@@ -92,6 +99,43 @@ def metrics_markdown(result: dict) -> str:
     for method, scores in result["mean"].items():
         lines.append("| " + " | ".join(["**mean**", method] + [_fmt(scores[k]) for k in keys]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _relative(path, start) -> str:
+    """``path`` relative to ``start`` (a report names folders from where it stands)."""
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+
+
+def source_of(dataset, index: int) -> dict:
+    """Where test image ``index`` came from: the base dataset's ``source_of`` (COCO: its id and file), else its
+    position in the test set."""
+    from .data.wrappers import innermost_dataset
+
+    base = innermost_dataset(dataset)
+    return base.source_of(index) if hasattr(base, "source_of") else {"test index": index}
+
+
+def export_demo(dataset, out: Path, indices: Sequence[int], sam_size: int) -> Path:
+    """Write test images ``indices`` as ``<index>.png`` for upload to the SAM demo, enlarged by a whole factor to
+    about ``sam_size`` (as SAM gets them here), with ``index.md`` and ``index.json`` naming each one's source."""
+    from PIL import Image
+
+    out = Path(out)
+    rows = []
+    for idx in indices:
+        rgb = (to_rgb(dataset[idx]["image"]) * 255).round().astype(np.uint8)  # (H, W, 3)
+        factor = max(1, round(sam_size / max(rgb.shape[:2])))
+        im = Image.fromarray(rgb).resize((rgb.shape[1] * factor, rgb.shape[0] * factor), Image.NEAREST)
+        atomic.save_image(im, out / f"{idx}.png")
+        rows.append({"file": f"{idx}.png", "index": idx, "size": list(im.size), **source_of(dataset, idx)})
+    atomic.write_json(out / "index.json", rows)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    table += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    atomic.write_text(out / "index.md", "\n".join(table) + "\n")
+    return out
 
 
 def _sam_runner(sam, sam_model, sam_checkpoint, sam_size: int, points_per_side: int, device):
@@ -167,12 +211,16 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
         rows.append(row)
         records.append({"index": idx, "scores": scores})
     methods = list(dict.fromkeys(m for r in records for m in r["scores"]))
-    result = {"dataset": dataset_name, "run": str(run), "tolerance_px": tolerance, "images": records,
-              "sam_source": f"local SAM {sam_model}" if runner is not None else f"saved masks from {sam_masks}",
+    run_dir = card.folder
+    result = {"dataset": dataset_name, "run": _relative(run_dir, out), "tolerance_px": tolerance, "images": records,
+              "sam_source": f"local SAM {sam_model}" if runner is not None
+              else f"saved demo masks from {_relative(sam_masks, run_dir)}/",
               "mean": {m: mean_scores([r["scores"][m] for r in records if m in r["scores"]]) for m in methods}}
     stem = f"sam_{dataset_name}"
-    result["figure"] = str(save_figure(rows, out / f"{stem}.png", f"{dataset_name}: SAM vs mUNet (white: ground-truth outlines)",
-                                       show_input, everything))
+    label = SAM_LABELS["local" if runner is not None else "saved"]
+    figure = save_figure(rows, out / f"{stem}.png", f"{dataset_name}: SAM vs mUNet (white: ground-truth outlines)",
+                         show_input, everything, label, card.class_names)
+    result["figure"], result["sam_column"] = figure.name, label
     atomic.write_json(out / f"{stem}_metrics.json", result)
     atomic.write_text(out / f"{stem}_metrics.md", metrics_markdown(result))
     return result

@@ -125,3 +125,37 @@ def test_the_progress_bar_ends_at_n_of_n(trained, tmp_path, capsys):
         Image.fromarray(np.full((64, 64, 3), 40 * k, np.uint8)).save(pics / f"{k}.png")
     assert cli.main(["predict", str(trained), str(pics), "--out", str(tmp_path / "out"), "--cpu"]) == 0
     assert "3/3" in capsys.readouterr().err
+
+
+def _has_colour(pixels: np.ndarray, colour, tolerance: int = 12) -> bool:
+    return bool((np.abs(pixels.astype(int) - np.array(colour)).max(-1) <= tolerance).any())
+
+
+def test_predict_warns_of_pictures_unlike_the_training_images_and_draws_a_contact_sheet(trained, tmp_path, capsys):
+    from dlstudio_aspp.evaluation import class_colours
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((300, 400, 3)) * 255).astype(np.uint8)).save(pics / "photo.jpg")
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(pics / "shapes_sized.png")
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(trained), str(pics), "--out", str(out), "--cpu", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 2 pictures (400x300, width x height) differ from the 64x64 the model was trained on" in err
+    assert "trained only on synthetic shapes" in err and "dlstudio-aspp run --dataset coco" in err
+    sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB"))
+    assert sheet.shape[1] == 2 * (192 + 6)
+    legend = sheet[-24:]  # the strip under the overlays: a swatch of each class's colour
+    assert all(_has_colour(legend, c, 0) for c in class_colours(5))
+    assert cli.main(["predict", str(trained), str(pics / "shapes_sized.png"), "--out", str(tmp_path / "o2"), "--cpu",
+                     "--no-progress"]) == 0
+    assert "differ from" not in capsys.readouterr().err
+
+
+def test_the_figures_that_colour_classes_carry_a_legend(trained):
+    """The test grid (numpy and PIL) ends in a strip with each class's colour."""
+    from dlstudio_aspp.evaluation import class_colours
+
+    grid = np.asarray(Image.open(RunCard.load(trained).test_grid).convert("RGB"))
+    assert all(_has_colour(grid[-22:], c, 0) for c in class_colours(5))

@@ -163,3 +163,38 @@ def test_garbage_png_in_saved_masks(tmp_path):
     (tmp_path / "0_disk.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
     with pytest.raises(ValueError, match=r"--sam-masks: .*0_disk\.png is not a readable PNG"):
         masks_from_dir(tmp_path, 0, ["rectangle", "disk"], (4, 4))
+
+
+def test_the_demo_path_end_to_end_on_real_photographs(coco_tiny_3, tmp_path, capsys):
+    """--export-demo writes the images to upload (enlarged as SAM gets them) and a table from index to COCO file;
+    masks saved back from the demo are read with --sam-masks; the figure's SAM column and the report name their
+    source, and the report names folders relative to the run."""
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=coco_tiny_3, losses=["mse"], aspp=[True], seeds=[0],
+                                 max_iters=1, batch_size=2, progress=False, cpu=True)
+    run = run_grid(cfg, tmp_path / "grid")[0]
+    out = run / "sam"
+    base = ["sam-compare", "--run", str(run), "--dataset", "coco", "--data", coco_tiny_3, "--indices", "3,1",
+            "--out", str(out), "--cpu"]
+    assert cli.main(base + ["--export-demo", "--sam-size", "256"]) == 0
+    printed = capsys.readouterr().out
+    demo = out / "demo_images"
+    index = json.loads((demo / "index.json").read_text())
+    test = json.loads((Path(coco_tiny_3) / "index.json").read_text())["splits"]["test"]
+    assert [(r["file"], r["index"], r["coco_id"], r["source_file"]) for r in index] == \
+        [(f"{i}.png", i, test[i]["coco_id"], test[i]["source_file"]) for i in (3, 1)]
+    assert Image.open(demo / "3.png").size == (256, 256)  # 64x64 enlarged 4 times
+    assert f"| 3.png | 3 | [256, 256] | {test[3]['coco_id']} | {test[3]['source_file']} | coco_tiny |" in printed
+    assert f"--sam-masks {out / 'demo_masks'}" in printed
+    masks = out / "demo_masks"
+    masks.mkdir()
+    for i in (3, 1):  # as if saved from the demo: the ground truth at the uploaded size
+        gt = np.array(Image.open(Path(coco_tiny_3) / test[i]["mask"])) > 0
+        Image.fromarray(np.kron(gt, np.ones((4, 4))).astype(np.uint8) * 255).save(masks / f"{i}.png")
+    assert cli.main(base + ["--sam-masks", str(masks)]) == 0
+    res = json.loads((out / "sam_coco_metrics.json").read_text())
+    assert res["sam_column"] == "SAM (saved demo masks)" and res["sam_source"] == "saved demo masks from sam/demo_masks/"
+    assert all(r["scores"]["SAM (saved, vs union)"]["iou"] == 1.0 for r in res["images"])
+    assert cli.main(["report", str(run), "--format", "md"]) == 0
+    report = (run / "report.md").read_text()
+    assert "## SAM comparison" in report and "(saved demo masks from sam/demo_masks/)" in report
+    assert "![sam_coco](sam/sam_coco.png)" in report and str(tmp_path) not in report.split("## Appendix")[0]

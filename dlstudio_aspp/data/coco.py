@@ -550,6 +550,11 @@ class COCOSegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def source_of(self, idx: int) -> dict:
+        """Where image ``idx`` came from: its COCO id, its file in its COCO folder, and that folder's name."""
+        e = self.entries[idx]
+        return {"coco_id": e["coco_id"], "source_file": e["source_file"], "folder": Path(e.get("folder", "")).name}
+
     def validation_candidates(self) -> List[int]:
         """The images that may be held out for validation: those that meet the test split's rule, so
         that the best weights are chosen on images like the test's (all of them in a one-rule build)."""
