@@ -335,7 +335,7 @@ def sam_compare(args) -> int:
                      show_input=args.show_input, tolerance=args.tolerance, sam_size=args.sam_size,
                      points_per_side=args.points_per_side, device=device)
     print((out / f"sam_{args.dataset}_metrics.md").read_text())
-    print(f"figure: {result['figure']}")
+    print(f"figure: {out / result['figure']}")
     return 0
 
 

@@ -295,10 +295,37 @@ def _image_flowable(path: Path, width: float, height: float):
 
 
 def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float) -> list:
+    """The blocks as Platypus flowables; a heading is kept on one page with what follows it up to its
+    first table or figure."""
+    from reportlab.platypus import KeepTogether
+
+    out, group, previous = [], None, None
+    for b in blocks:
+        made = _block_flowables(b, base, width, height)
+        if b.kind == "h" and previous == "h" and group is not None:
+            group += made  # a heading right under a heading: one group
+        elif b.kind == "h":
+            if group:
+                out.append(KeepTogether(group))
+            group = made
+        elif group is not None:
+            group += made
+            if b.kind not in ("p", "li", "h"):
+                out.append(KeepTogether(group))
+                group = None
+        else:
+            out += made
+        previous = b.kind
+    if group:
+        out.append(KeepTogether(group))
+    return out
+
+
+def _block_flowables(b: Block, base: Path, width: float, height: float) -> list:
     from reportlab.platypus import HRFlowable, Paragraph, Spacer
 
     styles, out = _styles(), []
-    for b in blocks:
+    for b in [b]:
         if b.kind == "h":
             out.append(Paragraph(_markup(b.inline), styles.get(b.level, styles[3])))
         elif b.kind == "p":
