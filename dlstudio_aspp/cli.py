@@ -163,6 +163,7 @@ def _experiments_parser(sub) -> None:
     p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run, also its torch threads (default: 1)")
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="ray: GPUs per run, a fraction shares a card (default: 1 when this machine has a GPU, else 0)")
+    _coco_build_options(p, run=True)
     add_spec_options(p, grid=True)
     p.set_defaults(func="experiments")
 
@@ -226,7 +227,8 @@ def _sam_parser(sub) -> None:
                        description="Figure (one row per image: SAM overlay | mUNet overlay, ground-truth outlines) and "
                                    "metrics (IoU, boundary F1, completeness, FP/FN rates) as JSON and markdown. SAM masks "
                                    "come from a local checkpoint (--sam-checkpoint) or from PNGs saved from the online demo "
-                                   "(--sam-masks DIR, files <index>.png or <index>_<class>.png).")
+                                   "(--sam-masks DIR, files <index>.png or <index>_<class>.png); --export-demo first "
+                                   "writes the images to upload.")
     p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
     p.add_argument("--dataset", default="shapes", choices=list(DATASETS), help="(default: shapes)")
     p.add_argument("--data", default=None, help=f"data folder (default: {DEFAULT_SHAPES_DATA}; for coco: the build-coco folder)")
@@ -254,8 +256,9 @@ def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="run a trained model on your own images",
                        description="Masks for your own pictures (any size; PNG, JPEG, grey or RGBA): per image an "
                                    "overlay PNG, one 0/255 mask PNG per class, and a line of predictions.jsonl with "
-                                   "each class's pixel fraction. The run's card gives the image size, the input "
-                                   "scaling and the thresholds.")
+                                   "each class's pixel fraction; contact_sheet.png shows every overlay with the class "
+                                   "colours. The run's card gives the image size, the input scaling and the thresholds; "
+                                   "a warning says when the pictures are unlike the training images.")
     p.add_argument("run", help="a run folder (saved_model + saved_model.json)")
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
     p.add_argument("--out", required=True, help="where the masks, overlays and predictions.jsonl go")

@@ -5,6 +5,7 @@ changes an existing folder.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 import time
 from typing import Optional
@@ -102,8 +103,9 @@ def run(args) -> int:
 
 
 def _coco_set(spec: RunSpec, args) -> RunSpec:
-    """``run --dataset coco --coco-root ROOT``: build the set into --data (default data/coco_<classes>) when it
-    holds none, with build-coco's defaults; the spec then points at it."""
+    """``run`` or ``experiments --dataset coco --coco-root ROOT...``: build the set into --data (default
+    data/coco_<classes>_<size>...) when it holds none, with the builder's options given; a set built
+    there before must have the same settings. The spec then points at it."""
     if args.coco_root is None and args.classes is None:
         return spec
     from .registry import DATASETS
@@ -217,6 +219,7 @@ def experiments(args) -> int:
         elif values:
             given[name] = values[0]
     cfg = GridConfig.from_preset(args.preset, **axes, extra=extra, **given).validate()
+    cfg = dataclasses.replace(cfg, spec=_coco_set(cfg.spec, args))  # --coco-root: the set is built first
     if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
         raise UserError("--address and --gpus-per-run need --executor ray")
     with FolderLock(out, "dlstudio-aspp experiments"):

@@ -5,7 +5,9 @@
 """
 The stock semantic_segmentation.py recipe, on a COCO set built with
 
-    dlstudio-aspp build-coco --coco-root /path/to/coco --classes person --size 128 --out ./data/coco_seg
+    dlstudio-aspp build-coco --coco-root /path/to/coco [/path/to/another ...] --classes person --size 128 --out ./data/coco_seg
+
+(or by this script from `coco_roots` below, when the set is not there yet).
 
 mUNet(+ASPP) with one output channel per COCO class, at the set's size. By default it trains
 with the 'coco' recipe, as `dlstudio-aspp run --dataset coco` does: standard augmentation,
@@ -24,6 +26,8 @@ head = 'dense'             ##  'dense': every output pixel is predicted; 'stock'
 use_aspp = True            ##  False gives the stock mUNet, for comparison
 aspp_rates = None          ##  None: by the bottleneck (2,4,6 up to 128x128, 6,12,18 at 256x256); or e.g. (2, 4, 6)
 coco_set = "./data/coco_seg/"
+coco_roots = []            ##  COCO folders to build coco_set from when it is not built yet, e.g. ['/data/coco', './my_export']
+coco_classes = ['person']  ##  the classes to build (with coco_roots)
 options = {}               ##  more run options, e.g. dict(epochs=150) on a GPU (see `dlstudio-aspp run --help`)
 
 from DLStudio import *
@@ -34,6 +38,9 @@ from dlstudio_aspp.spec import rates_for
 from dlstudio_aspp.errors import one_line_errors
 one_line_errors()          ##  bad data or settings print one line instead of a traceback
 
+if coco_roots and not os.path.isfile(os.path.join(coco_set, "index.json")):
+    from dlstudio_aspp.data.coco import build_coco
+    build_coco(coco_roots, coco_set, classes=coco_classes, size=128)   ##  128x128 for a CPU; 256 on a GPU
 index = read_index(coco_set)
 classes, size = tuple(index["classes"]), index["settings"]["size"]
 

@@ -170,16 +170,33 @@ def test_the_coco_example_runs_like_the_stock_script(coco_tiny, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     C.build_coco(coco_tiny, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
                  log=lambda s: None)
+    proc = _run_example(repo, tmp_path, {})
+    card = json.loads((tmp_path / "saved_model_coco.json").read_text())
+    assert card["spec"]["recipe"] == "coco" and card["model"]["aspp_rates"] == [6, 12, 18] and card["augment"] == "standard"
+    assert "fixed mask" in proc.stdout and card["iterations"] == 2
+
+
+def _run_example(repo: Path, where: Path, replace: dict):
     script = (repo / "examples" / "semantic_segmentation_coco.py").read_text()
     assert "options = {}" in script and "depth=16" in script
     script = script.replace("options = {}", "options = dict(max_iters=2, progress=False)").replace("depth=16", "depth=4")
     script = script.replace("os.path.dirname(os.path.abspath(__file__))", repr(str(repo / "examples")))
-    (tmp_path / "example.py").write_text(script)
-    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    for old, new in replace.items():
+        assert old in script, old
+        script = script.replace(old, new)
+    (where / "example.py").write_text(script)
+    proc = subprocess.run([sys.executable, "example.py"], cwd=where, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    card = json.loads((tmp_path / "saved_model_coco.json").read_text())
-    assert card["spec"]["recipe"] == "coco" and card["model"]["aspp_rates"] == [6, 12, 18] and card["augment"] == "standard"
-    assert "fixed mask" in proc.stdout and card["iterations"] == 2
+    return proc
+
+
+def test_the_coco_example_builds_its_set_from_several_folders(coco_tiny, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    extra = _tiny_extra(tmp_path)
+    _run_example(repo, tmp_path, {"coco_roots = []": f"coco_roots = [{str(coco_tiny)!r}, {str(extra)!r}]"})
+    index = json.loads((tmp_path / "data" / "coco_seg" / "index.json").read_text())
+    assert index["settings"]["coco_roots"] == [str(coco_tiny.resolve()), str(extra.resolve())]
+    assert json.loads((tmp_path / "saved_model_coco.json").read_text())["model"]["aspp_rates"] == [2, 4, 6]  # 128x128
 
 
 def _edit_train_json(root, change):
@@ -473,3 +490,19 @@ def test_run_builds_from_two_real_folders_then_trains(coco_tiny, tmp_path, capsy
     again = [a if a != "100" else "150" for a in argv]
     assert cli.main(again[:again.index("--out") + 1] + [str(tmp_path / "other")] + again[again.index("--out") + 2:]) == 2
     assert "other settings (train_min_size 100.0 there, 150.0 now)" in capsys.readouterr().err
+
+
+def test_experiments_build_from_several_folders_first(coco_tiny, tmp_path, capsys):
+    from dlstudio_aspp import cli
+
+    extra = _tiny_extra(tmp_path, n=6)
+    data = tmp_path / "set"
+    argv = ["experiments", str(tmp_path / "grid"), "--preset", "smoke", "--dataset", "coco", "--coco-root",
+            str(coco_tiny), str(extra), "--train-min-size", "100", "--size", "64", "--data", str(data), "--loss", "mse",
+            "--aspp", "on", "--seed", "0", "--max-iters", "1", "--no-progress", "--cpu", "--no-report"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "building the COCO set for person" in capsys.readouterr().out
+    index = json.loads((data / "index.json").read_text())
+    assert index["summary"]["train"]["folders"][str(extra.resolve())] == 6
+    card = json.loads(next((tmp_path / "grid" / "runs").glob("*/saved_model.json")).read_text())
+    assert card["data"]["train"]["rule"].endswith("100x100 px") and card["spec"]["data"].rstrip("/") == str(data)
