@@ -47,6 +47,24 @@ def test_the_pdf_drops_no_table_cell_and_wraps_what_is_long(tmp_path):
     assert not missing, missing
 
 
+def test_a_heading_is_never_the_last_line_of_a_page(tmp_path):
+    """Headings are kept with what follows them up to their first table or figure, across many page breaks."""
+    from pypdf import PdfReader
+
+    parts = ["# Long"]
+    for k in range(12):
+        rows = [f"| {k}.{j} | " + "word " * 12 + "|" for j in range(9)]
+        parts += ["", f"## Section {k}", "", "A sentence under the heading.", "", "| a | b |", "|---|---|", *rows]
+    (tmp_path / "r.md").write_text("\n".join(parts) + "\n")
+    pdf = write_document(tmp_path / "r.md", ["pdf"])["pdf"]
+    pages = PdfReader(str(pdf)).pages
+    assert len(pages) >= 3
+    for page in pages:
+        lines = [line.strip() for line in page.extract_text().splitlines() if line.strip() and "page" not in line]
+        assert not lines[-1].startswith("Section"), lines[-3:]
+        assert not lines[-1].startswith("A sentence under"), lines[-3:]
+
+
 def _pdf_counts(path):
     """(pages, images drawn on them) of a PDF."""
     from pypdf import PdfReader

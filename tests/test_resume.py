@@ -167,6 +167,10 @@ def test_run_interrupted_and_resumed_from_the_command_line_ends_as_if_never_stop
     commands = resumed["provenance"]["commands"]  # both commands that trained it; the times add up
     assert len(commands) == 2 and "--resume" not in commands[0].split() and "--resume" in commands[1].split()
     assert resumed["seconds"]["train"] > stopped > 0
+    from dlstudio_aspp.run_report import section
+
+    appendix = "\n".join(section("appendix", tmp_path / "part"))  # the report's appendix lists both commands
+    assert appendix.index(commands[0]) < appendix.index(commands[1])
     full_m = json.loads((tmp_path / "full" / "saved_model.metrics.json").read_text())
     part_m = json.loads((tmp_path / "part" / "saved_model.metrics.json").read_text())
     assert full_m["confusion"] == part_m["confusion"] and full_m["iou"] == part_m["iou"]
