@@ -71,3 +71,25 @@ def test_the_grid_notebook_asks_the_homeworks_questions_under_their_sections(syn
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     with pytest.raises(Exception, match="saved_model.json"):
         make_notebook(tmp_path)
+
+
+def test_show_displays_text_as_markdown_and_figures_as_images(trained_run, monkeypatch):
+    import IPython.display as display
+
+    shown = []
+    monkeypatch.setattr(display, "display", lambda obj: shown.append(obj))
+    from dlstudio_aspp.notebook import show
+    from dlstudio_aspp.run_report import section
+
+    show(section("test images", trained_run), trained_run)
+    kinds = [type(o).__name__ for o in shown]
+    assert kinds == ["Markdown", "Image"], kinds  # the section's own heading left out: the cell above carries it
+    assert "## Test images" not in shown[0].data and shown[1].data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cell_that_fails_is_one_line_naming_the_folder(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "saved_model.history.json").unlink()  # the training section cannot be drawn
+    with pytest.raises(Exception, match=f"a cell of the notebook failed while it ran in {run}: .*history"):
+        make_notebook(run)
