@@ -156,7 +156,7 @@ def legend_strip(class_names: Sequence[str], width: int, row: int = 16) -> np.nd
     """(H, width, 3) uint8: "class colours:" then a swatch and the name of each class, wrapped to ``width``."""
     from PIL import Image, ImageDraw
 
-    items, x, y, placed = [], 100, 0, []
+    x, y, placed = 100, 0, []
     for k, name in enumerate(class_names):
         w = 16 + 6 * len(name) + 12
         if x + w > width and x > 100:
