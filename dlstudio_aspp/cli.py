@@ -26,7 +26,7 @@ from . import __version__, commands
 from .errors import UserError, debug
 from .registry import DATASETS
 from . import spec as spec_module
-from .spec import DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints, show_value
+from .spec import COCO_MIN_SIZE, DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints, show_value
 
 __all__ = ["build_parser", "main", "parse_ints", "add_spec_options"]
 
@@ -210,8 +210,8 @@ def _coco_build_options(p, run: bool) -> None:
     classes = ["person"] if run else ["cake", "dog", "motorcycle"]
     p.add_argument("--classes", nargs="+", default=None if run else classes,
                    help=f"{when}COCO category names (default: {' '.join(classes)})")
-    p.add_argument("--min-size", type=float, default=200, help=f"{when}smallest bbox side that qualifies an image for "
-                   "the test split, and so for validation (default: 200, the homework's)")
+    p.add_argument("--min-size", type=float, default=COCO_MIN_SIZE, help=f"{when}smallest bbox side that qualifies an image "
+                   f"for the test split, and so for validation (default: {COCO_MIN_SIZE}, the homework's)")
     p.add_argument("--train-min-size", type=float, default=None, help=f"{when}the same for the training split, to "
                    "admit smaller instances there (default: --min-size)")
     p.add_argument("--max-per-class", type=int, default=None, help=f"{when}cap on images per class and split, to bound "

@@ -12,7 +12,7 @@ from typing import Optional
 
 from .errors import MissingFileError, UserError
 from .locks import FolderLock
-from .spec import RunSpec, given_values, parse_ints, show_value
+from .spec import COCO_MIN_SIZE, RunSpec, given_values, parse_ints, show_value
 
 #: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
@@ -132,7 +132,7 @@ def _coco_set(spec: RunSpec, args) -> RunSpec:
 def default_coco_folder(roots, classes, size, min_size, train_min_size, max_per_class) -> str:
     """Where `run --coco-root` builds when --data is not given: a name that tells its settings apart."""
     name = f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}_{size}"
-    if min_size != 200:
+    if min_size != COCO_MIN_SIZE:
         name += f"_min{min_size:g}"
     if train_min_size is not None and train_min_size != min_size:
         name += f"_train{train_min_size:g}"

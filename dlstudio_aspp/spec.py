@@ -31,6 +31,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 SAM_MODELS = ("vit_b", "vit_l", "vit_h", "vit_t")
 
+#: The homework's COCO rule: an instance's bbox at least this wide and high qualifies its image (--min-size).
+COCO_MIN_SIZE = 200
 #: ASPP's dilation rates at mUNet's 8x8 bottleneck (64x64 images): the homework's.
 DEFAULT_RATES = (2, 4, 6)
 #: Mixes a seed with a counter (an epoch, an iteration) into one seed for that draw.

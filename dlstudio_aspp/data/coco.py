@@ -41,6 +41,7 @@ from PIL import Image
 from ..atomic import save_image, sha256_of, write_json
 from ..masks import mask_values_for
 from ..errors import MissingFileError, UserError
+from ..spec import COCO_MIN_SIZE
 
 SPLITS = {"train": "train2017", "test": "val2017"}
 INDEX = "index.json"
@@ -140,15 +141,15 @@ def _source_class_ids(sources: Dict[str, List[tuple]], classes: Sequence[str]) -
     """(split, folder number) -> each class's category id there, matched by name (None: not in that folder).
 
     A class found in no folder is a typo: one line with the nearest names, before anything is written."""
-    ids = {}
+    ids, names = {}, set()
     for split, found in sources.items():
         for k, (root, coco) in enumerate(found):
             by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
             ids[split, k] = [by_name.get(name) for name in classes]
+            names |= set(by_name)
+    names = sorted(names)
     for c, name in enumerate(classes):
         if all(v[c] is None for v in ids.values()):
-            names = sorted({n for _, coco in (s for f in sources.values() for s in f)
-                            for n in (x["name"] for x in coco.loadCats(coco.getCatIds()))})
             near = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(near)}?" if near else f"; valid names include {', '.join(names[:8])}, ..."
             raise UserError(f"unknown COCO class {name!r}{hint}")
@@ -264,11 +265,17 @@ class Candidate:
     image_id: int
     chosen: List[int]                  # the classes that qualify it under its split's rule
     test_rule: bool                    # it also meets the test split's rule (so it may validate)
+    split: str
     name: str = ""
 
     @property
     def img(self) -> dict:
         return self.coco.imgs[self.image_id]
+
+    @property
+    def source(self) -> Path:
+        """The image file, refused when its file_name leads outside its folder's split."""
+        return inside(self.root / SPLITS[self.split], self.img["file_name"], f"COCO id {self.image_id}: file_name")
 
 
 def _candidates(split: str, found: List[tuple], class_ids: Dict[tuple, list], rule: float, min_size: float) -> List[Candidate]:
@@ -278,29 +285,29 @@ def _candidates(split: str, found: List[tuple], class_ids: Dict[tuple, list], ru
         cat_ids = class_ids[split, k]
         strict = select_images(coco, cat_ids, min_size)
         for image_id, chosen in sorted(select_images(coco, cat_ids, rule).items()):
-            out.append(Candidate(k, root, coco, cat_ids, image_id, chosen, image_id in strict))
+            out.append(Candidate(k, root, coco, cat_ids, image_id, chosen, image_id in strict, split))
     return out
-
-
-def _file_key(cand: Candidate, split: str, hashed: bool) -> List[tuple]:
-    """The keys that make two images the same: COCO id with file name, and (several folders) the file's content."""
-    keys = [("id", cand.image_id, Path(cand.img["file_name"]).name)]
-    src = inside(cand.root / SPLITS[split], cand.img["file_name"], f"COCO id {cand.image_id}: file_name")
-    if hashed and src.is_file():
-        keys.append(("sha256", sha256_of(src)))
-    return keys
 
 
 def _take_once(per_split: Dict[str, List[Candidate]], hashed: bool) -> Dict[str, int]:
     """Drop images already taken: the test split first (a test image never trains), then folder order.
 
-    Names each kept image's files (its COCO id; ``<id>-<folder>`` when another folder's image has that id).
-    Returns how many were dropped per split."""
+    Two images are the same with the same COCO id and file name or, when ``hashed`` (several
+    folders), the same content; only files whose size another candidate shares are read to
+    compare contents. Names each kept image's files (its COCO id; ``<id>-<folder>`` when another
+    folder's image has that id). Returns how many were dropped per split."""
+    sizes: Dict[int, int] = {}
+    if hashed:
+        for cand in (c for cands in per_split.values() for c in cands if c.source.is_file()):
+            size = cand.source.stat().st_size
+            sizes[size] = sizes.get(size, 0) + 1
     seen, dropped = set(), {}
     for split in sorted(per_split, key=lambda s: s != "test"):
         kept, names = [], set()
         for cand in per_split[split]:
-            keys = _file_key(cand, split, hashed)
+            keys = [("id", cand.image_id, Path(cand.img["file_name"]).name)]
+            if hashed and cand.source.is_file() and sizes.get(cand.source.stat().st_size, 0) > 1:
+                keys.append(("sha256", sha256_of(cand.source)))
             if any(key in seen for key in keys):
                 continue
             seen.update(keys)
@@ -313,11 +320,10 @@ def _take_once(per_split: Dict[str, List[Candidate]], hashed: bool) -> Dict[str,
     return dropped
 
 
-def _build_entry(cand: Candidate, out: Path, split: str, classes, size: int) -> dict:
+def _build_entry(cand: Candidate, out: Path, classes, size: int) -> dict:
     """Write one image and its mask PNG (unless already there); return its index entry."""
-    split_dir, img, image_id = SPLITS[split], cand.img, cand.image_id
+    split, split_dir, img, image_id, src = cand.split, SPLITS[cand.split], cand.img, cand.image_id, cand.source
     im_path, mask_path = out / "images" / split / cand.name, out / "masks" / split / cand.name
-    src = inside(cand.root / split_dir, img["file_name"], f"COCO id {image_id}: file_name")
     if not (im_path.is_file() and mask_path.is_file()):
         if not src.is_file():
             raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {cand.root / split_dir}")
@@ -361,7 +367,7 @@ def split_rule(classes: Sequence[str], side: float) -> str:
     return f"a non-crowd {' or '.join(classes)} of at least {side:g}x{side:g} px"
 
 
-def build_settings(coco_root, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
+def build_settings(coco_root, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = COCO_MIN_SIZE,
                    size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None,
                    seed: int = 0, splits: Sequence[str] = ("train", "test"), train_min_size: Optional[float] = None) -> dict:
     """The settings a build records (``build_settings.json``), checked; its folders resolved, in the order given."""
@@ -375,20 +381,18 @@ def build_settings(coco_root, classes: Sequence[str] = ("cake", "dog", "motorcyc
                 coco_roots=[str(r.resolve()) for r in roots])
 
 
-def build_coco(coco_root, out, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = 200,
-               size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None, seed: int = 0,
-               splits: Sequence[str] = ("train", "test"), progress: bool = True, log=print,
-               out_flag: str = "--out", train_min_size: Optional[float] = None) -> dict:
+def build_coco(coco_root, out, *, progress: bool = True, log=print, out_flag: str = "--out", **options) -> dict:
     """Build the set under ``out`` from one COCO folder or several and return the index (also ``out/index.json``).
 
     ``coco_root``: a folder or a list of them; each holds one split's annotations or both, and
     categories are matched by name. An image in two folders is taken once (the test split's copy
-    first). ``min_size`` is the test split's rule (and so the validation images'); ``train_min_size``
-    (default: the same) the training split's. Every setting, the annotation files and the class
-    names are checked before anything is written; ``out_flag`` is how the command that called
-    names ``out`` (``run`` calls it --data)."""
-    settings = build_settings(coco_root, classes, min_size, size, max_per_class, max_per_split, seed, splits,
-                              train_min_size)
+    first). ``options`` are :func:`build_settings`'s (classes, min_size, size, max_per_class,
+    max_per_split, seed, splits, train_min_size): ``min_size`` is the test split's rule (and so
+    the validation images'), ``train_min_size`` (default: the same) the training split's. Every
+    setting, the annotation files and the class names are checked before anything is written;
+    ``out_flag`` is how the command that called names ``out`` (``run`` calls it --data)."""
+    settings = build_settings(coco_root, **options)
+    splits, min_size = settings["splits"], settings["min_size"]
     roots, out, classes = [Path(r) for r in settings["coco_roots"]], Path(out), settings["classes"]
     train_min_size = settings["train_min_size"]
     sources = _open_sources(roots, splits)
@@ -438,7 +442,7 @@ def _build_split(cands: List[Candidate], out: Path, split: str, classes, setting
         from tqdm.auto import tqdm
 
         todo = tqdm(todo, desc=f"build-coco {split}", unit="img", mininterval=1.0)
-    return [_build_entry(c, out, split, classes, settings["size"]) for c in todo]
+    return [_build_entry(c, out, classes, settings["size"]) for c in todo]
 
 
 def _split_summary(entries: List[dict], classes, rule: float, taken_once: int) -> dict:
