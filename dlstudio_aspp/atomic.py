@@ -88,3 +88,8 @@ def sha256_of(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def relative_path(path, start) -> str:
+    """``path`` as a report or a record names it: relative to the folder ``start``, with ``/`` separators."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()

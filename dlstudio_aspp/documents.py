@@ -299,9 +299,9 @@ def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float)
     first table or figure."""
     from reportlab.platypus import KeepTogether
 
-    out, group, previous = [], None, None
+    styles, out, group, previous = _styles(), [], None, None
     for b in blocks:
-        made = _block_flowables(b, base, width, height)
+        made = _block_flowables(b, styles, base, width, height)
         if b.kind == "h" and previous == "h" and group is not None:
             group += made  # a heading right under a heading: one group
         elif b.kind == "h":
@@ -310,7 +310,7 @@ def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float)
             group = made
         elif group is not None:
             group += made
-            if b.kind not in ("p", "li", "h"):
+            if b.kind not in ("p", "li"):
                 out.append(KeepTogether(group))
                 group = None
         else:
@@ -321,27 +321,24 @@ def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float)
     return out
 
 
-def _block_flowables(b: Block, base: Path, width: float, height: float) -> list:
+def _block_flowables(b: Block, styles: dict, base: Path, width: float, height: float) -> list:
+    """The flowables of one block (a table and a figure are followed by a little space)."""
     from reportlab.platypus import HRFlowable, Paragraph, Spacer
 
-    styles, out = _styles(), []
-    for b in [b]:
-        if b.kind == "h":
-            out.append(Paragraph(_markup(b.inline), styles.get(b.level, styles[3])))
-        elif b.kind == "p":
-            out.append(Paragraph(_markup(b.inline), styles["body"]))
-        elif b.kind == "li":
-            text = "<br/>".join(_markup(part) for part in b.items)
-            out.append(Paragraph(text, _indented(styles["body"], b.level), bulletText="•" if b.level == 1 else "–"))
-        elif b.kind == "table":
-            out += [_table_flowable(b, width), Spacer(1, 6)]
-        elif b.kind == "img":
-            out += [_image_flowable(base / b.src, width, height * 0.85), Spacer(1, 6)]
-        elif b.kind == "code":
-            out.append(Paragraph(html.escape(b.text).replace("\n", "<br/>"), styles["code"]))
-        elif b.kind == "hr":
-            out.append(HRFlowable(width="100%", thickness=0.5, color="#999999", spaceBefore=4, spaceAfter=6))
-    return out
+    if b.kind == "h":
+        return [Paragraph(_markup(b.inline), styles.get(b.level, styles[3]))]
+    if b.kind == "p":
+        return [Paragraph(_markup(b.inline), styles["body"])]
+    if b.kind == "li":
+        text = "<br/>".join(_markup(part) for part in b.items)
+        return [Paragraph(text, _indented(styles["body"], b.level), bulletText="•" if b.level == 1 else "–")]
+    if b.kind == "table":
+        return [_table_flowable(b, width), Spacer(1, 6)]
+    if b.kind == "img":
+        return [_image_flowable(base / b.src, width, height * 0.85), Spacer(1, 6)]
+    if b.kind == "code":
+        return [Paragraph(html.escape(b.text).replace("\n", "<br/>"), styles["code"])]
+    return [HRFlowable(width="100%", thickness=0.5, color="#999999", spaceBefore=4, spaceAfter=6)]  # 'hr'
 
 
 def _indented(body, level: int):

@@ -166,8 +166,8 @@ def legend_strip(class_names: Sequence[str], width: int, row: int = 16) -> np.nd
     image = Image.new("RGB", (width, y + row + 4), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     draw.text((4, 3), "class colours:", fill=(0, 0, 0))
+    colours = class_colours(len(class_names))
     for x, y, k, name in placed:
-        colour = class_colours(k + 1)[k]
-        draw.rectangle([x, y + 3, x + 11, y + 14], fill=colour)
+        draw.rectangle([x, y + 3, x + 11, y + 14], fill=colours[k])
         draw.text((x + 15, y + 3), name, fill=(0, 0, 0))
     return np.asarray(image)

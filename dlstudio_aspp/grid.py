@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .atomic import write_json
+from .atomic import relative_path, write_json
 from .card import RunCard
 from .errors import UserError
 from .spec import loss_label
@@ -48,7 +48,7 @@ class GridFolder:
 
     def relative(self, path) -> str:
         """``path`` as the grid's report and notebook name it: relative to the grid's folder."""
-        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        return relative_path(path, self.root)
 
     @staticmethod
     def cell_name(loss, aspp: bool, seed) -> str:

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from .atomic import write_text
+from .atomic import relative_path, write_text
 from .card import RunCard
 from .documents import key_value_table
 from .errors import UserError
@@ -104,7 +104,7 @@ def data_rows(card: RunCard) -> List[str]:
 
 
 def _rel(card: RunCard, path) -> str:
-    return Path(path).resolve().relative_to(card.folder.resolve()).as_posix()
+    return relative_path(path, card.folder)
 
 
 def _summary_section(card: RunCard, metrics: dict) -> List[str]:

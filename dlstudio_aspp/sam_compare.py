@@ -101,13 +101,6 @@ def metrics_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _relative(path, start) -> str:
-    """``path`` relative to ``start`` (a report names folders from where it stands)."""
-    import os
-
-    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
-
-
 def source_of(dataset, index: int) -> dict:
     """Where test image ``index`` came from: the base dataset's ``source_of`` (COCO: its id and file), else its
     position in the test set."""
@@ -212,9 +205,9 @@ def compare(run, dataset, out, *, dataset_name: str, count: int = 5, indices=Non
         records.append({"index": idx, "scores": scores})
     methods = list(dict.fromkeys(m for r in records for m in r["scores"]))
     run_dir = card.folder
-    result = {"dataset": dataset_name, "run": _relative(run_dir, out), "tolerance_px": tolerance, "images": records,
+    result = {"dataset": dataset_name, "run": atomic.relative_path(run_dir, out), "tolerance_px": tolerance, "images": records,
               "sam_source": f"local SAM {sam_model}" if runner is not None
-              else f"saved demo masks from {_relative(sam_masks, run_dir)}/",
+              else f"saved demo masks from {atomic.relative_path(sam_masks, run_dir)}/",
               "mean": {m: mean_scores([r["scores"][m] for r in records if m in r["scores"]]) for m in methods}}
     stem = f"sam_{dataset_name}"
     label = SAM_LABELS["local" if runner is not None else "saved"]
