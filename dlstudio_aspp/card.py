@@ -42,6 +42,7 @@ from .atomic import sha256_of, torch_save, write_json
 from .data.wrappers import dataset_labels, split_summary
 from .errors import MissingFileError, UserError
 from .masks import binarize, mask_truth, mask_values_for
+from .spec import RECIPE_WHY, RECIPES
 
 CARD_VERSION = 3
 OUTPUT_KINDS = ("raw", "logits")
@@ -124,6 +125,12 @@ class RunCard:
     @property
     def recipe(self) -> str:
         return self.spec.get("recipe", "stock")
+
+    def why(self) -> Dict[str, str]:
+        """Option -> why its recipe chose its value (:data:`spec.RECIPE_WHY`), for the options that kept it."""
+        recipe = RECIPES.get(self.recipe, {})
+        return {name: reason for name, reason in RECIPE_WHY.get(self.recipe, {}).items()
+                if name in self.spec and self.spec[name] == recipe.get(name)}
 
     def _sibling(self, suffix: str) -> Path:
         return self.weights.with_name(self.weights.name + suffix)
@@ -285,6 +292,7 @@ class RunCard:
         d = asdict(self)
         d.pop("weights")
         d["thresholds"] = [float(t) for t in self.thresholds()]
+        d["why"] = self.why()
         d["version"] = CARD_VERSION
         return d
 

@@ -24,11 +24,11 @@ from .atomic import write_text
 FORMATS = ("md", "html", "pdf")
 
 
-def key_value_table(title: str, values: dict) -> List[str]:
-    """A two-column Markdown table of ``values`` (lists and dicts as JSON)."""
+def key_value_table(title: str, values: dict, value: str = "value") -> List[str]:
+    """A two-column Markdown table of ``values`` (lists and dicts as JSON), headed ``title`` and ``value``."""
     import json
 
-    rows = [f"| {title} | value |", "|---|---|"]
+    rows = [f"| {title} | {value} |", "|---|---|"]
     return rows + [f"| {k} | {_cell(json.dumps(v) if isinstance(v, (list, dict)) else v)} |" for k, v in values.items()]
 
 

@@ -142,6 +142,8 @@ def _appendix_section(card: RunCard, metrics: dict) -> List[str]:
             "Every command that trained this run, in order (a resumed run lists each part):", "",
             "```", *[str(c) for c in commands], "```", "",
             "### Options (the run's spec)", "", *key_value_table("option", card.spec), "",
+            *(["### Why the recipe chose these values", "", *key_value_table("option", card.why(), "why"), ""]
+              if card.why() else []),
             "### How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
 
 

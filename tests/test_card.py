@@ -37,6 +37,17 @@ def test_layout_and_round_trip(tmp_path):
     assert back.recipe == "modern" and back.iterations == 3
 
 
+def test_the_card_says_why_for_each_recipe_value_kept(tmp_path):
+    from dlstudio_aspp.spec import RECIPE_WHY, RunSpec
+
+    spec = RunSpec.build("coco", lr=3e-3).to_json()
+    card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4, head="dense").config, spec=spec)
+    why = json.loads(json.dumps(card.to_json()))["why"]
+    assert why["max_iters"] == RECIPE_WHY["coco"]["max_iters"] and "lr" not in why  # --lr 3e-3 is the user's
+    assert set(why) == set(RECIPE_WHY["coco"]) - {"lr"}
+    assert RunCard(tmp_path / "w", spec={"recipe": "modern"}).why() == {}
+
+
 def test_a_version_2_card_still_loads(tmp_path):
     card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4).config)
     data = card.to_json()

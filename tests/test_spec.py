@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from dlstudio_aspp.registry import parse_loss
-from dlstudio_aspp.spec import RECIPES, RunSpec, flag, normalize_loss, rates_for, show_value
+from dlstudio_aspp.spec import RECIPE_WHY, RECIPES, RunSpec, flag, normalize_loss, rates_for, show_value
 
 
 def test_layers_defaults_base_recipe_explicit():
@@ -44,6 +44,20 @@ def test_iterations_epochs_and_max_iters():
     assert RunSpec().iterations(10000) == (1, 2500)                     # default: one epoch
     assert RunSpec(epochs=6, max_iters=300).iterations(10000) == (1, 300)  # --max-iters wins
     assert RunSpec(max_iters=5001).iterations(10000) == (3, 5001)
+
+
+def test_the_coco_recipe_budget_is_iterations_whatever_the_set_holds():
+    spec = RunSpec.build("coco")
+    assert spec.iterations(203)[1] == spec.iterations(2000)[1] == RECIPES["coco"]["max_iters"]
+    by_epochs = RunSpec.build("coco", epochs=3)                  # an explicit --epochs replaces the budget
+    assert by_epochs.max_iters is None and by_epochs.iterations(40) == (3, 30)
+    assert RunSpec.build("coco", epochs=3, max_iters=7).iterations(40) == (1, 7)  # both given: --max-iters wins
+    assert RunSpec.build("coco", base=dict(epochs=6)).max_iters == RECIPES["coco"]["max_iters"]  # a base does not
+
+
+def test_every_value_of_the_coco_recipe_says_why():
+    assert set(RECIPE_WHY["coco"]) == set(RECIPES["coco"])
+    assert all(len(reason) > 20 for reason in RECIPE_WHY["coco"].values())
 
 
 def test_options_that_do_not_apply_are_not_recorded():
