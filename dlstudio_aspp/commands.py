@@ -16,8 +16,8 @@ from .spec import COCO_MIN_SIZE, RunSpec, given_values, parse_ints, show_value
 
 #: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
-#: The side of the set `run --dataset coco --coco-root` builds: the coco recipe's 40 epochs fit about
-#: 45 minutes on 2 CPU cores at 128x128 (256x256 takes about 4 times as long).
+#: The side of the set `run --dataset coco --coco-root` builds: the coco recipe's iteration budget fits
+#: about 45 minutes on 2 CPU cores at 128x128 (256x256 takes about 4 times as long).
 COCO_RUN_SIZE = 128
 
 
@@ -102,10 +102,11 @@ def run(args) -> int:
         return _run_locked(spec, out, layout, args)
 
 
-def _coco_set(spec: RunSpec, args) -> RunSpec:
+def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> RunSpec:
     """``run`` or ``experiments --dataset coco --coco-root ROOT...``: build the set into --data (default
     data/coco_<classes>_<size>...) when it holds none, with the builder's options given; a set built
-    there before must have the same settings. The spec then points at it."""
+    there before must have the same settings. The spec then points at it. The side is --size, else
+    ``size`` (a preset's), else :data:`COCO_RUN_SIZE`."""
     if args.coco_root is None and args.classes is None:
         return spec
     from .registry import DATASETS
@@ -117,8 +118,8 @@ def _coco_set(spec: RunSpec, args) -> RunSpec:
         raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
     from .data.coco import INDEX, build_coco as build, build_settings, check_settings
 
-    options = dict(classes=args.classes or ["person"], size=args.size, min_size=args.min_size,
-                   train_min_size=args.train_min_size, max_per_class=args.max_per_class)
+    options = dict(classes=args.classes or ["person"], size=args.size or size or COCO_RUN_SIZE,
+                   min_size=args.min_size, train_min_size=args.train_min_size, max_per_class=args.max_per_class)
     data = Path(spec.data or default_coco_folder(args.coco_root, **options))
     if (data / INDEX).is_file():  # built before: it must be the same build
         check_settings(data, build_settings(args.coco_root, **options), "--data")
@@ -219,7 +220,7 @@ def experiments(args) -> int:
         elif values:
             given[name] = values[0]
     cfg = GridConfig.from_preset(args.preset, **axes, extra=extra, **given).validate()
-    cfg = dataclasses.replace(cfg, spec=_coco_set(cfg.spec, args))  # --coco-root: the set is built first
+    cfg = dataclasses.replace(cfg, spec=_coco_set(cfg.spec, args, cfg.size))  # --coco-root: the set is built first
     if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
         raise UserError("--address and --gpus-per-run need --executor ray")
     with FolderLock(out, "dlstudio-aspp experiments"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import NonFiniteLossError, UserError
 from .grid import GridFolder
@@ -30,7 +30,8 @@ DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
 #: when it is given two or more values (``GridConfig.extra``).
 AXES = ("loss", "aspp", "seed")
 
-#: Presets: a recipe, RunSpec fields, and the axes' values (``losses``, ``aspp``, ``seeds``).
+#: Presets: a recipe, RunSpec fields, the axes' values (``losses``, ``aspp``, ``seeds``) and, for COCO, the
+#: side of the set ``--coco-root`` builds (``size``; default: run's 128).
 PRESETS: Dict[str, dict] = {
     # The users' protocol, on the full data: stock head and recipe, 6 epochs. Meant for a GPU.
     "homework": dict(recipe="stock", epochs=6, seeds=[0, 1, 2]),
@@ -43,8 +44,9 @@ PRESETS: Dict[str, dict] = {
     # COCO (--data: a build-coco set), the coco recipe. coco-quick is run's COCO default, one run: about
     # 45 minutes on 2 CPU cores on a set built at 128x128 (run's --size), 4 times that at 256x256.
     "coco-quick": dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]),
-    # For a GPU, on a set built at the homework's 256x256: ASPP on and off, 3 seeds, 150 epochs.
-    "coco": dict(recipe="coco", dataset="coco", epochs=150, seeds=[0, 1, 2], aspp=[True, False], losses=["bce+dice"]),
+    # For a GPU, the homework's 256x256 and depth 16: ASPP on and off, 3 seeds, 150 epochs.
+    "coco": dict(recipe="coco", dataset="coco", epochs=150, depth=16, size=256, seeds=[0, 1, 2], aspp=[True, False],
+                 losses=["bce+dice"]),
     # Seconds: for tests and a first look.
     "smoke": dict(recipe="stock", max_iters=4, depth=4, seeds=[0, 1], test_subset=8, log_every=2),
 }
@@ -54,7 +56,8 @@ PRESET_HELP = {
     "homework-dense": "the same budget with the dense head and the modern recipe, bce+dice added to the losses",
     "quick": "~20 min on 2 CPU cores",
     "coco-quick": "a build-coco --data set, the coco recipe, one run: ~45 min on 2 CPU cores at 128x128",
-    "coco": "a build-coco --data set at 256x256, 150 epochs, ASPP on and off, 3 seeds, for a GPU",
+    "coco": "the homework's 256x256 (--coco-root builds at 256) and depth 16, 150 epochs, ASPP on and off, 3 seeds, "
+            "for a GPU",
     "smoke": "seconds",
 }
 
@@ -70,6 +73,8 @@ class GridConfig:
     preset: str = "custom"
     #: Other axes: RunSpec field -> its values (two or more), varied after the homework's three.
     extra: Dict[str, List[Any]] = field(default_factory=dict)
+    #: The side of the COCO set that --coco-root builds for this grid (None: run's).
+    size: Optional[int] = None
 
     @classmethod
     def from_preset(cls, name: str, *, losses=None, aspp=None, seeds=None, extra=None, **explicit) -> "GridConfig":
@@ -77,7 +82,7 @@ class GridConfig:
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
         preset = dict(PRESETS[name])
-        axes = {k: preset.pop(k) for k in ("losses", "aspp", "seeds") if k in preset}
+        axes = {k: preset.pop(k) for k in ("losses", "aspp", "seeds", "size") if k in preset}
         recipe = explicit.pop("recipe", None) or preset.pop("recipe", None)
         preset.pop("recipe", None)
         values = dict(preset, **{k: v for k, v in explicit.items() if v is not None})

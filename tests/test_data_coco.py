@@ -492,6 +492,23 @@ def test_run_builds_from_two_real_folders_then_trains(coco_tiny, tmp_path, capsy
     assert "other settings (train_min_size 100.0 there, 150.0 now)" in capsys.readouterr().err
 
 
+def test_the_coco_preset_builds_at_the_homeworks_256_unless_size_is_given(coco_tiny, tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from dlstudio_aspp.commands import _coco_set
+    from dlstudio_aspp.experiments import GridConfig
+
+    cfg = GridConfig.from_preset("coco")
+    args = Namespace(coco_root=[str(coco_tiny)], classes=["person"], size=None, min_size=200, train_min_size=None,
+                     max_per_class=None)
+    monkeypatch.chdir(tmp_path)  # the default folder is data/coco_<classes>_<size> in the working directory
+    spec = _coco_set(cfg.spec.replace(progress=False), args, cfg.size)
+    assert spec.data == "data/coco_person_256" and C.read_index(spec.data)["settings"]["size"] == 256
+    args.size = 64  # --size wins over the preset's
+    spec = _coco_set(cfg.spec.replace(data=str(tmp_path / "small"), progress=False), args, cfg.size)
+    assert C.read_index(spec.data)["settings"]["size"] == 64
+
+
 def test_experiments_build_from_several_folders_first(coco_tiny, tmp_path, capsys):
     from dlstudio_aspp import cli
 

@@ -182,7 +182,9 @@ def test_coco_quick_is_runs_coco_default_and_coco_is_sized_for_a_gpu():
     quick, full = GridConfig.from_preset("coco-quick").validate(), GridConfig.from_preset("coco").validate()
     assert quick.cell_specs()[0].result_values() == run_spec_defaults("coco").result_values()
     assert run_spec({"dataset": "coco"}).recipe == "coco" and run_spec({"dataset": "coco", "recipe": "modern"}).val_split is None
-    assert full.spec.epochs > quick.spec.epochs and full.aspp == [True, False] and len(full.seeds) == 3
+    assert quick.spec.iterations(10_000)[1] == quick.spec.iterations(200)[1]  # the recipe's budget: iterations
+    assert full.spec.iterations(200)[0] == 150 and full.aspp == [True, False] and len(full.seeds) == 3
+    assert (full.spec.depth, full.size, quick.size) == (16, 256, None)  # the homework's network and size on a GPU
 
 
 def test_any_axis_field_is_a_grid_axis(syn, tmp_path, capsys):
