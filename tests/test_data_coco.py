@@ -263,7 +263,10 @@ def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
     metrics = json.loads((out / "saved_model.metrics.json").read_text())
     assert metrics["num_images"] == 2 and 0 < metrics["floors"]["all"][0] < 1  # COCO runs are scored against floors
     assert cli.main(["report", str(out), "--format", "md"]) == 0
-    assert "| person | " in (out / "report.md").read_text() and "fixed mask" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| person | " in report and "fixed mask" in report
+    why = report.split("### Why the recipe chose these values")[1]  # --max-iters 2 is the user's, not the recipe's
+    assert "| val_split | 10% of the training images" in why and "| max_iters |" not in why
 
 
 def test_build_coco_caps_and_splits_from_the_command_line(coco_tiny, tmp_path, capsys):
