@@ -106,8 +106,10 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
             raise UserError("no training data: call segmenter.load_PurdueShapes5MultiObject_dataset(train, test) first")
         dls = self.dl_studio
         spec = self.spec_for(loss, recipe=recipe, **options)
-        block = getattr(net, "aspp", None)
-        if getattr(block, "rates", None) is not None:  # the network given is what trains: record its rates
+        block = getattr(net, "aspp", None)  # the network given is what trains: record its depth, ASPP and rates
+        depth = getattr(net, "config", {}).get("depth", 2 * net.depth)  # stock mUNet keeps depth // 2 as .depth
+        spec = spec.replace(depth=depth, aspp=block is not None)
+        if getattr(block, "rates", None) is not None:
             spec = spec.replace(rates=tuple(block.rates), aspp_dropout=block.dropout)
         loss_fn = get_loss(spec.loss)
         card = RunCard.for_training(dls.path_saved_model, net, self.train_dataloader.dataset, dls.image_size, spec,

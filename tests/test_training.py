@@ -258,6 +258,7 @@ def test_modern_recipe_trains_on_logits_and_scores_with_logit_zero(synthetic_sha
     card = json.loads((tmp_path / "saved_model.json").read_text())
     assert card["output"] == "logits" and card["thresholds"] == [0.0] * 5 and card["spec"]["recipe"] == "modern"
     assert card["input_scale"] == pytest.approx(1 / 255) and card["model"]["head"] == "dense"
+    assert (card["spec"]["depth"], card["spec"]["aspp"]) == (4, True)  # the spec records the network given
     m = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4, head="dense"), progress=False)
     assert m["binarize"]["thresholds"] == [0.0] * 5 and m["binarize"]["output"] == "logits"
 
@@ -328,3 +329,14 @@ def test_log_every_longer_than_an_epoch_warns(synthetic_shapes, tmp_path):
         h = seg.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, epochs=2, log_every=8,
                                                                 progress=False)
     assert h["running"] == []  # the lines the warning announced are indeed missing
+
+
+def test_the_spec_records_the_network_given_stock_mUNet_included(synthetic_shapes, tmp_path):
+    """A stock mUNet handed to the segmenter is recorded as what it is (no ASPP, its depth), whatever the recipe."""
+    from dlstudio_aspp.model import StockMUNet
+
+    seg = make_segmenter(synthetic_shapes, tmp_path, "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz")
+    seg.run_code_for_training_for_semantic_segmentation(StockMUNet(skip_connections=True, depth=8), max_iters=1, seed=0,
+                                                        progress=False)
+    spec = json.loads((tmp_path / "saved_model.json").read_text())["spec"]
+    assert (spec["depth"], spec["aspp"]) == (8, False)
