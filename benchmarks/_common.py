@@ -37,6 +37,19 @@ def bare_step(opt, forward_loss, x, y) -> None:
     opt.step()
 
 
+def coco_recipe_step(net, batch: int, size: int, memory_format=torch.contiguous_format):
+    """One bare step of the coco recipe (AdamW at lr 1e-3, weight decay 1e-4, BCE + Dice on one class) on a fixed
+    random batch: x (B, 3, size, size), target (B, 1, size, size); returns the step as a callable."""
+    from dlstudio_aspp.losses import get_loss
+
+    net = net.to(memory_format=memory_format)
+    x = torch.rand(batch, 3, size, size).contiguous(memory_format=memory_format)
+    target = (torch.rand(batch, 1, size, size) > 0.5).float()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    loss_fn = get_loss("bce+dice")
+    return lambda: bare_step(opt, lambda a, b: loss_fn(net(a), b), x, target)
+
+
 def real_shapes():
     """The folder holding the four real PurdueShapes5MultiObject files (fetched once into the package's cache)."""
     from dlstudio_aspp.data.sources import cache_dir, fetch_shapes

@@ -18,29 +18,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_step, machine, table  # noqa: E402
+from _common import coco_recipe_step, machine, table  # noqa: E402
 
 
 def step_rate(depth: int, size: int, batch: int, seconds: float = 6.0) -> float:
     """Training iterations per second of one (depth, size, batch) point, after 3 warm-up steps."""
-    from dlstudio_aspp.losses import get_loss
     from dlstudio_aspp.model import mUNetASPP
 
     torch.manual_seed(0)
-    net = mUNetASPP(skip_connections=True, depth=depth, num_classes=1, head="dense").train()
-    loss = get_loss("bce+dice")
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    x = torch.randn(batch, 3, size, size)          # (B, 3, H, W)
-    y = (torch.rand(batch, 1, size, size) > 0.5).float()  # (B, 1, H, W)
-
-    def forward_loss(x, y):
-        return loss(net(x), y)
-
+    step = coco_recipe_step(mUNetASPP(skip_connections=True, depth=depth, num_classes=1, head="dense").train(),
+                            batch, size)
     for _ in range(3):
-        bare_step(opt, forward_loss, x, y)
+        step()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        bare_step(opt, forward_loss, x, y)
+        step()
         n += 1
     return n / (time.perf_counter() - t0)
 

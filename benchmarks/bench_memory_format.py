@@ -1,7 +1,7 @@
 """The modern recipe's training step on CPU in the default (contiguous) memory format
 against channels-last, the format oneDNN convolves fastest.
 
-mUNetASPP depth 16, dense head, one output class, AdamW, BCE+Dice; forward, backward and
+mUNetASPP depth 16, dense head, one output class, the coco recipe's AdamW and BCE+Dice; forward, backward and
 step, best of 3 x N steps, the two formats interleaved so that both see the same load.
 
 Usage: python benchmarks/bench_memory_format.py [--steps N] [--sizes 64 128]
@@ -13,21 +13,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_step, machine, table, timeit  # noqa: E402
+from _common import coco_recipe_step, machine, table, timeit  # noqa: E402
 
 
 def step_time(net, size: int, batch: int, steps: int, fmt) -> float:
-    from dlstudio_aspp.losses import get_loss
-
-    net = net.to(memory_format=fmt)
-    x = (torch.rand(batch, 3, size, size)).contiguous(memory_format=fmt)
-    t = (torch.rand(batch, 1, size, size) > 0.5).float()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    loss_fn = get_loss("bce+dice")
-
-    def step():
-        bare_step(opt, lambda a, b: loss_fn(net(a), b), x, t)
-
+    step = coco_recipe_step(net, batch, size, memory_format=fmt)
     step()  # warm-up: oneDNN picks its kernels on the first call
     return timeit(lambda: [step() for _ in range(steps)], repeat=3) / steps
 

@@ -217,10 +217,10 @@ def _coco_build_options(p, run: bool) -> None:
                    "admit smaller instances there (default: --min-size)")
     p.add_argument("--max-per-class", type=int, default=None, help=f"{when}cap on images per class and split, to bound "
                    "a full COCO download's minutes (default: none)")
-    size = f"{commands.COCO_RUN_SIZE}, to fit about 45 minutes on 2 CPU cores; the coco preset's 256 on a GPU" if run \
-        else "256, the homework's"
+    default_size = f"{commands.COCO_RUN_SIZE}, to fit about 45 minutes on 2 CPU cores; the coco preset's 256 on a GPU" \
+        if run else "256, the homework's"
     p.add_argument("--size", type=int, default=None if run else 256,
-                   help=f"{when}side of the stored images and masks (default: {size})")
+                   help=f"{when}side of the stored images and masks (default: {default_size})")
 
 
 def _sam_parser(sub) -> None:

@@ -82,13 +82,14 @@ class GridConfig:
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
         preset = dict(PRESETS[name])
-        axes = {k: preset.pop(k) for k in ("losses", "aspp", "seeds", "size") if k in preset}
+        axes = {k: preset.pop(k) for k in ("losses", "aspp", "seeds") if k in preset}
+        size = preset.pop("size", None)
         recipe = explicit.pop("recipe", None) or preset.pop("recipe", None)
         preset.pop("recipe", None)
         values = dict(preset, **{k: v for k, v in explicit.items() if v is not None})
         spec = RunSpec.build(recipe, **values)
         axes.update({k: v for k, v in dict(losses=losses, aspp=aspp, seeds=seeds).items() if v is not None})
-        return cls(spec=spec, preset=name, extra=dict(extra or {}), **axes)
+        return cls(spec=spec, preset=name, extra=dict(extra or {}), size=size, **axes)
 
     def validate(self) -> "GridConfig":
         """Check every setting and that no two cells are the same run, before anything is written."""

@@ -138,12 +138,12 @@ def _images_section(card: RunCard, metrics: dict) -> List[str]:
 
 def _appendix_section(card: RunCard, metrics: dict) -> List[str]:
     commands = card.provenance.get("commands") or [card.provenance.get("command", "not recorded")]
+    why = card.why()
     return ["## Appendix: the commands and the options", "",
             "Every command that trained this run, in order (a resumed run lists each part):", "",
             "```", *[str(c) for c in commands], "```", "",
             "### Options (the run's spec)", "", *key_value_table("option", card.spec), "",
-            *(["### Why the recipe chose these values", "", *key_value_table("option", card.why(), "why"), ""]
-              if card.why() else []),
+            *(["### Why the recipe chose these values", "", *key_value_table("option", why, "why"), ""] if why else []),
             "### How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
 
 

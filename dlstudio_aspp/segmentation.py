@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from .accel import quiet_worker
-from .card import RunCard
+from .card import RunCard, model_config
 from .data.shapes import PurdueShapes5MultiObjectDataset as _FastShapes
 from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import UserError
@@ -106,9 +106,9 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
             raise UserError("no training data: call segmenter.load_PurdueShapes5MultiObject_dataset(train, test) first")
         dls = self.dl_studio
         spec = self.spec_for(loss, recipe=recipe, **options)
-        block = getattr(net, "aspp", None)  # the network given is what trains: record its depth, ASPP and rates
-        depth = getattr(net, "config", {}).get("depth", 2 * net.depth)  # stock mUNet keeps depth // 2 as .depth
-        spec = spec.replace(depth=depth, aspp=block is not None)
+        config = model_config(net)  # the network given is what trains: record its depth, ASPP and rates
+        spec = spec.replace(**{k: config[k] for k in ("depth", "aspp") if k in config})
+        block = getattr(net, "aspp", None)
         if getattr(block, "rates", None) is not None:
             spec = spec.replace(rates=tuple(block.rates), aspp_dropout=block.dropout)
         loss_fn = get_loss(spec.loss)

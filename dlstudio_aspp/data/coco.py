@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import json
 import random
@@ -272,9 +273,9 @@ class Candidate:
     def img(self) -> dict:
         return self.coco.imgs[self.image_id]
 
-    @property
+    @functools.cached_property
     def source(self) -> Path:
-        """The image file, refused when its file_name leads outside its folder's split."""
+        """The image file, refused when its file_name leads outside its folder's split (resolved once)."""
         return inside(self.root / SPLITS[self.split], self.img["file_name"], f"COCO id {self.image_id}: file_name")
 
 
