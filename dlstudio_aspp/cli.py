@@ -130,7 +130,7 @@ def _run_parser(sub) -> None:
                                    "with the modern recipe and the dense output layer for one epoch, score it on the whole "
                                    "test set and write everything to --out. With --dataset coco: the coco recipe "
                                    "(modern, plus a 10% validation split that keeps the best weights, a budget in iterations: "
-                                   "about 45 minutes on 2 CPU cores at 128x128), "
+                                   "about 45 minutes on 2 CPU cores at depth 4 and 96x96), "
                                    "scored against the floors; --coco-root builds the set first. The defaults below are "
                                    "the Shapes run's.")
     p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
@@ -201,7 +201,7 @@ def _data_parsers(sub) -> None:
 
 def _coco_build_options(p, run: bool) -> None:
     """The builder's options, declared once for `build-coco` and for `run --dataset coco` (which builds
-    the set first when --data holds none; its prefix says so, and its images default to 128x128)."""
+    the set first when --data holds none; its prefix says so, and its images default to COCO_RUN_SIZE)."""
     when = "with --coco-root: " if run else ""
     p.add_argument("--coco-root", nargs="+", required=not run, default=None, metavar="FOLDER",
                    help=f"{'with --dataset coco: build the set first (when --data holds none) from ' if run else ''}"

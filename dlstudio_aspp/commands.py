@@ -17,8 +17,8 @@ from .spec import COCO_MIN_SIZE, RunSpec, given_values, parse_ints, show_value
 #: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
 #: The side of the set `run --dataset coco --coco-root` builds: the coco recipe's iteration budget fits
-#: about 45 minutes on 2 CPU cores at 128x128 (256x256 takes about 4 times as long).
-COCO_RUN_SIZE = 128
+#: about 45 minutes on 2 CPU cores at 96x96 and depth 4 (the time-to-accuracy front in benchmarks/RESULTS.md).
+COCO_RUN_SIZE = 96
 
 
 def run_spec_defaults(dataset: str = "shapes") -> RunSpec:

@@ -31,7 +31,7 @@ DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
 AXES = ("loss", "aspp", "seed")
 
 #: Presets: a recipe, RunSpec fields, the axes' values (``losses``, ``aspp``, ``seeds``) and, for COCO, the
-#: side of the set ``--coco-root`` builds (``size``; default: run's 128).
+#: side of the set ``--coco-root`` builds (``size``; default: run's 96).
 PRESETS: Dict[str, dict] = {
     # The users' protocol, on the full data: stock head and recipe, 6 epochs. Meant for a GPU.
     "homework": dict(recipe="stock", epochs=6, seeds=[0, 1, 2]),
@@ -42,7 +42,7 @@ PRESETS: Dict[str, dict] = {
     "quick": dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=["bce+dice", "dice+mse:20"],
                   test_subset=200, log_every=50),
     # COCO (--data: a build-coco set), the coco recipe. coco-quick is run's COCO default, one run: about
-    # 45 minutes on 2 CPU cores on a set built at 128x128 (run's --size), 4 times that at 256x256.
+    # 45 minutes on 2 CPU cores at depth 4 on a set built at 96x96 (run's --size).
     "coco-quick": dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]),
     # For a GPU, the homework's 256x256 and depth 16: ASPP on and off, 3 seeds, 150 epochs.
     "coco": dict(recipe="coco", dataset="coco", epochs=150, depth=16, size=256, seeds=[0, 1, 2], aspp=[True, False],
@@ -55,7 +55,7 @@ PRESET_HELP = {
     "homework": "the users' protocol, stock head and recipe, 6 epochs, for a GPU",
     "homework-dense": "the same budget with the dense head and the modern recipe, bce+dice added to the losses",
     "quick": "~20 min on 2 CPU cores",
-    "coco-quick": "a build-coco --data set, the coco recipe, one run: ~45 min on 2 CPU cores at 128x128",
+    "coco-quick": "a build-coco --data set, the coco recipe (depth 4), one run: ~45 min on 2 CPU cores at 96x96",
     "coco": "the homework's 256x256 (--coco-root builds at 256) and depth 16, 150 epochs, ASPP on and off, 3 seeds, "
             "for a GPU",
     "smoke": "seconds",

@@ -178,8 +178,8 @@ def test_the_coco_example_runs_like_the_stock_script(coco_tiny, tmp_path):
 
 def _run_example(repo: Path, where: Path, replace: dict):
     script = (repo / "examples" / "semantic_segmentation_coco.py").read_text()
-    assert "options = {}" in script and "depth=16" in script
-    script = script.replace("options = {}", "options = dict(max_iters=2, progress=False)").replace("depth=16", "depth=4")
+    assert "options = {}" in script and "depth = 4 " in script  # the coco recipe's depth, as run trains
+    script = script.replace("options = {}", "options = dict(max_iters=2, progress=False)")
     script = script.replace("os.path.dirname(os.path.abspath(__file__))", repr(str(repo / "examples")))
     for old, new in replace.items():
         assert old in script, old
@@ -196,7 +196,7 @@ def test_the_coco_example_builds_its_set_from_several_folders(coco_tiny, tmp_pat
     _run_example(repo, tmp_path, {"coco_roots = []": f"coco_roots = [{str(coco_tiny)!r}, {str(extra)!r}]"})
     index = json.loads((tmp_path / "data" / "coco_seg" / "index.json").read_text())
     assert index["settings"]["coco_roots"] == [str(coco_tiny.resolve()), str(extra.resolve())]
-    assert json.loads((tmp_path / "saved_model_coco.json").read_text())["model"]["aspp_rates"] == [2, 4, 6]  # 128x128
+    assert json.loads((tmp_path / "saved_model_coco.json").read_text())["model"]["aspp_rates"] == [2, 4, 6]  # 96x96
 
 
 def _edit_train_json(root, change):
@@ -255,8 +255,8 @@ def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
     assert json.loads((data / "index.json").read_text())["counts"]["train"] == {"person": 12}
     card = json.loads((out / "saved_model.json").read_text())
     assert card["class_names"] == ["person"] and card["augment"] == "standard" and len(card["mean"]) == 3
-    assert card["spec"]["rates"] == [2, 4, 6] == card["model"]["aspp_rates"]  # --rates auto at 128x128's 16x16
-    assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] == 0.1 and card["image_size"] == [128, 128]
+    assert card["spec"]["rates"] == [2, 4, 6] == card["model"]["aspp_rates"]  # --rates auto at 96x96's 12x12
+    assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] == 0.1 and card["image_size"] == [96, 96]
     from dlstudio_aspp.card import RunCard
 
     assert list(RunCard.load(out).build_model().aspp.rates) == [2, 4, 6]  # what evaluation, predict and sam-compare rebuild

@@ -55,6 +55,13 @@ def test_the_coco_recipe_budget_is_iterations_whatever_the_set_holds():
     assert RunSpec.build("coco", base=dict(epochs=6)).max_iters == RECIPES["coco"]["max_iters"]  # a base does not
 
 
+def test_the_coco_recipe_trains_depth_4_and_depth_16_stays_reachable():
+    """The time-to-accuracy front chose depth 4 for the CPU budget; --depth 16 --recipe stock is the homework's."""
+    assert RunSpec.build("coco").depth == 4 and RunSpec.build("coco", depth=16).depth == 16
+    stock = RunSpec.build("stock", depth=16)
+    assert (stock.depth, stock.head, stock.loss, stock.max_iters) == (16, "stock", "mse", None)
+
+
 def test_every_value_of_the_coco_recipe_says_why():
     assert set(RECIPE_WHY["coco"]) == set(RECIPES["coco"])
     assert all(len(reason) > 20 for reason in RECIPE_WHY["coco"].values())

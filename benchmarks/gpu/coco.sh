@@ -6,7 +6,7 @@
 # TRAIN_MIN=100 admits their smaller people to training only).
 # S scales the epochs (S=0.01 for a dry run, which also works on a CPU).
 #  1. build-coco at the homework's 256x256 (person).
-#  2. run --dataset coco (the coco recipe) at the coco preset's 150 epochs, ASPP on, seed 0,
+#  2. run --dataset coco (the coco recipe) at the coco preset's depth 16 and 150 epochs, ASPP on, seed 0,
 #     with --compile: wall time, the validation curve, test person IoU against the floors.
 set -u
 S=${S:-1}
@@ -19,7 +19,7 @@ $PY -m dlstudio_aspp.cli build-coco --coco-root ${COCO:-../shared/data/coco_pers
     --out "$OUT/person256" --no-progress > "$OUT/build.log" 2>&1
 EPOCHS=$($PY -c "print(max(1, int(150 * $S)))")
 t=$(date +%s.%N)
-timeout 540 $PY -m dlstudio_aspp.cli run --dataset coco --data "$OUT/person256" --epochs "$EPOCHS" --compile \
+timeout 540 $PY -m dlstudio_aspp.cli run --dataset coco --data "$OUT/person256" --epochs "$EPOCHS" --depth 16 --compile \
     --no-progress --workers 0 --out "$OUT/runs/coco150" > "$OUT/coco150.log" 2>&1
 echo "coco150 rc=$? seconds=$($PY -c "print(round($(date +%s.%N)-$t, 1))")" > "$OUT/times.txt"
 (cd "$OUT" && find runs -name 'saved_model' -o -name '*.ckpt' -o -name 'samples.npz' | xargs rm -f)
