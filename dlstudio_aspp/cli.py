@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="report")
     p = sub.add_parser("compare", help="two runs on the same test images: their mIoU difference, paired per image",
                        description="RUN_A - RUN_B: the mIoU and per-class IoU differences of two runs scored on the "
-                                   "same test images, with 95%% intervals from a paired bootstrap over those images "
+                                   "same test images, with 95% intervals from a paired bootstrap over those images "
                                    "(both runs on the same resamples) and a verdict. A run scored before per-image "
                                    "counts were kept is scored again from its card.")
     p.add_argument("run_a", metavar="RUN_A", help="a run folder")

@@ -22,7 +22,9 @@ def test_every_subcommand_has_help(capsys):
         with pytest.raises(SystemExit) as e:
             cli.main([name, "--help"])
         assert e.value.code == 0
-        assert "usage: dlstudio-aspp " + name in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert "usage: dlstudio-aspp " + name in shown
+        assert "%%" not in shown, f"{name} --help shows an escaped %: descriptions are not %-formatted"
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
