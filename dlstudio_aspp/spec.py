@@ -93,7 +93,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 # standard augmentation, inputs normalised by the training images (COCO's 'auto'), 10% of the
 # training images held out to keep the best weights, depth 4 (run builds at 96x96). Its budget is
 # iterations, not epochs, so a larger set (several --coco-root folders, a full COCO download) does
-# not lengthen the run; depth 16 (stock's) takes about 5.5 times as long per iteration.
+# not lengthen the run; depth 16 (stock's) takes about 3 times as long per iteration.
 RECIPES["coco"] = dict(RECIPES["modern"], dataset="coco", depth=4, val_split=0.1, val_every=500, max_iters=11000,
                        log_every=50)
 
@@ -117,7 +117,8 @@ RECIPE_WHY: Dict[str, Dict[str, str]] = {
         "val_every": "22 chances to keep the best weights; a split of about 28 images costs seconds",
         "max_iters": "a budget in iterations, so a larger set does not lengthen the run: about 45 minutes on "
                      "2 CPU cores at depth 4 and 96x96 (the time-to-accuracy front in benchmarks/RESULTS.md)",
-        "log_every": "a printed line about every 20 seconds on 2 CPU cores, within an epoch of the smallest set",
+        "log_every": "a printed line about every 20 seconds on 2 CPU cores; stock counts it within an epoch, so "
+                     "it stays below an epoch of coco_person's 203 training images (51 iterations)",
     },
 }
 
