@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -315,6 +316,7 @@ class RunSpec:
         values.update(RECIPES[name])
         if "epochs" in explicit and "max_iters" not in explicit:
             values["max_iters"] = None  # an explicit --epochs replaces a recipe's iteration budget
+        _note_deeper_budget(name, explicit)
         values.update(explicit)
         values["recipe"] = name
         if "rates" in values and values["rates"] is not None:
@@ -396,6 +398,21 @@ class RunSpec:
     @property
     def loss_title(self) -> str:
         return loss_title(self.loss)
+
+
+def _note_deeper_budget(recipe: str, explicit: Dict[str, Any]) -> None:
+    """Warn when a deeper network than the recipe's keeps the recipe's iteration budget, which was
+    sized in minutes for the recipe's depth: each iteration then costs more (depth 16: about 3 times
+    depth 4's, benchmarks/RESULTS.md, "The step rate of each point")."""
+    values = RECIPES[recipe]
+    depth, budget = explicit.get("depth"), values.get("max_iters")
+    own_budget = {"max_iters", "epochs"} & set(explicit)
+    if budget is None or depth is None or own_budget or depth <= values.get("depth", depth):
+        return
+    warnings.warn(f"--depth {depth} with the {recipe} recipe's {budget} iterations, sized for depth "
+                  f"{values['depth']}: each iteration costs more (depth 16: about 3 times depth 4's), so the run "
+                  f"takes that much longer; --max-iters N (or --epochs N) sets a budget of your own", UserWarning,
+                  stacklevel=3)
 
 
 def _reads_files(spec: "RunSpec") -> bool:

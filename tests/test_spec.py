@@ -57,9 +57,19 @@ def test_the_coco_recipe_budget_is_iterations_whatever_the_set_holds():
 
 def test_the_coco_recipe_trains_depth_4_and_depth_16_stays_reachable():
     """The time-to-accuracy front chose depth 4 for the CPU budget; --depth 16 --recipe stock is the homework's."""
-    assert RunSpec.build("coco").depth == 4 and RunSpec.build("coco", depth=16).depth == 16
+    assert RunSpec.build("coco").depth == 4
+    with pytest.warns(UserWarning, match="depth 16 with the coco recipe's 11000 iterations"):
+        assert RunSpec.build("coco", depth=16).depth == 16
     stock = RunSpec.build("stock", depth=16)
     assert (stock.depth, stock.head, stock.loss, stock.max_iters) == (16, "stock", "mse", None)
+
+
+@pytest.mark.parametrize("explicit", [dict(), dict(depth=4), dict(depth=16, max_iters=3000),
+                                      dict(depth=16, epochs=150)])
+def test_a_budget_of_ones_own_or_the_recipes_depth_is_not_warned_about(explicit, recwarn):
+    RunSpec.build("coco", **explicit)
+    RunSpec.build("stock", depth=16)  # stock's budget is epochs, whatever the depth
+    assert not [w for w in recwarn if "iterations, sized for depth" in str(w.message)]
 
 
 def test_every_value_of_the_coco_recipe_says_why():
