@@ -94,6 +94,7 @@ class _Run:
         self.board = open_board(card) if spec.tensorboard else None  # a TensorBoard SummaryWriter
         self.augment = transform_for(spec.augment_level(), tuple(card.image_size))
         self.validator: Optional[Validator] = None
+        self.last_weights: Optional[dict] = None  # the last iteration's, kept when validation chose others
         self.data: Dict[str, Any] = {}  # the training set's identity (data_identity), compared on resume
         self.in_step = False
         self.prior_seconds = 0.0  # training time of the runs this one resumes
@@ -118,7 +119,8 @@ class _Run:
                     "history": self.history, "rng": torch.get_rng_state(), "options": self.spec.result_values(),
                     "card": self.card.to_json(), "data": self.data,
                     "validation": self.validator.state_dict() if self.validator is not None else None,
-                    "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None},
+                    "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
+                    "last_model": self.last_weights},
                    self.card.checkpoint)
         write_history(self.history, self.card)
         self.own_checkpoint = True
@@ -384,9 +386,12 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
 
 
 def _finish_validation(run: _Run) -> None:
-    """The last validation, then the best weights become the run's weights (recorded in the history and card)."""
+    """The last validation, then the best weights become the run's weights (recorded in the history and card);
+    the checkpoint keeps the last iteration's as ``last_model`` (to score what the choice gained)."""
     if not run.validator.history or run.validator.history[-1][0] != run.it:
         _validate(run, print)
+    if run.validator.best["iteration"] != run.it:  # the finished checkpoint keeps the last weights beside them
+        run.last_weights = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
     run.net.load_state_dict(run.validator.best["state"])
     run.history["validation"] = run.validator.summary()
     run.card.validation = {k: v for k, v in run.history["validation"].items() if k != "history"}

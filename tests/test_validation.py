@@ -49,6 +49,9 @@ def test_the_best_weights_are_the_ones_saved_and_scored(synthetic_shapes, tmp_pa
     assert [it for it, _ in h["validation"]["history"]] == [1, 2, 3, 4]
     saved = torch.load(tmp_path / "saved_model", weights_only=True)
     assert all(torch.equal(saved[k], states[1][k]) for k in saved)
+    last = torch.load(tmp_path / "saved_model.ckpt", weights_only=False)["last_model"]  # kept beside the best
+    assert set(last) == set(saved) and all(torch.equal(last[k], states[3][k]) for k in last)
+    assert not all(torch.equal(last[k], saved[k]) for k in last)
     card = json.loads((tmp_path / "saved_model.json").read_text())
     assert card["validation"]["best_iteration"] == 2 and card["validation"]["images"] == 6
     metrics = seg.run_code_for_testing_semantic_segmentation(mUNetASPP(depth=4), progress=False)
