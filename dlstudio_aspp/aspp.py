@@ -106,7 +106,7 @@ class ASPP(nn.Module):
             self._warned.add((h, w))
             warnings.warn(f"ASPP rates {wide} are at least the bottleneck's side ({h}x{w}): every off-centre tap of "
                           "those 3x3 kernels falls on padding, so they act as 1x1 convs; use smaller rates",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=2)  # inside the package: the CLI prints one line
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W)."""

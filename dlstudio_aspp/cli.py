@@ -324,11 +324,15 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def _warning_line(fallback):
     """A ``warnings.showwarning`` that prints the package's own warnings as one ``warning: ...`` line, as its
-    errors are, and hands the others (and all of them under DLSTUDIO_ASPP_DEBUG) to ``fallback``."""
+    errors are, each text once (the same check may run where a command plans and where it trains), and hands
+    the others (and all of them under DLSTUDIO_ASPP_DEBUG) to ``fallback``."""
+    printed = set()
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if debug() or not Path(filename).resolve().is_relative_to(_PACKAGE):
             fallback(message, category, filename, lineno, file, line)
-        else:
+        elif str(message) not in printed:
+            printed.add(str(message))
             print(f"warning: {message}", file=file or sys.stderr)
     return show
 

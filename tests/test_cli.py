@@ -245,6 +245,30 @@ def test_the_package_warnings_print_as_one_line(coco_tiny, tmp_path, capsys):
     assert "RuntimeWarning" not in err and "warnings.warn" not in err
 
 
+def test_a_warning_from_a_modules_forward_is_ours_too(capsys):
+    """Bug: the ASPP rates warning, raised in forward, named torch's module.py and printed as a traceback-like
+    RuntimeWarning instead of one line."""
+    import torch
+
+    from dlstudio_aspp.aspp import ASPP
+
+    shown = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli._warning_line(lambda *a: shown.append(a))
+        ASPP(8, rates=(2, 8), branch_channels=4)(torch.randn(1, 8, 8, 8))
+    assert not shown and "warning: ASPP rates [8] are at least the bottleneck's side" in capsys.readouterr().err
+
+
+def test_a_warning_is_printed_once_wherever_it_is_raised(capsys):
+    """Bug: `run --val-split` printed its few-images warning twice: once when it planned, once when it trained."""
+    show = cli._warning_line(lambda *a: None)
+    for line in (10, 20):
+        show(UserWarning("few images"), UserWarning, cli.__file__, line)
+    show(UserWarning("another"), UserWarning, cli.__file__, 30)
+    assert capsys.readouterr().err == "warning: few images\nwarning: another\n"
+
+
 def test_other_warnings_keep_python_format(capsys, monkeypatch):
     shown = []
     show = cli._warning_line(lambda *a: shown.append(a))
