@@ -37,7 +37,7 @@ from .losses import get_loss
 from .optim import clipped_step, make_optimizer, make_scheduler
 from .spec import SEED_MIX, RunSpec, loss_title
 from .stopping import Interrupted, StopRequests
-from .validation import Validator, split_for_validation
+from .validation import Validator, cpu_weights, split_for_validation
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -391,7 +391,7 @@ def _finish_validation(run: _Run) -> None:
     if not run.validator.history or run.validator.history[-1][0] != run.it:
         _validate(run, print)
     if run.validator.best["iteration"] != run.it:  # the finished checkpoint keeps the last weights beside them
-        run.last_weights = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
+        run.last_weights = cpu_weights(run.net)
     run.net.load_state_dict(run.validator.best["state"])
     run.history["validation"] = run.validator.summary()
     run.card.validation = {k: v for k, v in run.history["validation"].items() if k != "history"}

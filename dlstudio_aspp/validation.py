@@ -46,6 +46,11 @@ def split_for_validation(dataset, fraction: float) -> Tuple[object, object]:
     return torch.utils.data.Subset(dataset, rest), torch.utils.data.Subset(dataset, held)
 
 
+def cpu_weights(net: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A copy of ``net``'s weights on the CPU, untouched by later steps (kept beside the training network)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
 class Validator:
     """Scores the network on the held-out images when due and keeps the best weights (on the CPU)."""
 
@@ -68,8 +73,7 @@ class Validator:
         miou = float(evaluate(net, self.loader, self.card, self.device, progress=False)["miou"])
         self.history.append([iteration, miou])
         if self.best is None or miou > self.best["miou"]:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-            self.best = {"iteration": iteration, "miou": miou, "state": state}
+            self.best = {"iteration": iteration, "miou": miou, "state": cpu_weights(net)}
         return miou
 
     def summary(self) -> Dict:
