@@ -10,11 +10,11 @@ on. Prints pooled person IoU (as every metric of the package pools it) on:
   - the training images (all of them, validation split included; no augmentation),
   - the test images at thresholds around the card's, and with the horizontally flipped
     image's output averaged in,
-  - the test images with the last iteration's weights, when validation kept others (the
-    finished checkpoint holds them as ``last_model``): what the choice gained or lost,
   - with ``--larger``: the test images of SET2, the input resized down to the run's size
     and the logits bilinearly resized up, so that runs trained at different sizes are
-    scored against the same masks.
+    scored against the same masks,
+  - the test images with the last iteration's weights, when validation kept others (the
+    finished checkpoint holds them as ``last_model``): what the choice gained or lost.
 The thresholds are a diagnostic on the test images, not a choice: nothing here changes a run.
 """
 import argparse
@@ -73,17 +73,15 @@ def main():
     print("test, threshold " + ", ".join(f"{t0 + s:+g}: {pooled_iou(out, truth, t0 + s):.3f}" for s in shifts))
     flipped, _ = outputs(net, card, args.data, "test", flip=True)
     print(f"test, flip averaged: {pooled_iou((out + flipped) / 2, truth, t0):.3f}")
-    last = torch.load(card.checkpoint, map_location="cpu", weights_only=True).get("last_model")
-    if last is not None:
-        kept = {k: v.clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(last)
-        print(f"test, last weights (iteration {card.iterations}) instead of the kept ones: "
-              f"{pooled_iou(outputs(net, card, args.data, 'test')[0], truth, t0):.3f}; "
-              f"their fit: {pooled_iou(*outputs(net, card, args.data, 'train'), t0):.3f}")
-        net.load_state_dict(kept)
     if args.larger:
         out, truth = outputs(net, card, args.larger, "test", size=tuple(card.image_size))
         print(f"test of {args.larger} at {truth.shape[-1]}x{truth.shape[-1]}, logits resized up: {pooled_iou(out, truth, t0):.3f}")
+    last = torch.load(card.checkpoint, map_location="cpu", weights_only=True).get("last_model")
+    if last is not None:  # last, so the kept weights need not be put back
+        net.load_state_dict(last)
+        print(f"test, last weights (iteration {card.iterations}) instead of the kept ones: "
+              f"{pooled_iou(*outputs(net, card, args.data, 'test'), t0):.3f}; "
+              f"their fit: {pooled_iou(*outputs(net, card, args.data, 'train'), t0):.3f}")
 
 
 if __name__ == "__main__":
