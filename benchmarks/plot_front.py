@@ -51,8 +51,9 @@ def plot(points, out: Path) -> Path:
         err = None if p["low"] is None else [[p["iou"] - p["low"]], [p["high"] - p["iou"]]]
         ax.errorbar(p["minutes"], p["iou"], yerr=err, fmt=markers.get(p["size"], "D"), color=colours.get(p["depth"], "k"),
                     capsize=3, label=f"depth {p['depth']}, {p['size']}x{p['size']}")
+        near = sum(abs(q["minutes"] - p["minutes"]) < 1 and abs(q["iou"] - p["iou"]) < 0.01 for q in points[:number - 1])
         ax.annotate(str(number), (p["minutes"], p["iou"]), textcoords="offset points", fontsize=7,
-                    xytext=(5, 4 if number % 2 else -10))  # points at one x alternate above and below
+                    xytext=(5 + 10 * near, 4 if number % 2 else -10))  # one x: above and below; one spot: side by side
     key = "\n".join(f"{n}: {p['point']} ({p['iterations']} it)" for n, p in enumerate(points, 1))
     fig.text(0.66, 0.5, key, fontsize=7, va="center", family="monospace")
     ax.set_xlim(min(p["minutes"] for p in points) * 0.8, max(p["minutes"] for p in points) * 1.15)

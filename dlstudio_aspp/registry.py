@@ -213,7 +213,7 @@ DATASETS: Registry[Dataset] = Registry("--dataset", {
     "coco": Dataset("a build-coco folder", "data.coco:COCOSegmentationDataset", "data.open:open_coco",
                     "data.open:built_root", auto_augment="standard", auto_normalize="dataset", run_recipe="coco",
                     floors=True, from_coco=True,
-                    after_run="to train longer, add --epochs N (this run: {iterations} iterations); on a GPU, build the "
+                    after_run="to train longer, raise --max-iters (this run: {iterations} iterations); on a GPU, build the "
                               "set at the homework's size (build-coco --size 256) and try --epochs 150 (the coco preset)"),
 })
 

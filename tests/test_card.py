@@ -44,7 +44,9 @@ def test_the_card_says_why_for_each_recipe_value_kept(tmp_path):
     card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4, head="dense").config, spec=spec)
     why = json.loads(json.dumps(card.to_json()))["why"]
     assert why["max_iters"] == RECIPE_WHY["coco"]["max_iters"] and "lr" not in why  # --lr 3e-3 is the user's
-    assert set(why) == set(RECIPE_WHY["coco"]) - {"lr"}
+    assert set(why) == set(RECIPE_WHY["coco"]) - {"lr", "val_every"}  # --val-every matters only with a split
+    on = RunCard(tmp_path / "v", spec=RunSpec.build("coco", val_split=0.1).to_json()).why()
+    assert "val_every" in on and "val_split" not in on  # the split is the user's; the recipe's interval is kept
     assert RunCard(tmp_path / "w", spec={"recipe": "modern"}).why() == {}
 
 

@@ -251,12 +251,14 @@ def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
                    "--out", str(out), "--max-iters", "2", "--depth", "4", "--batch-size", "2", "--test-subset", "2",
                    "--no-progress", "--cpu"])
     assert rc == 0, capsys.readouterr().err
-    assert "building the COCO set for person" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "building the COCO set for person" in printed
+    assert "to train longer, raise --max-iters (this run: 2 iterations)" in printed  # the recipe's budget is iterations
     assert json.loads((data / "index.json").read_text())["counts"]["train"] == {"person": 12}
     card = json.loads((out / "saved_model.json").read_text())
     assert card["class_names"] == ["person"] and card["augment"] == "standard" and len(card["mean"]) == 3
     assert card["spec"]["rates"] == [2, 4, 6] == card["model"]["aspp_rates"]  # --rates auto at 96x96's 12x12
-    assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] == 0.1 and card["image_size"] == [96, 96]
+    assert card["spec"]["recipe"] == "coco" and card["spec"]["val_split"] is None and card["image_size"] == [96, 96]
     from dlstudio_aspp.card import RunCard
 
     assert list(RunCard.load(out).build_model().aspp.rates) == [2, 4, 6]  # what evaluation, predict and sam-compare rebuild
@@ -266,7 +268,7 @@ def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| person | " in report and "fixed mask" in report
     why = report.split("### Why the recipe chose these values")[1]  # --max-iters 2 is the user's, not the recipe's
-    assert "| val_split | 10% of the training images" in why and "| max_iters |" not in why
+    assert "| val_split | off: train on every image and keep the last weights" in why and "| max_iters |" not in why
 
 
 def test_build_coco_caps_and_splits_from_the_command_line(coco_tiny, tmp_path, capsys):
@@ -470,15 +472,15 @@ def _tiny_extra(tmp_path, n=10):
 
 
 def test_run_builds_from_two_real_folders_then_trains(coco_tiny, tmp_path, capsys):
-    """`run --coco-root A B --train-min-size 100`: one set from coco_tiny and a cut of coco_person_extra; the card
-    and the report say how many images each split holds and why."""
+    """`run --coco-root A B --train-min-size 100 --val-split 0.1`: one set from coco_tiny and a cut of
+    coco_person_extra; the card and the report say how many images each split holds and why."""
     from dlstudio_aspp import cli
 
     extra = _tiny_extra(tmp_path)
     out, data = tmp_path / "run", tmp_path / "both"
     argv = ["run", "--dataset", "coco", "--coco-root", str(coco_tiny), str(extra), "--train-min-size", "100",
             "--size", "64", "--data", str(data), "--out", str(out), "--max-iters", "2", "--depth", "4", "--batch-size",
-            "2", "--test-subset", "2", "--no-progress", "--cpu"]
+            "2", "--test-subset", "2", "--val-split", "0.1", "--no-progress", "--cpu"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     index = json.loads((data / "index.json").read_text())
     folders = index["summary"]["train"]["folders"]
