@@ -21,7 +21,7 @@ floors (every pixel the class, the best fixed mask) beside the model's IoU.
 import os, sys
 
 ##  dlstudio-aspp: pick the loss and switch ASPP on or off here.
-recipe = 'coco'            ##  'coco' (modern + validation split, 11000 iterations) / 'modern' / 'stock' (the homework's SGD + MSE)
+recipe = 'coco'            ##  'coco' (modern, depth 4, 11000 iterations, last weights) / 'modern' / 'stock' (the homework's SGD + MSE)
 loss = None                ##  None: the recipe's; or 'mse' / 'dice' / 'dice+mse:20' / 'bce+dice' ...
 head = 'dense'             ##  'dense': every output pixel is predicted; 'stock': stock mUNet's 1-in-4 output layer
 use_aspp = True            ##  False gives the stock mUNet, for comparison
