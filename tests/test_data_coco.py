@@ -267,8 +267,10 @@ def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
     assert cli.main(["report", str(out), "--format", "md"]) == 0
     report = (out / "report.md").read_text()
     assert "| person | " in report and "fixed mask" in report
-    why = report.split("### Why the recipe chose these values")[1]  # --max-iters 2 is the user's, not the recipe's
-    assert "| val_split | off: train on every image and keep the last weights" in why and "| max_iters |" not in why
+    why = report.split("### Why the recipe chose these values")[1].split("###")[0]  # --max-iters 2 is the user's
+    assert "| `--val-split` | off: train on every image and keep the last weights" in why and "`--max-iters`" not in why
+    options = report.split("### Options (the run's spec)")[1]
+    assert "| `--val-split` | off |" in options and "| `--rates` | 2,4,6 |" in options and "| `--aspp` | on |" in options
 
 
 def test_build_coco_caps_and_splits_from_the_command_line(coco_tiny, tmp_path, capsys):

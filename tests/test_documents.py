@@ -89,9 +89,9 @@ def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):
     card = json.loads((run_folder / "saved_model.json").read_text())
     lo, hi = metrics["miou_ci95"]
     for part in ("# Run report", "95% interval", "Decision rule", "figures/training.png", "figures/per_class.png",
-                 "saved_model.test_grid.png", "## Appendix: the commands and the options", "| recipe | modern |", "## How it was made",
+                 "saved_model.test_grid.png", "## Appendix: the commands and the options", "| `--recipe` | modern |", "## How it was made",
                  f"| torch | {torch.__version__} |", f"{metrics['miou']:.3f}", f"{lo:.3f}", f"{hi:.3f}",
-                 f"; {card['iterations']} iterations (", f"| depth | {card['spec']['depth']} |",
+                 f"; {card['iterations']} iterations (", f"| `--depth` | {card['spec']['depth']} |",
                  f"on {metrics['num_images']} test images"):
         assert part in md, part
     for name, iou in zip(metrics["class_names"], metrics["iou"]):  # every class's row carries its IoU
