@@ -124,11 +124,13 @@ def class_scores(counts: np.ndarray):
                 np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan))
 
 
-def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 1, level: float = 0.95,
+def bootstrap_per_class(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                         minus: np.ndarray | None = None) -> Dict:
     """Percentile bootstrap intervals over test images of each class's IoU and Dice:
     ``{'iou_ci95': [[low, high], ...], 'dice_ci95': [...]}`` (NaN for a class never seen); with
-    ``minus``, of each class's difference from that run on the same resamples (paired)."""
+    ``minus``, of each class's difference from that run on the same resamples (paired). The
+    resamples are :func:`bootstrap_miou`'s at the same ``seed``, so a one-class set's class and
+    mean intervals agree."""
     _same_images(counts, minus)
     n, c = counts.shape[0], counts.shape[1] if counts.ndim == 3 else 0
     if n == 0:

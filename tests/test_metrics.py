@@ -78,3 +78,14 @@ def test_bootstrap_by_hand():
     lo, hi = bootstrap_miou(counts, n_boot=400)
     # resamples are {img0, img0} 3/4, {img1, img1} 1/2, mixed 4/6
     assert lo == pytest.approx(0.5) and hi == pytest.approx(0.75)
+
+
+def test_a_one_class_sets_class_and_mean_intervals_agree():
+    """Bug: a report of one class gave its IoU one interval and the mean (the same number) another,
+    because the per-class bootstrap drew other resamples; `compare` did the same for a difference."""
+    from dlstudio_aspp.metrics import bootstrap_miou, bootstrap_per_class
+
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(0, 50, size=(40, 1, 3)) for _ in range(2))  # 40 images, one class
+    assert bootstrap_per_class(a)["iou_ci95"][0] == pytest.approx(bootstrap_miou(a))
+    assert bootstrap_per_class(a, minus=b)["iou_ci95"][0] == pytest.approx(bootstrap_miou(a, minus=b))
