@@ -239,19 +239,31 @@ def _styles() -> dict:
 TABLE_SIZES = (8.0, 7.0, 6.0)
 
 
-def _column_widths(cells: List[List[str]], width: float, size: float) -> Tuple[Optional[List[float]], List[float]]:
-    """(natural widths if they fit ``width`` else None, widths that fit by wrapping) for a table's plain cells."""
+def _runs(inline, bold: bool = False) -> List[Tuple[str, str]]:
+    """(text, font) pieces of an inline, in the fonts :func:`_markup` sets them in (bold, code in Mono)."""
+    out = []
+    for t in inline or []:
+        if t.type in ("strong_open", "strong_close"):
+            bold = t.type == "strong_open"
+        elif t.type in ("text", "code_inline"):
+            out.append((t.content, "Mono" if t.type == "code_inline" else "Sans-Bold" if bold else "Sans"))
+    return out
+
+
+def _column_widths(cells: List[List[List[Tuple[str, str]]]], width: float,
+                   size: float) -> Tuple[Optional[List[float]], List[float]]:
+    """(natural widths if they fit ``width`` else None, widths that fit by wrapping) for a table's cells,
+    each a list of (text, font) runs (:func:`_runs`), measured in the fonts they are set in."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
     pad = 8.0
     n = max(len(r) for r in cells)
-    font = lambda row: "Sans-Bold" if row == 0 else "Sans"  # noqa: E731  (the head row is bold)
-    natural = [max(stringWidth(r[k], font(j), size) if k < len(r) else 0 for j, r in enumerate(cells)) + pad
-               for k in range(n)]
+    col = lambda k: [r[k] if k < len(r) else [] for r in cells]  # noqa: E731
+    natural = [max(sum(stringWidth(text, font, size) for text, font in cell) for cell in col(k)) + pad for k in range(n)]
     if sum(natural) <= width:
         return natural, natural
-    words = [max(max((stringWidth(w, font(j), size) for w in r[k].split()), default=0) if k < len(r) else 0
-                 for j, r in enumerate(cells)) + pad for k in range(n)]
+    words = [max((stringWidth(w, font, size) for cell in col(k) for text, font in cell for w in text.split()),
+                 default=0) + pad for k in range(n)]
     least = [min(w, width / n * 1.5, nat) for w, nat in zip(words, natural)]
     if sum(least) >= width:
         return None, [width * w / sum(least) for w in least]
@@ -265,9 +277,9 @@ def _table_flowable(block: Block, width: float):
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.platypus import LongTable, Paragraph, TableStyle
 
-    plain_rows = [[plain(c) for c in block.head]] + [[plain(c) for c in r] for r in block.rows]
+    runs = [[_runs(c, bold=True) for c in block.head]] + [[_runs(c) for c in r] for r in block.rows]
     for size in TABLE_SIZES:
-        fits, widths = _column_widths(plain_rows, width, size)
+        fits, widths = _column_widths(runs, width, size)
         if fits:
             break
     style = ParagraphStyle("cell", fontName="Sans", fontSize=size, leading=size * 1.25, splitLongWords=1)

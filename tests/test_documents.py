@@ -47,6 +47,16 @@ def test_the_pdf_drops_no_table_cell_and_wraps_what_is_long(tmp_path):
     assert not missing, missing
 
 
+def test_a_bold_or_code_cell_is_measured_in_its_own_font(tmp_path):
+    """Bug: columns were sized in the regular font, so a run report's bold mean (0.601) and its
+    `--checkpoint-seconds` (set in Mono) broke over two lines in a table that had room."""
+    md = ("# Widths\n\n| class | IoU |\n|---|---|\n| person | 0.601 |\n| **mean** | **0.601** |\n\n"
+          "| option | value |\n|---|---|\n| `--checkpoint-seconds` | 60 |\n")
+    (tmp_path / "w.md").write_text(md)
+    lines = _pdf_text(write_document(tmp_path / "w.md", ["pdf"])["pdf"]).splitlines()
+    assert sum("0.601" in line for line in lines) == 2 and any("--checkpoint-seconds" in line for line in lines), lines
+
+
 def test_a_heading_is_never_the_last_line_of_a_page(tmp_path):
     """Headings are kept with what follows them up to their first table or figure, across many page breaks."""
     from pypdf import PdfReader
