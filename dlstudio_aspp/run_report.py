@@ -20,8 +20,8 @@ from .errors import UserError
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import read_json
 from .report import sam_section
-from .spec import SPEC_FIELDS, flag, show_value
 from .plots import pyplot as _plt, running_mean, save_plot as _save
+from .spec import SPEC_FIELDS, flag, show_value
 
 REPORT_NAME = "report.md"
 FIGURES = "figures"
@@ -137,7 +137,7 @@ def _images_section(card: RunCard, metrics: dict) -> List[str]:
             "binarised; the legend names each class's colour.", "", f"![test grid]({_rel(card, card.test_grid)})", ""]
 
 
-def _as_typed(options: dict, show=show_value) -> dict:
+def _as_flags(options: dict, show=show_value) -> dict:
     """Option name -> value, keyed and (with ``show``) spelled as the command line does: ``--val-split`` off.
     Names this version does not know (a card from a newer one) stay as recorded."""
     return {(f"`{flag(k)}`" if k in SPEC_FIELDS else k): (show(k, v) if k in SPEC_FIELDS else v)
@@ -146,11 +146,11 @@ def _as_typed(options: dict, show=show_value) -> dict:
 
 def _appendix_section(card: RunCard, metrics: dict) -> List[str]:
     commands = card.provenance.get("commands") or [card.provenance.get("command", "not recorded")]
-    why = _as_typed(card.why(), show=lambda k, reason: reason)
+    why = _as_flags(card.why(), show=lambda k, reason: reason)
     return ["## Appendix: the commands and the options", "",
             "Every command that trained this run, in order (a resumed run lists each part):", "",
             "```", *[str(c) for c in commands], "```", "",
-            "### Options (the run's spec)", "", *key_value_table("option", _as_typed(card.spec)), "",
+            "### Options (the run's spec)", "", *key_value_table("option", _as_flags(card.spec)), "",
             *(["### Why the recipe chose these values", "", *key_value_table("option", why, "why"), ""] if why else []),
             "### How it was made", "", *key_value_table("provenance", card.provenance or {"recorded": "no"}), ""]
 
