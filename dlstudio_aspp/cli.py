@@ -26,7 +26,7 @@ from . import __version__, commands
 from .errors import UserError, debug
 from .registry import DATASETS
 from . import spec as spec_module
-from .spec import COCO_MIN_SIZE, DEFAULT_SHAPES_DATA, RunSpec, check_rates, flag, parse_ints, show_value
+from .spec import COCO_MIN_SIZE, DEFAULT_SHAPES_DATA, RECIPES, RunSpec, check_rates, flag, parse_ints, show_value
 
 __all__ = ["build_parser", "main", "parse_ints", "add_spec_options"]
 
@@ -129,8 +129,9 @@ def _run_parser(sub) -> None:
                        description="Fetch PurdueShapes5MultiObject into the default folder (if missing), train mUNet+ASPP "
                                    "with the modern recipe and the dense output layer for one epoch, score it on the whole "
                                    "test set and write everything to --out. With --dataset coco: the coco recipe "
-                                   "(modern, plus a 10% validation split that keeps the best weights, a budget in iterations: "
-                                   "about 45 minutes on 2 CPU cores at depth 4 and 96x96), "
+                                   f"(modern at depth {RECIPES['coco']['depth']} for {RECIPES['coco']['max_iters']} "
+                                   "iterations, keeping the last weights: about 45 minutes on 2 CPU cores at 96x96; "
+                                   "the run card gives the reason for each value), "
                                    "scored against the floors; --coco-root builds the set first. The defaults below are "
                                    "the Shapes run's.")
     p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
