@@ -78,3 +78,43 @@ def test_a_validation_split_of_few_images_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         split_for_validation(list(range(200)), 0.1)  # 20 images: no warning
+
+
+def test_the_last_weights_tool_copies_a_run_with_its_last_weights(syn, tmp_path, monkeypatch, capsys):
+    """tools/last_weights.py: the copy's weights are the checkpoint's last_model and its old scores are gone, so
+    `compare` scores it afresh; the run itself is unchanged; a run with no last_model is one line."""
+    import importlib.util
+    from pathlib import Path
+
+    from dlstudio_aspp import cli
+    from dlstudio_aspp.card import RunCard
+
+    spec = importlib.util.spec_from_file_location("last_weights", Path(__file__).parents[1] / "tools" / "last_weights.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    scores = iter([0.9, 0.1, 0.1, 0.1])  # validation keeps iteration 1 of 4
+    real = validation.Validator.run
+
+    def run(self, net, iteration):
+        with pytest.MonkeyPatch.context() as inner:
+            inner.setattr("dlstudio_aspp.evaluation.evaluate", lambda *a, **k: {"miou": next(scores)})
+            return real(self, net, iteration)
+
+    monkeypatch.setattr(validation.Validator, "run", run)
+    out = tmp_path / "run"
+    assert cli.main(["run", *syn, "--out", str(out), "--max-iters", "4", "--val-split", "0.25", "--val-every", "1"]) == 0
+    monkeypatch.undo()
+    last = torch.load(out / "saved_model.ckpt", weights_only=True)["last_model"]
+    kept = torch.load(out / "saved_model", weights_only=True)
+    assert not all(torch.equal(kept[k], last[k]) for k in kept)
+    tool.main([str(out), str(tmp_path / "last")])
+    copy = RunCard.load(tmp_path / "last")
+    assert all(torch.equal(v, last[k]) for k, v in copy.load_model().state_dict().items())
+    assert not copy.metrics_file.exists() and RunCard.load(out).metrics_file.exists()
+    assert cli.main(["compare", str(tmp_path / "last"), str(out)]) == 0
+    with pytest.raises(SystemExit, match="exists; name a new folder"):
+        tool.save_last(out, tmp_path / "last")
+    plain = tmp_path / "plain"  # no validation split: its weights are the last ones
+    assert cli.main(["run", *syn, "--out", str(plain), "--max-iters", "2"]) == 0
+    with pytest.raises(SystemExit, match="holds no last_model"):
+        tool.save_last(plain, tmp_path / "again")
