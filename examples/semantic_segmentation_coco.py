@@ -11,8 +11,8 @@ The stock semantic_segmentation.py recipe, on a COCO set built with
 
 mUNet(+ASPP) with one output channel per COCO class, at the set's size. By default it trains
 with the 'coco' recipe, as `dlstudio-aspp run --dataset coco` does: standard augmentation,
-inputs normalised by the training images, 10% of the training images held out to keep the
-best weights, a budget of 11000 iterations whatever the set holds (about 45 minutes on 2 CPU
+inputs normalised by the training images, every training image trained on and the last
+weights kept, a budget of 11000 iterations whatever the set holds (about 45 minutes on 2 CPU
 cores at depth 4 and 96x96), ASPP rates for the set's bottleneck. For the homework's size on a
 GPU: build at 256, set depth = 16 and options = dict(epochs=150). The test report prints the
 floors (every pixel the class, the best fixed mask) beside the model's IoU.
