@@ -267,6 +267,15 @@ class RunCard:
         """The trained model of this run, in eval mode on ``device``."""
         return self.load_weights(self.build_model()).to(device).eval()
 
+    def last_weights(self):
+        """The last iteration's weights when validation kept others (the finished checkpoint's ``last_model``);
+        None when the run's weights are its last ones or it has no checkpoint."""
+        import torch
+
+        if not self.checkpoint.is_file():
+            return None
+        return torch.load(self.checkpoint, map_location="cpu", weights_only=True).get("last_model")
+
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.
 

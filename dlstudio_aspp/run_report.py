@@ -137,16 +137,20 @@ def _images_section(card: RunCard, metrics: dict) -> List[str]:
             "binarised; the legend names each class's colour.", "", f"![test grid]({_rel(card, card.test_grid)})", ""]
 
 
-def _as_flags(options: dict, show=show_value) -> dict:
-    """Option name -> value, keyed and (with ``show``) spelled as the command line does: ``--val-split`` off.
-    Names this version does not know (a card from a newer one) stay as recorded."""
-    return {(f"`{flag(k)}`" if k in SPEC_FIELDS else k): (show(k, v) if k in SPEC_FIELDS else v)
-            for k, v in options.items()}
+def _flag(name: str) -> str:
+    """An option as the command line names it (``--val-split``); a name this version does not know (a card
+    from a newer one) stays as recorded."""
+    return f"`{flag(name)}`" if name in SPEC_FIELDS else name
+
+
+def _as_flags(spec: dict) -> dict:
+    """The run's options keyed and spelled as the command line does: ``--val-split`` off, ``--rates`` 2,4,6."""
+    return {_flag(k): show_value(k, v) if k in SPEC_FIELDS else v for k, v in spec.items()}
 
 
 def _appendix_section(card: RunCard, metrics: dict) -> List[str]:
     commands = card.provenance.get("commands") or [card.provenance.get("command", "not recorded")]
-    why = _as_flags(card.why(), show=lambda k, reason: reason)
+    why = {_flag(name): reason for name, reason in card.why().items()}
     return ["## Appendix: the commands and the options", "",
             "Every command that trained this run, in order (a resumed run lists each part):", "",
             "```", *[str(c) for c in commands], "```", "",

@@ -14,16 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from dlstudio_aspp.card import RunCard
 
 
 def save_last(run, out) -> Path:
     """Copy ``run`` to ``out`` with the checkpoint's ``last_model`` as the weights; ``out`` must not exist."""
-    card = RunCard.load(run)
-    last = torch.load(card.checkpoint, map_location="cpu", weights_only=True).get("last_model") \
-        if card.checkpoint.is_file() else None
+    last = RunCard.load(run).last_weights()
     if last is None:
         raise SystemExit(f"{run}: its checkpoint holds no last_model (no validation split, or validation kept the last "
                          "weights); its weights already are the last iteration's")

@@ -76,7 +76,7 @@ def main():
     if args.larger:
         out, truth = outputs(net, card, args.larger, "test", size=tuple(card.image_size))
         print(f"test of {args.larger} at {truth.shape[-1]}x{truth.shape[-1]}, logits resized up: {pooled_iou(out, truth, t0):.3f}")
-    last = torch.load(card.checkpoint, map_location="cpu", weights_only=True).get("last_model")
+    last = card.last_weights()
     if last is not None:  # last, so the kept weights need not be put back
         net.load_state_dict(last)
         print(f"test, last weights (iteration {card.iterations}) instead of the kept ones: "
