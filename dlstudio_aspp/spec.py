@@ -114,13 +114,14 @@ RECIPE_WHY: Dict[str, Dict[str, str]] = {
         "dataset": "the recipe is for a build-coco set",
         "val_split": "off: train on every image and keep the last weights. Keeping the best of 22 checks on a "
                      "28-photograph split chose early weights (iteration 2000 of 22000: 0.112 below the last "
-                     "ones); off beat it by 0.039 [0.002, 0.079] person IoU (paired, seed 1)",
-        "depth": "depth 4 at 96x96 steps 5.6 times as fast as stock's depth 16 at 128x128: at equal minutes on 2 "
-                 "CPU cores its many more passes gave person IoU 0.57 (mean of 3 seeds) against 0.50 (the "
+                     "ones); off beat it by 0.035 person IoU on average over 3 seeds (paired: +0.005, +0.039, +0.062)",
+        "depth": "depth 4 at 96x96 steps 4-5.6 times as fast as stock's depth 16 at 128x128: at equal minutes on 2 "
+                 "CPU cores its many more passes gave person IoU 0.60 (mean of 3 seeds) against 0.50 (the "
                  "time-to-accuracy front in benchmarks/RESULTS.md)",
         "val_every": "with --val-split on: 22 checks in 11000 iterations; a split of about 28 images costs seconds",
-        "max_iters": "a budget in iterations, so a larger set does not lengthen the run: about 45 minutes on "
-                     "2 CPU cores at depth 4 and 96x96 (the time-to-accuracy front in benchmarks/RESULTS.md)",
+        "max_iters": "a budget in iterations, so a larger set does not lengthen the run: 1.0-1.3 times the minutes "
+                     "of the earlier default (depth 16, 128x128, 2040 iterations), about 45 on 2 CPU cores "
+                     "(timed in benchmarks/RESULTS.md)",
         "log_every": "a printed line about every 20 seconds on 2 CPU cores; stock counts it within an epoch, so "
                      "it stays below an epoch of coco_person's 203 training images (51 iterations)",
     },
