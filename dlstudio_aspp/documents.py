@@ -128,17 +128,22 @@ def _table(tokens, i: int) -> Tuple[int, Block]:
     return i + 1, Block("table", head=head, rows=rows)
 
 
-def plain(inline) -> str:
-    """The text of an inline, as a reader sees it (markup removed)."""
+def _runs(inline, bold: bool = False) -> List[Tuple[str, str]]:
+    """The text of an inline as a reader sees it, in (text, font) pieces: the fonts the PDF sets them in
+    (bold, code in Mono), a line break as a space, an image as its alt text."""
     out = []
     for t in inline or []:
-        if t.type in ("text", "code_inline"):
-            out.append(t.content)
-        elif t.type in ("softbreak", "hardbreak"):
-            out.append(" ")
-        elif t.type == "image":
-            out.append(t.content)
-    return "".join(out)
+        if t.type in ("strong_open", "strong_close"):
+            bold = t.type == "strong_open"
+        elif t.type in ("text", "code_inline", "image", "softbreak", "hardbreak"):
+            text = " " if t.type in ("softbreak", "hardbreak") else t.content
+            out.append((text, "Mono" if t.type == "code_inline" else "Sans-Bold" if bold else "Sans"))
+    return out
+
+
+def plain(inline) -> str:
+    """The text of an inline, as a reader sees it (markup removed)."""
+    return "".join(text for text, _ in _runs(inline))
 
 
 def table_cells(md: str) -> List[str]:
@@ -239,17 +244,6 @@ def _styles() -> dict:
 TABLE_SIZES = (8.0, 7.0, 6.0)
 
 
-def _runs(inline, bold: bool = False) -> List[Tuple[str, str]]:
-    """(text, font) pieces of an inline, in the fonts :func:`_markup` sets them in (bold, code in Mono)."""
-    out = []
-    for t in inline or []:
-        if t.type in ("strong_open", "strong_close"):
-            bold = t.type == "strong_open"
-        elif t.type in ("text", "code_inline"):
-            out.append((t.content, "Mono" if t.type == "code_inline" else "Sans-Bold" if bold else "Sans"))
-    return out
-
-
 def _column_widths(cells: List[List[List[Tuple[str, str]]]], width: float,
                    size: float) -> Tuple[Optional[List[float]], List[float]]:
     """(natural widths if they fit ``width`` else None, widths that fit by wrapping) for a table's cells,
@@ -277,9 +271,9 @@ def _table_flowable(block: Block, width: float):
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.platypus import LongTable, Paragraph, TableStyle
 
-    runs = [[_runs(c, bold=True) for c in block.head]] + [[_runs(c) for c in r] for r in block.rows]
+    cells = [[_runs(c, bold=True) for c in block.head]] + [[_runs(c) for c in r] for r in block.rows]
     for size in TABLE_SIZES:
-        fits, widths = _column_widths(runs, width, size)
+        fits, widths = _column_widths(cells, width, size)
         if fits:
             break
     style = ParagraphStyle("cell", fontName="Sans", fontSize=size, leading=size * 1.25, splitLongWords=1)
