@@ -2,7 +2,8 @@
 
 - :class:`Compiled`: ``torch.compile`` of a function (CUDA graphs with
   ``mode="reduce-overhead"`` on CUDA, inductor's default mode on CPU), with a fallback
-  to the eager function and one warning when compiling fails, never a crash.
+  to the eager function and one warning when compiling, the compiled backward pass or
+  recording a CUDA graph fails, never a crash.
 - :func:`device_batches`: PurdueShapes' uint8 arrays kept on the device and batches
   drawn there in a given order, bypassing DataLoader workers (the same batches as the
   CPU path).
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import signal
 import warnings
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
+
+from .errors import UserError
 
 
 def pick_device(cpu: bool = False) -> torch.device:
@@ -30,36 +33,72 @@ def compile_mode(device: torch.device) -> Optional[str]:
     return "reduce-overhead" if device.type == "cuda" else None
 
 
-class Compiled:
-    """``fn`` compiled on its first call; if that fails, ``fn`` itself from then on (one warning).
+#: Calls of a compiled function that run with the network's state saved first: the call that compiles
+#: the forward pass (and, through its backward, the lazily compiled backward), the one on which CUDA
+#: graphs are recorded, and the first replay. A failure there is undone before the eager rerun.
+GUARDED_CALLS = 3
 
-    ``what`` names the function in the warning ("the training step", "evaluation").
+
+class Compiled:
+    """``fn`` under ``torch.compile``, which no compile or CUDA-graph failure can end.
+
+    :meth:`run` calls ``body(f)`` with ``f`` the compiled function (``body`` may go on to the
+    backward pass, where the backward graph is compiled lazily). If that raises anything but a
+    :class:`UserError`, ``body`` runs again with the eager ``fn``, which is used from then on,
+    and one warning names the cause; ``fell_back`` holds it. For the first
+    :data:`GUARDED_CALLS` calls, the buffers of ``module`` (BatchNorm's running statistics) and
+    the random generators are put back, and its gradients cleared, before the eager rerun, so
+    the step's result is the eager step's. ``what`` names the function in the warning.
     """
 
-    def __init__(self, fn: Callable, device: torch.device, what: str) -> None:
-        self.eager, self.what = fn, what
+    def __init__(self, fn: Callable, device: torch.device, what: str, module: Optional[torch.nn.Module] = None) -> None:
+        self.eager, self.what, self.module, self.device = fn, what, module, device
         mode = compile_mode(device)
         self.fn = torch.compile(fn, mode=mode, dynamic=False) if mode else torch.compile(fn, dynamic=False)
-        self.fell_back = False
-        self._tried = False
+        self.fell_back: Optional[str] = None
+        self.calls = 0
 
     def __call__(self, *args, **kwargs):
-        if self._tried:
-            return self.fn(*args, **kwargs)
-        self._tried = True
+        return self.run(lambda f: f(*args, **kwargs))
+
+    def run(self, body: Callable[[Callable], Any]):
+        if self.fell_back is not None:
+            return body(self.eager)
+        saved = self._snapshot() if self.calls < GUARDED_CALLS else None
+        self.calls += 1
         try:
-            return self.fn(*args, **kwargs)
-        except Exception as exc:  # any compiler failure: run eagerly, say so once
-            warnings.warn(f"--compile: compiling {self.what} failed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); running it eagerly",
-                          RuntimeWarning, stacklevel=2)
-            self.fn, self.fell_back = self.eager, True
-            return self.fn(*args, **kwargs)
+            return body(self.fn)
+        except UserError:
+            raise
+        except Exception as exc:  # any compile or graph failure: undo, run eagerly, say so once
+            if saved is not None:
+                self._restore(saved)
+            if self.module is not None:
+                self.module.zero_grad(set_to_none=True)
+            out = body(self.eager)  # an error here is the step's own, not the compiler's
+            text = str(exc).strip().splitlines()
+            self.fell_back = f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+            warnings.warn(f"--compile: the compiled {self.what} failed ({self.fell_back}); "
+                          f"running it eagerly for the rest of the run", RuntimeWarning, stacklevel=2)
+            return out
+
+    def _snapshot(self) -> dict:
+        buffers = {k: b.clone() for k, b in self.module.named_buffers()} if self.module is not None else {}
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"buffers": buffers, "rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+    def _restore(self, saved: dict) -> None:
+        with torch.no_grad():
+            for k, b in self.module.named_buffers() if self.module is not None else ():
+                b.copy_(saved["buffers"][k])
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
 
 
 def device_tensors(dataset, device: torch.device):
     """(images (N, 3, H, W) uint8, masks (N, C, H, W) uint8) of a PurdueShapes dataset on ``device``
-    (through any nesting of ``Subset``\ s), or None when the dataset does not keep its arrays in memory
+    (through any nesting of ``Subset`` objects), or None when the dataset does not keep its arrays in memory
     (COCO reads PNGs)."""
     base, indices = dataset, None
     while isinstance(base, torch.utils.data.Subset):
@@ -78,10 +117,10 @@ def device_batches(arrays, order: Sequence[int], batch_size: int, drop_last: boo
     """Batches ``{'image': (B, 3, H, W) float 0..255, 'mask_tensor': (B, C, H, W) uint8}`` drawn on the
     arrays' device in ``order`` (the sampler's order), as the DataLoader would collate them."""
     images, masks = arrays
-    order = torch.as_tensor(list(order), dtype=torch.long)
+    order = torch.as_tensor(list(order), dtype=torch.long, device=images.device)  # one copy per epoch, none per batch
     stop = len(order) - (len(order) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size].to(images.device)
+        idx = order[start:start + batch_size]
         yield {"image": images.index_select(0, idx).float(), "mask_tensor": masks.index_select(0, idx)}
 
 

@@ -33,12 +33,13 @@ wherever the network runs, so a saved run scores the same from any caller.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .atomic import sha256_of, torch_save, write_json
+from .atomic import sha256_of, write_json
 from .data.wrappers import dataset_labels, split_summary
 from .errors import MissingFileError, UserError
 from .masks import binarize, mask_truth, mask_values_for
@@ -222,8 +223,8 @@ class RunCard:
         """(B, 3, H, W) images in 0..255 -> what the network was trained on: normalised by the card's
         mean and std when it has them, else scaled by ``input_scale``."""
         if self.mean is not None:
-            mean = image.new_tensor(self.mean).view(1, -1, 1, 1)
-            return (image - mean) / image.new_tensor(self.std).view(1, -1, 1, 1)
+            mean = _channels(tuple(self.mean), image.device, image.dtype)
+            return (image - mean) / _channels(tuple(self.std), image.device, image.dtype)
         return image if self.input_scale == 1.0 else image * self.input_scale
 
     def binarize(self, output):
@@ -239,16 +240,14 @@ class RunCard:
             raise UserError(f"{self.file} describes a {self.model['class']}, which dlstudio-aspp cannot rebuild")
         return mUNetASPP(**mUNetASPP.config_kwargs(self.model))
 
-    def load_weights(self, net, map_location="cpu"):
-        """Load the weights file into ``net``; a mismatch names the setting that differs."""
-        import torch
+    def load_weights(self, net):
+        """Load the weights file into ``net`` (read onto the CPU; ``load_state_dict`` copies them onto
+        ``net``'s device); a mismatch names the setting that differs."""
+        from . import checkpoint
 
         if not self.weights.is_file():
             raise MissingFileError(f"no trained weights at {self.weights}; train first or point at a run folder that has them")
-        try:
-            state = torch.load(self.weights, map_location=map_location, weights_only=True)
-        except Exception as exc:  # a truncated or foreign file can raise many kinds
-            raise UserError(f"{self.weights} is not a readable weights file ({type(exc).__name__}); retrain or restore it") from None
+        state = checkpoint.load(self.weights, "weights file")
         if not isinstance(state, dict):
             raise UserError(f"{self.weights} holds a {type(state).__name__}, not a state_dict; retrain or restore it")
         own = net.state_dict()
@@ -270,11 +269,11 @@ class RunCard:
     def last_weights(self):
         """The last iteration's weights when validation kept others (the finished checkpoint's ``last_model``);
         None when the run's weights are its last ones or it has no checkpoint."""
-        import torch
+        from . import checkpoint
 
         if not self.checkpoint.is_file():
             return None
-        return torch.load(self.checkpoint, map_location="cpu", weights_only=True).get("last_model")
+        return checkpoint.load(self.checkpoint).get("last_model")
 
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.
@@ -284,7 +283,9 @@ class RunCard:
         weights and :meth:`load` refuses the pair."""
         for stale in (self.metrics_file, self.image_counts_file, self.test_grid, self.samples_file, self.summary_file):
             stale.unlink(missing_ok=True)
-        torch_save(net.state_dict(), self.weights)
+        from . import checkpoint
+
+        checkpoint.save(net.state_dict(), self.weights)  # CPU tensors: stock's torch.load reads them anywhere
         self.weights_size, self.weights_sha256 = self.weights.stat().st_size, sha256_of(self.weights)
         self.save()
 
@@ -371,6 +372,14 @@ def model_config(net) -> Dict:
         return {"class": type(net).__name__, "skip_connections": net.skip128dsDN.skip_connections,
                 "depth": 2 * net.depth, "num_classes": net.conv_out.out_channels, "aspp": False}
     return {"class": type(net).__name__}
+
+
+@functools.lru_cache(maxsize=32)
+def _channels(values: tuple, device, dtype):
+    """(1, C, 1, 1) ``values`` on ``device``: made once per device, not once per batch (a host copy each)."""
+    import torch
+
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def _likely_setting(key: str) -> str:

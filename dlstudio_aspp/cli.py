@@ -164,7 +164,8 @@ def _experiments_parser(sub) -> None:
     p.add_argument("--address", default=None, help="ray: join a running cluster (auto or HOST:PORT) (default: a local Ray)")
     p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run, also its torch threads (default: 1)")
     p.add_argument("--gpus-per-run", type=float, default=None,
-                   help="ray: GPUs per run, a fraction shares a card (default: 1 when this machine has a GPU, else 0)")
+                   help="ray: GPUs per run, a fraction shares a card (default: 1 when the Ray cluster has a GPU and --cpu is off, "
+                        "else 0)")
     _coco_build_options(p, run=True)
     add_spec_options(p, grid=True)
     p.set_defaults(func="experiments")

@@ -227,12 +227,7 @@ def experiments(args) -> int:
         if args.executor == "ray":
             from .ray_executor import run_grid_ray
 
-            gpus = args.gpus_per_run
-            if gpus is None:
-                from .accel import pick_device
-
-                gpus = 1.0 if pick_device(cfg.spec.cpu).type == "cuda" else 0.0
-            run_grid_ray(cfg, out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=gpus)
+            run_grid_ray(cfg, out, address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
         else:
             run_grid(cfg, out)
     print(grid_outcome(cfg, out))

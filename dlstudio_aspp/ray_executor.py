@@ -54,7 +54,14 @@ def grid_task(spec_json: dict, folder: str, threads: int) -> dict:
     return train_and_score(spec, Path(folder))
 
 
-def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float = 1, gpus_per_run: float = 0,
+def default_gpus_per_run(cluster: Dict[str, float], cpu: bool) -> float:
+    """One GPU per run when the cluster has any and ``--cpu`` is off, else none: decided from the cluster's
+    resources (``ray.cluster_resources()``), not the driver's, which may have no GPU."""
+    return 1.0 if cluster.get("GPU", 0) > 0 and not cpu else 0.0
+
+
+def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float = 1,
+                 gpus_per_run: Optional[float] = None,
                  num_cpus: Optional[int] = None, task: Callable = grid_task,
                  on_finish: Optional[Callable[[str, dict], None]] = None) -> Dict[str, dict]:
     """Run the grid's unfinished runs as Ray tasks; return ``{run name: summary or {'error': ...}}``.
@@ -62,7 +69,8 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     Args:
         cfg, out: as :func:`dlstudio_aspp.experiments.run_grid` (checked and prepared the same way).
         address: a running cluster ('auto' or 'HOST:PORT'); None starts a local Ray.
-        cpus_per_run, gpus_per_run: resources of each task (fractions allowed for GPUs).
+        cpus_per_run, gpus_per_run: resources of each task (fractions allowed for GPUs); gpus_per_run None:
+            :func:`default_gpus_per_run` of the cluster.
         num_cpus: CPUs of a local Ray (default: all).
         task: the function a task runs (tests swap in one that fails on purpose).
         on_finish: called with (run name, summary) as each run ends.
@@ -70,7 +78,7 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     from .experiments import prepare_grid
 
     ray = _ray()
-    if cpus_per_run <= 0 or gpus_per_run < 0:
+    if cpus_per_run <= 0 or (gpus_per_run is not None and gpus_per_run < 0):
         raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus_per_run}, {gpus_per_run}")
     folder, _, _ = prepare_grid(cfg, Path(out).resolve())
     data = str(Path(cfg.spec.data).resolve()) + "/"
@@ -87,6 +95,14 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     if started_here:
         kwargs = dict(address=address) if address else dict(address="local", num_cpus=num_cpus)
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    cluster = ray.cluster_resources()
+    if gpus_per_run is None:
+        gpus_per_run = default_gpus_per_run(cluster, cfg.spec.cpu)
+    if gpus_per_run > cluster.get("GPU", 0):  # such a task would wait for a GPU forever
+        if started_here:
+            ray.shutdown()
+        raise UserError(f"--gpus-per-run {gpus_per_run:g} asks for more GPUs than the Ray cluster has "
+                        f"({cluster.get('GPU', 0):g}); lower it, or --gpus-per-run 0 to train on the CPUs")
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
 
     def submit(name, spec):

@@ -74,6 +74,8 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
     card.mean, card.std = input_stats(spec.normalization(), training_split(loader.dataset, spec)[0])
     trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
     card.iterations, card.epochs = len(history["loss"]), history["epochs"]
+    if history.get("compile_fallback"):  # --compile was asked, and the step ran eagerly after this failure
+        card.provenance["compile_fallback"] = history["compile_fallback"]
     card.seconds["train"] = round(history["seconds"], 2)
     card.save_weights(trained)
     return trained, history
@@ -131,6 +133,8 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     from .data.open import dataset_shape, open_datasets
 
     spec.validate()
+    if spec.compile:  # a fresh compile cache per run: a grid's variants would pile up past dynamo's recompile limit
+        torch._dynamo.reset()
     t0 = time.perf_counter()
     train_set, test_set = data if data is not None else open_datasets(spec)
     load_seconds = time.perf_counter() - t0 if load_seconds is None else load_seconds

@@ -26,9 +26,10 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .accel import device_batches, device_tensors, quiet_worker
+from .accel import Compiled, device_batches, device_tensors, quiet_worker
 from .augment import augment_batch, transform_for
-from .atomic import torch_save, write_json, write_text
+from . import checkpoint
+from .atomic import write_json, write_text
 from .card import RunCard
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
@@ -83,7 +84,7 @@ class _Run:
         self.net, self.spec, self.card, self.device, self.loss_fn = net, spec, card, device, loss_fn
         self.total = total
         self.use_amp = bool(spec.amp) and device.type == "cuda"
-        self.optimizer = make_optimizer(net, spec)
+        self.optimizer = make_optimizer(net, spec, device)
         self.scheduler = make_scheduler(self.optimizer, spec, total)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.it, self.epoch, self.batch = 0, 0, 0
@@ -103,25 +104,21 @@ class _Run:
         self.pending: List[tuple] = []  # (iteration, epoch, batch, lr, stacked device values, names, float parts)
         self.history: Dict[str, Any] = {"iteration": [], "epoch": [], "loss": [], "lr": [], "components": {}, "running": [],
                                         "options": spec.to_json(), "loss_name": loss_title(spec.loss)}
-        self.forward_loss = self._forward_loss
-        if spec.compile:
-            from .accel import Compiled
-
-            self.forward_loss = Compiled(self._forward_loss, device, "the training step")
+        self.compiled = Compiled(self._forward_loss, device, "training step", module=net) if spec.compile else None
 
     def save_checkpoint(self) -> None:
         """Weights, optimizer, schedule, position, RNG, options and history, atomically (after a flush)."""
         self.flush()
         self.history["seconds"] = self.training_seconds()
-        torch_save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                    "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch, "batch": self.batch,
-                    "history": self.history, "rng": torch.get_rng_state(), "options": self.spec.result_values(),
-                    "card": self.card.to_json(), "data": self.data,
-                    "validation": self.validator.state_dict() if self.validator is not None else None,
-                    "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
-                    "last_model": self.last_weights},
-                   self.card.checkpoint)
+        checkpoint.save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                         "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch,
+                         "batch": self.batch, "history": self.history, **checkpoint.rng_state(self.device),
+                         "options": self.spec.result_values(), "card": self.card.to_json(), "data": self.data,
+                         "validation": self.validator.state_dict() if self.validator is not None else None,
+                         "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
+                         "last_model": self.last_weights},
+                        self.card.checkpoint)
         write_history(self.history, self.card)
         self.own_checkpoint = True
         self.last_save = _clock()
@@ -138,10 +135,7 @@ class _Run:
         path = self.card.checkpoint
         if not path.is_file():
             raise MissingFileError(f"cannot resume: there is no checkpoint at {path}; run without resume to start afresh")
-        try:
-            ck = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # truncated or foreign file
-            raise UserError(f"cannot resume: {path} is not a readable checkpoint ({type(exc).__name__}); delete it to start afresh") from None
+        ck = checkpoint.load(path)
         saved, now = dict(ck.get("options", {})), self.spec.result_values()
         saved_model, now_model = (ck.get("card") or {}).get("model", {}), self.card.model
         saved.update({f"model.{k}": v for k, v in saved_model.items()})
@@ -156,7 +150,7 @@ class _Run:
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler is not None and ck.get("scheduler"):
             self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
+        notes = [checkpoint.restore_scaler(self.scaler, ck.get("scaler"))]
         self.history, self.it, self.epoch, self.batch = ck["history"], ck["iteration"], ck["epoch"], ck["batch"]
         self.prior_seconds = float(self.history.get("seconds") or 0.0)
         earlier = (ck.get("card") or {}).get("provenance") or {}
@@ -165,13 +159,14 @@ class _Run:
             self.card.provenance["commands"] = list(commands) + [self.card.provenance.get("command")]
         if self.validator is not None and ck.get("validation"):
             self.validator.load_state_dict(ck["validation"])
-        torch.set_rng_state(ck["rng"])
+        notes.append(checkpoint.restore_rng(ck, self.device))
         if ck.get("loss_state") and hasattr(self.loss_fn, "load_extra_state"):
             self.loss_fn.load_extra_state(ck["loss_state"])
         self.own_checkpoint = True
         if self.spec.seed is None:
             warnings.warn("resuming without a seed: the data order after the resume differs from an uninterrupted run")
-        print(f"resumed from {path} at iteration {self.it} (epoch {self.epoch + 1}, batch {self.batch})")
+        print(f"resumed from {path} at iteration {self.it} (epoch {self.epoch + 1}, batch {self.batch})"
+              + "".join(f"; {note}" for note in notes if note))
 
     def _forward_loss(self, im: torch.Tensor, target: torch.Tensor):
         """(loss, its components) of the network on one batch: the part ``--compile`` compiles."""
@@ -179,6 +174,17 @@ class _Run:
             output = self.net(im)
         loss = self.loss_fn(output.float(), target)
         return loss, dict(getattr(self.loss_fn, "last_components", {}))
+
+    def _forward_backward(self, forward, im: torch.Tensor, target: torch.Tensor):
+        """``forward(im, target)`` (eager or compiled) and the backward pass of its loss; returns (loss, components)."""
+        loss, parts = forward(im, target)
+        if not (torch.is_tensor(loss) and loss.dim() == 0):
+            shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+            raise UserError(f"the loss must return a scalar tensor (0-dim, with a gradient), got {shape}; "
+                            "reduce it with .mean() and do not call .item()")
+        self._at("forward")
+        self.scaler.scale(loss).backward()
+        return loss, parts
 
     def _at(self, point: str) -> None:
         if self.probe is not None:
@@ -194,16 +200,16 @@ class _Run:
         self._at("start")
         if self.augment is not None or self.spec.copy_paste:
             data = augment_batch(data, self.augment, self.spec.seed or 0, self.it, self.spec.copy_paste)
-        im = self.card.prepare_input(data["image"].to(self.device, non_blocking=True))
-        target = self.card.target(data["mask_tensor"].to(self.device, non_blocking=True))
+        im = self.card.prepare_input(_on(self.device, data["image"]))
+        target = self.card.target(_on(self.device, data["mask_tensor"]))
         self.optimizer.zero_grad()
-        loss, parts = self.forward_loss(im, target)
-        if not (torch.is_tensor(loss) and loss.dim() == 0):
-            shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-            raise UserError(f"the loss must return a scalar tensor (0-dim, with a gradient), got {shape}; "
-                            "reduce it with .mean() and do not call .item()")
-        self._at("forward")
-        self.scaler.scale(loss).backward()
+        if self.compiled is None or not getattr(self.loss_fn, "scale_frozen", True):
+            # dice+mse:auto measures its scale eagerly (it reads the terms); the compiled step sees it frozen
+            loss, parts = self._forward_backward(self._forward_loss, im, target)
+        else:
+            loss, parts = self.compiled.run(lambda forward: self._forward_backward(forward, im, target))
+            if self.compiled.fell_back is not None:
+                self.history.setdefault("compile_fallback", self.compiled.fell_back)
         self._at("backward")
         clipped_step(self.optimizer, self.scaler, self.net.parameters(), self.spec.grad_clip)
         self._at("optimizer")
@@ -247,6 +253,11 @@ class _Run:
                 else "this run wrote no checkpoint yet")
         raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {it} "
                                  f"(epoch {epoch}, batch {batch}); {kept}. Lower the learning rate or check the data.")
+
+
+def _on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on ``device``: itself when it is there already (batches drawn on the device cost no copy)."""
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
 
 
 def open_board(card: RunCard):

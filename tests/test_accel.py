@@ -1,5 +1,7 @@
 """The fast paths change nothing but speed: compiled steps, device-resident batches, no per-step host sync,
 checkpoints by time, quiet DataLoader workers."""
+import json
+import math
 import shutil
 import sys
 import warnings
@@ -51,33 +53,139 @@ def test_a_failing_compile_falls_back_with_one_warning(synthetic_shapes, tmp_pat
 
     monkeypatch.setattr(torch, "compile", broken)
     eager, w_eager = _train(synthetic_shapes, tmp_path / "eager", max_iters=3)
-    with pytest.warns(RuntimeWarning, match="--compile: compiling the training step failed .*no compiler here") as rec:
+    with pytest.warns(RuntimeWarning, match=r"--compile: the compiled training step failed \(RuntimeError: no compiler "
+                                            r"here\); running it eagerly for the rest of the run") as rec:
         fallback, w_fallback = _train(synthetic_shapes, tmp_path / "fallback", max_iters=3, compile=True)
     assert len([w for w in rec if "--compile" in str(w.message)]) == 1
     assert fallback["loss"] == eager["loss"] and all(torch.equal(w_eager[k], w_fallback[k]) for k in w_eager)
 
 
-def test_the_loop_makes_no_per_step_host_sync(synthetic_shapes, tmp_path, monkeypatch):
-    """Reads of a tensor's value by this package's code do not grow with the steps: 3 and 6 steps make the same."""
+def _compile_with(monkeypatch, fw=None, bw=None) -> dict:
+    """Make ``torch.compile`` use AOTAutograd with these forward and backward compilers (no C++ compiler needed);
+    each defaults to running the traced graph as it is. Returns the count of forward graphs compiled."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    compiled = {"forward": 0}
+
+    def as_is(gm, example_inputs):
+        return make_boxed_func(gm.forward)
+
+    def forward(gm, example_inputs):
+        compiled["forward"] += 1
+        return (fw or as_is)(gm, example_inputs)
+
+    backend = aot_autograd(fw_compiler=forward, bw_compiler=bw or as_is)
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend=backend, dynamic=False))
+    torch._dynamo.reset()
+    return compiled
+
+
+def test_the_backward_compiler_raising_falls_back_to_the_eager_step(synthetic_shapes, tmp_path, monkeypatch):
+    """Bug (on a card): only the first forward call was guarded; the backward pass, compiled lazily on the first
+    backward, crashed the run (inductor's assert_size_stride in convolution_backward). Now the whole first step
+    runs inside the fallback: the forward already updated BatchNorm's running statistics, so those are put back
+    and the step reruns eagerly; the run ends on the eager run's weights, bit for bit, and its card says so."""
+    def broken(gm, example_inputs):
+        raise RuntimeError("backward compiler broke")
+
+    eager, w_eager = _train(synthetic_shapes, tmp_path / "eager", max_iters=3)
+    _compile_with(monkeypatch, bw=broken)
+    with pytest.warns(RuntimeWarning, match=r"--compile: the compiled training step failed \(RuntimeError: backward "
+                                            r"compiler broke\); running it eagerly") as rec:
+        fallback, w_fallback = _train(synthetic_shapes, tmp_path / "fallback", max_iters=3, compile=True)
+    assert len([w for w in rec if "--compile" in str(w.message)]) == 1
+    assert fallback["loss"] == eager["loss"] and all(torch.equal(w_eager[k], w_fallback[k]) for k in w_eager)
+    assert fallback["compile_fallback"] == "RuntimeError: backward compiler broke"
+    card = json.loads((tmp_path / "fallback" / "saved_model.json").read_text())
+    assert card["provenance"]["compile_fallback"] == "RuntimeError: backward compiler broke"
+
+
+def test_a_compiled_step_failing_later_falls_back_there(synthetic_shapes, tmp_path, monkeypatch):
+    """CUDA graphs are recorded on a later call than the one that compiles: a failure on the second call (here the
+    compiled forward raising as inductor's stride assertion does) falls back there and the run finishes."""
+    def fails_second(gm, example_inputs):
+        calls = {"n": 0}
+
+        def run(args):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise AssertionError("expected size 16==16, stride 1==4096 at dim=1")
+            return gm.forward(*args)
+
+        run._boxed_call = True
+        return run
+
+    _compile_with(monkeypatch, fw=fails_second)
+    with pytest.warns(RuntimeWarning, match=r"failed \(AssertionError: expected size 16==16, stride 1==4096") as rec:
+        h, _ = _train(synthetic_shapes, tmp_path, max_iters=4, compile=True)
+    assert len([w for w in rec if "--compile" in str(w.message)]) == 1
+    assert h["iteration"] == [1, 2, 3, 4] and all(math.isfinite(v) for v in h["loss"])
+
+
+def test_the_auto_dice_scale_is_measured_outside_the_compiled_step(synthetic_shapes, tmp_path, monkeypatch):
+    """Bug: dice+mse:auto read its terms with float() inside the compiled step: a graph break, and a guard on the
+    scale that changed every warm-up step, so dynamo recompiled until it gave up. The 20 calibration steps now run
+    eagerly; the compiled step sees the frozen scale and compiles its forward once."""
+    compiled = _compile_with(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback
+        h, _ = _train(synthetic_shapes, tmp_path, max_iters=24, loss="dice+mse:auto", compile=True)
+    assert compiled["forward"] == 1
+    assert len(set(h["components"]["dice_scale"][19:])) == 1  # frozen after the 20th step
+
+
+def test_a_serial_grid_compiles_each_run_afresh(synthetic_shapes, tmp_path, monkeypatch):
+    """Each (loss, ASPP) variant is another graph: without a reset between runs, a serial grid of more than 8
+    variants passed dynamo's recompile limit and the later runs stopped compiling."""
+    from dlstudio_aspp.experiments import GridConfig, run_grid
+
+    _compile_with(monkeypatch)
+    resets = []
+    real = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1) or real())
+    cfg = GridConfig.from_preset("smoke", data=synthetic_shapes, train_file=FILES[0], test_file=FILES[1],
+                                 losses=["mse", "dice"], aspp=[True], seeds=[0], max_iters=2, progress=False, cpu=True,
+                                 compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run_grid(cfg, tmp_path / "grid")
+    assert len(resets) == 2
+
+
+def test_the_loop_makes_no_per_step_host_sync_or_copy(synthetic_shapes, tmp_path, monkeypatch):
+    """Reads of a tensor's value and copies made by this package's code do not grow with the steps, on the path
+    CUDA takes (batches drawn on the device) and with the input normalised by mean and std: 3 and 6 steps make the
+    same calls. Bugs found on a card: each batch's indices were copied from the host (a blocking copy), and the
+    mean and std were made with new_tensor, every step."""
     calls = []
-    for name in ("item", "__float__", "tolist"):
+    for name in ("item", "__float__", "tolist", "to", "new_tensor"):
         real = getattr(torch.Tensor, name)
 
         def spy(self, *a, _real=real, _name=name, **k):
             caller = sys._getframe(1).f_globals.get("__name__", "")
-            if caller.startswith("dlstudio_aspp"):
+            if caller.startswith("dlstudio_aspp") and (_name != "to" or _names_a_device(a, k)):
                 calls.append((_name, caller))
             return _real(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
+    run_device = _force_device_batches(monkeypatch)
     counts = []
     for steps in (3, 6):
         calls.clear()
-        _train(synthetic_shapes, tmp_path / str(steps), max_iters=steps, log_every=1000, checkpoint_every=0)
+        _train(synthetic_shapes, tmp_path / str(steps), max_iters=steps, log_every=1000, checkpoint_every=0,
+               normalize="dataset")
         counts.append(list(calls))
-    assert counts[0] == counts[1]
+    assert run_device["used"] and counts[0] == counts[1]
     assert counts[0].count(("tolist", "dlstudio_aspp.training")) == 2  # the epoch's order and the one flush
     assert not [c for c in counts[0] if c[1] == "dlstudio_aspp.losses"]
+
+
+def _names_a_device(args, kwargs) -> bool:
+    """Whether a ``Tensor.to`` call can move data between devices (a device, a device name or another tensor),
+    unlike a cast to a dtype on the same device."""
+    return "device" in kwargs or any(isinstance(a, (torch.device, str, torch.Tensor)) for a in args)
 
 
 def test_non_finite_loss_is_found_at_the_flush_with_its_iteration(synthetic_shapes, tmp_path, monkeypatch):
@@ -187,3 +295,29 @@ def test_scoring_with_compile_gives_the_eager_scores(trained_run):
     assert compiled["num_images"] == eager["num_images"] == len(test)
     diff = torch.tensor(compiled["confusion"]) - torch.tensor(eager["confusion"])
     assert diff.abs().sum() <= 8 and compiled["iou"] == pytest.approx(eager["iou"], abs=1e-3, nan_ok=True)
+
+
+def test_the_optimizer_is_fused_on_cuda_only():
+    """On CUDA a fused optimizer steps every parameter in one kernel, and GradScaler then checks for inf without
+    a host sync; on the CPU it stays torch's default, so CPU runs keep their weights bit for bit."""
+    from dlstudio_aspp.optim import make_optimizer
+    from dlstudio_aspp.spec import RunSpec
+
+    net = torch.nn.Linear(2, 2)
+    for optimizer in ("sgd", "adam", "adamw"):
+        spec = RunSpec(optimizer=optimizer)
+        assert make_optimizer(net, spec, torch.device("cuda")).defaults["fused"] is True
+        assert not make_optimizer(net, spec, torch.device("cpu")).defaults.get("fused")
+
+
+def test_the_package_compiles_without_syntax_warnings():
+    """Bug: an invalid escape sequence in a docstring (accel.py) printed a SyntaxWarning on Python 3.12."""
+    from pathlib import Path
+
+    import dlstudio_aspp
+
+    root = Path(dlstudio_aspp.__file__).parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in sorted(root.rglob("*.py")):
+            compile(path.read_text(encoding="utf-8"), str(path), "exec")

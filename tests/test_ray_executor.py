@@ -7,7 +7,7 @@ import ray
 
 from dlstudio_aspp.experiments import GridConfig  # noqa: E402
 from dlstudio_aspp.grid import GridFolder  # noqa: E402
-from dlstudio_aspp.ray_executor import grid_task, run_grid_ray  # noqa: E402
+from dlstudio_aspp.ray_executor import default_gpus_per_run, grid_task, run_grid_ray  # noqa: E402
 from dlstudio_aspp.report import make_report  # noqa: E402
 
 run_name = GridFolder.cell_name
@@ -89,8 +89,6 @@ def test_a_node_that_cannot_read_the_data_says_so(tmp_path):
 def test_experiments_executor_ray_from_the_command_line(local_ray, syn, tmp_path, monkeypatch, capsys):
     """`experiments --executor ray` runs its cells as Ray tasks, with 0 GPUs per run on a machine without one
     (an explicit --gpus-per-run and --address reach the executor); those two flags need --executor ray."""
-    import torch
-
     from dlstudio_aspp import cli, ray_executor
 
     base = ["experiments", str(tmp_path / "g"), "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on",
@@ -103,10 +101,40 @@ def test_experiments_executor_ray_from_the_command_line(local_ray, syn, tmp_path
     real = ray_executor.run_grid_ray
     monkeypatch.setattr(ray_executor, "run_grid_ray", lambda cfg, out, **kw: calls.append(kw) or real(cfg, out, **kw))
     assert cli.main(base + ["--executor", "ray", "--cpus-per-run", "1"]) == 0
-    assert calls[-1] == dict(address=None, cpus_per_run=1.0, gpus_per_run=1.0 if torch.cuda.is_available() else 0.0)
+    assert calls[-1] == dict(address=None, cpus_per_run=1.0, gpus_per_run=None)  # decided from the cluster (below)
     assert json.loads((tmp_path / "g" / "runs" / run_name("mse", True, 0) / "summary.json").read_text())["iterations"] == 1
     assert cli.main(base + ["--executor", "ray", "--gpus-per-run", "-1"]) == 2
     assert "--gpus-per-run >= 0" in capsys.readouterr().err
     monkeypatch.setattr(ray_executor, "run_grid_ray", lambda cfg, out, **kw: calls.append(kw) or {})
     assert cli.main(base + ["--executor", "ray", "--gpus-per-run", "0.5", "--address", "auto"]) == 0
     assert calls[-1] == dict(address="auto", cpus_per_run=1.0, gpus_per_run=0.5)
+
+
+def test_gpus_per_run_defaults_to_the_clusters_gpus_not_the_drivers(local_ray, synthetic_shapes, tmp_path, monkeypatch):
+    """Bug: `--address` from a driver without a GPU asked 0 GPUs per run, so a GPU cluster's tasks trained on
+    its CPUs. The default now comes from the cluster's resources."""
+    asked = {}
+
+    class Submitted(Exception):
+        pass
+
+    class Remote:
+        def options(self, **kw):
+            asked.update(kw)
+            raise Submitted
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})  # the cluster, not this machine
+    monkeypatch.setattr(ray, "remote", lambda fn: Remote())
+    with pytest.raises(Submitted):
+        run_grid_ray(smoke(synthetic_shapes, cpu=False), tmp_path)
+    assert asked["num_gpus"] == 1.0
+    assert default_gpus_per_run({"CPU": 2.0}, cpu=False) == 0.0
+    assert default_gpus_per_run({"GPU": 1.0}, cpu=True) == 0.0  # --cpu keeps every run off the GPUs
+
+
+def test_asking_for_gpus_the_cluster_lacks_is_refused_not_left_waiting(local_ray, synthetic_shapes, tmp_path):
+    """Bug: --gpus-per-run 0.125 on a cluster without a GPU left every task waiting for one, for ever."""
+    with pytest.raises(ValueError, match=r"--gpus-per-run 0.125 asks for more GPUs than the Ray cluster has \(0\); "
+                                         r"lower it, or --gpus-per-run 0 to train on the CPUs"):
+        run_grid_ray(smoke(synthetic_shapes), tmp_path, gpus_per_run=0.125)
+    assert not list(tmp_path.glob("runs/*/saved_model"))

@@ -190,3 +190,37 @@ def test_resume_with_other_data_of_the_same_size_is_refused(tmp_path):
                                          r"now '[0-9a-f]{64}'"):
         other.run_code_for_training_for_semantic_segmentation(mUNetASPP(depth=4), seed=0, max_iters=2, resume=True,
                                                               progress=False)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_path, monkeypatch, capsys):
+    """Bug (on a card): checkpoints were read with map_location set to the run's device, so on CUDA the CPU
+    generator's state came back as a CUDA tensor and every resume crashed (TypeError: RNG state must be a
+    torch.ByteTensor), and a checkpoint from a GPU could not be read without one. Here the stopped run's checkpoint
+    is rewritten as a GPU writes it: every storage tagged cuda:0, a CUDA generator's state beside the CPU's."""
+    data, net, full = uninterrupted["modern"]
+    opts = dict(recipe="modern", seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES["modern"])
+    part = _segmenter("modern", data, tmp_path)
+    signal_inside_step(monkeypatch, "end", step=4)
+    with pytest.raises(stopping.Interrupted):
+        part.run_code_for_training_for_semantic_segmentation(net, **opts)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "saved_model.ckpt"
+    ck = torch.load(path, weights_only=True)
+    ck["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(ck, path)
+    capsys.readouterr()
+    real_load = torch.load
+
+    def onto_the_cpu_only(f, map_location=None, **kw):  # on a card, any other target hands back CUDA tensors
+        assert map_location == "cpu", f"checkpoint read onto {map_location!r}, not the CPU"
+        return real_load(f, map_location=map_location, **kw)
+
+    monkeypatch.setattr(torch, "load", onto_the_cpu_only)
+    part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)
+    monkeypatch.setattr(torch, "load", real_load)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "the checkpoint was written on a GPU and this run trains on the CPU" in out
+    assert_same_run(full, tmp_path)
