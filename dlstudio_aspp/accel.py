@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
+from . import checkpoint
 from .errors import UserError
 
 
@@ -84,16 +85,13 @@ class Compiled:
 
     def _snapshot(self) -> dict:
         buffers = {k: b.clone() for k, b in self.module.named_buffers()} if self.module is not None else {}
-        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return {"buffers": buffers, "rng": torch.get_rng_state(), "cuda_rng": cuda}
+        return {"buffers": buffers, **checkpoint.rng_state(self.device)}
 
     def _restore(self, saved: dict) -> None:
         with torch.no_grad():
             for k, b in self.module.named_buffers() if self.module is not None else ():
                 b.copy_(saved["buffers"][k])
-        torch.set_rng_state(saved["rng"])
-        if saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        checkpoint.restore_rng(saved, self.device)  # the same device: both generators, no note
 
 
 def device_tensors(dataset, device: torch.device):
