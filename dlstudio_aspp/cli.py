@@ -314,7 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="score on the CPU even when there is a GPU")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
     p.set_defaults(func="compare")
+    _explain_parser(sub)
     return parser
+
+
+def _explain_parser(sub) -> None:
+    from .explain_report import DEFAULT_IMAGES
+
+    p = sub.add_parser("explain", help="what the ASPP does in a trained run: receptive fields, branch by branch",
+                       description="For a run folder (or every finished run of an experiments folder), on its first "
+                                   "N test images: the effective receptive field of the centre and a corner pixel "
+                                   "(the input gradient of that output pixel, its mean map and the radius holding 90% "
+                                   "of it, with a 95% interval) beside the theoretical field of the architecture; with "
+                                   "ASPP on, each branch (1x1, each rate, the image pool) switched off in turn, the "
+                                   "mIoU and per-class IoU change with 95% paired bootstrap intervals, and the share "
+                                   "of each branch's taps that read padding at the bottleneck. Writes RUN/explain/ "
+                                   "(explain.json, figures, explain.md); `report` then shows them under 'What ASPP "
+                                   "does'.")
+    p.add_argument("run", metavar="RUN", help="a run folder (`run --out`) or an experiments folder (`experiments --out`)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, metavar="N",
+                   help=f"test images to measure on (default: {DEFAULT_IMAGES}); more is more precise and slower")
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even when there is one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func="explain")
 
 
 def _sigterm_as_interrupt(signum, frame):

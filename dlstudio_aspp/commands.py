@@ -365,3 +365,39 @@ def compare(args) -> int:
     if args.json:
         write_json(args.json, result)
     return 0
+
+
+def explain(args) -> int:
+    from .accel import pick_device
+    from .card import RunCard
+    from .explain import explain_grid, explain_run
+    from .explain_report import read_explained
+    from .grid import GridFolder
+
+    if args.images < 1:
+        raise UserError(f"--images takes a positive number of test images, got {args.images}")
+    folder, device = Path(args.run), pick_device(args.cpu).type
+    if GridFolder(folder).exists():
+        with FolderLock(folder, "dlstudio-aspp explain"):
+            runs = explain_grid(folder, args.images, device, progress=not args.no_progress)
+    else:
+        RunCard.load(folder)  # one line when it is not a run folder
+        with FolderLock(folder, "dlstudio-aspp explain"):
+            explain_run(folder, args.images, device, progress=not args.no_progress)
+        runs = [folder]
+    for run in runs:
+        print(explain_summary(run, read_explained(run)))
+    print(f"`dlstudio-aspp report {folder}` shows them under 'What ASPP does'")
+    return 0
+
+
+def explain_summary(folder: Path, result: dict) -> str:
+    """One line per explained run: the centre pixel's effective radius and the branch that matters most."""
+    centre = result["receptive_field"]["centre"]
+    line = (f"{folder}/explain: centre pixel's field holds 90% within {centre['radius_mean']:.1f} px "
+            f"(mean over {result['num_images']} test images)")
+    branches = (result.get("branches") or {}).get("branches")
+    if branches:
+        worst = min(branches, key=lambda b: b["difference"])
+        line += f"; the branch it needs most: {worst['branch']} ({worst['difference']:+.3f} mIoU when off)"
+    return line

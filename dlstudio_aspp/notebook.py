@@ -42,6 +42,10 @@ QUESTIONS: Dict[str, str] = {
                    "Where does each loss, with and without ASPP, succeed and fail?",
     "test images": "**Question.** What do you observe in these test images? For COCO at 256x256: how do the "
                    "masks compare with the Shapes results, and why?",
+    "what aspp does": "**Question.** How does mUNet carry out semantic segmentation of an image, and what does the "
+                      "ASPP at its bottleneck change? Use the receptive fields and the branch-by-branch table above: "
+                      "how far does an output pixel see, which branches does the trained network rely on, and does "
+                      "each dilation rate earn its place at this bottleneck?",
     "sam": "**Question.** SAM against mUNet on the 5 Shapes and 5 COCO images: compare edge accuracy, "
            "completeness, false positives and false negatives, with the figures and numbers above.",
 }
@@ -52,7 +56,7 @@ TITLES = {"header": "The experiments", "loss curves": "Training loss: best and w
           "test metrics": "Test metrics", "aspp": "ASPP on and off", "qualitative": "Qualitative results",
           "dice scale": "Dice scale factor", "failures": "Failed runs", "sam": "SAM against mUNet",
           "provenance": "How it was made", "summary": "The run", "training": "Training", "test images": "Test images",
-          "data": "Data", "appendix": "Appendix: the commands and the options"}
+          "data": "Data", "what aspp does": "What ASPP does", "appendix": "Appendix: the commands and the options"}
 #: Sections whose content is always there (they draw figures; the others are checked before they are listed).
 ALWAYS = {"header", "loss curves", "test metrics", "aspp", "qualitative", "dice scale", "provenance", "summary",
           "training", "appendix"}

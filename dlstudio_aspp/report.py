@@ -21,6 +21,7 @@ from .masks import mask_truth
 from .errors import MissingFileError, UserError
 from .evaluation import colour_masks
 from .documents import key_value_table
+from .explain_report import grid_section
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import GridFolder, read_json as _read_json
 from .spec import loss_label, show_value
@@ -404,6 +405,7 @@ SECTIONS: Dict[str, Callable[[GridFolder, list], List[str]]] = {
     "loss curves": _curves_section,
     "test metrics": _tables,
     "aspp": _aspp_section,
+    "what aspp does": lambda folder, runs: grid_section(folder.root, runs, folder.relative),
     "qualitative": _qualitative_section,
     "dice scale": _scale_section,
     "failures": _failures_section,

@@ -17,6 +17,7 @@ from .atomic import relative_path, write_text
 from .card import RunCard
 from .documents import key_value_table
 from .errors import UserError
+from .explain_report import run_section
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import read_json
 from .report import sam_section
@@ -166,6 +167,7 @@ SECTIONS: Dict[str, Callable[[RunCard, dict], List[str]]] = {
     "test metrics": _metrics_section,
     "training": _training_section,
     "test images": _images_section,
+    "what aspp does": lambda card, metrics: run_section(card.folder, lambda p: _rel(card, p)),
     "data": lambda card, metrics: data_rows(card),
     "sam": lambda card, metrics: sam_section(card.folder / "sam", lambda p: _rel(card, p)),
     "appendix": _appendix_section,

@@ -1,0 +1,189 @@
+"""The figures and tables of ``dlstudio-aspp explain`` (:mod:`dlstudio_aspp.explain`), and the reports'
+section "What ASPP does", for a run and for an experiments folder. Everything is read from
+``RUN/explain/explain.json``; a run not explained yet gets the command that explains it."""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .plots import pyplot, save_plot
+from .stats import paired_interval
+
+TITLE = "## What ASPP does"
+#: Test images `explain` measures on unless told (`--images`).
+DEFAULT_IMAGES = 100
+LUO = ("the gradient of the output at one pixel (summed over classes) with respect to the input image, "
+       "as in Luo et al. 2016, *Understanding the Effective Receptive Field in Deep CNNs*")
+
+
+def read_explained(run_folder) -> Optional[Dict]:
+    """``run_folder/explain/explain.json``, or None when the run was not explained."""
+    path = Path(run_folder) / "explain" / "explain.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _ci(lo: float, hi: float, fmt: str = "{:+.3f}") -> str:
+    return "n/a" if math.isnan(lo) else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _branch_label(b: Dict, padding: Dict[str, float]) -> str:
+    return f"{b['branch']} ({padding[b['branch']]:.0%} padding)" if b["branch"] in padding else b["branch"]
+
+
+def plot_fields(result: Dict, arrays: Dict[str, np.ndarray], path: Path) -> Path:
+    """The mean effective field of the centre and the corner pixel, the radius holding the stated share of
+    its mass (dashed circle) and the outline of the theoretical field of the convolutions (where it ends
+    inside the image)."""
+    plt = pyplot()
+    rf = result["receptive_field"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    for ax, name in zip(axes, ("centre", "corner")):
+        field, mean_map = rf[name], arrays[f"{name}_mean_map"]
+        (r, c), radius = field["pixel"], field["radius_of_mean_map"]
+        im = ax.imshow(mean_map, cmap="magma", interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the gradient")
+        ax.add_patch(plt.Circle((c, r), radius, fill=False, color="white", ls="--", lw=1.2))
+        ax.plot([c], [r], "x", color="cyan", ms=8, mew=2)
+        theory = arrays[f"{name}_theoretical"]
+        whole = bool(theory.all())
+        if not whole:
+            ax.contour(theory.astype(float), levels=[0.5], colors="lime", linewidths=1.2)
+        ax.set_title(f"{name} pixel ({r}, {c}): {rf['mass_share']:.0%} within r = {radius:.1f} px\n"
+                     f"theoretical field {'covers the whole image' if whole else '(green)'}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"Effective receptive field, mean over {result['num_images']} test images "
+                 f"(ASPP {'on' if result['aspp'] else 'off'})", fontsize=10)
+    return save_plot(fig, path)
+
+
+def plot_branches(result: Dict, path: Path) -> Path:
+    """Change in test mIoU with each ASPP branch switched off, with its 95% paired interval."""
+    plt = pyplot()
+    branches = result["branches"]["branches"]
+    padding = {p["branch"]: p["padding_share"] for p in result["padding"] if p["rate"] is not None}
+    labels = [_branch_label(b, padding) for b in branches]
+    diffs = np.array([b["difference"] for b in branches])
+    lo, hi = np.array([b["ci95"] for b in branches]).T
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(branches) + 1.6))
+    y = np.arange(len(branches))[::-1]
+    ax.barh(y, diffs, color=["#c0392b" if h < 0 else "#7f8c8d" for h in hi],
+            xerr=[np.nan_to_num(diffs - lo), np.nan_to_num(hi - diffs)], capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_xlabel("test mIoU change with the branch off (95% paired bootstrap interval)")
+    ax.set_title(f"ASPP branches, one off at a time: intact mIoU {result['branches']['miou']:.3f} on "
+                 f"{result['branches']['num_images']} test images (red: needed)", fontsize=9)
+    return save_plot(fig, path)
+
+
+def _field_rows(result: Dict) -> List[str]:
+    rf = result["receptive_field"]
+    rows = [f"| pixel | radius holding {rf['mass_share']:.0%} of the gradient, mean over images [95% interval] | "
+            "radius of the mean map | mass inside the theoretical field |", "|---|---|---|---|"]
+    for name in ("centre", "corner"):
+        f = rf[name]
+        rows.append(f"| {name} {tuple(f['pixel'])} | {f['radius_mean']:.1f} px {_ci(*f['radius_ci95'], '{:.1f}')} | "
+                    f"{f['radius_of_mean_map']:.1f} px | {f['mass_inside_theoretical']:.1%} |")
+    side = f"{rf['theoretical_side']} px" if rf["theoretical_bounded"] else f"at least {rf['theoretical_side']} px"
+    h, w = result["image_size"]
+    pool = (" The image-pool branch adds the whole image to every output pixel's field." if rf["image_pool"] else "")
+    return rows + ["", f"The theoretical field of the convolutions is a square of side {side} (no image border in "
+                   f"the way), against {h}x{w} images.{pool}"]
+
+
+def _branch_rows(result: Dict) -> List[str]:
+    br = result["branches"]
+    padding = {p["branch"]: p for p in result["padding"]}
+    h, w = result["padding"][0]["bottleneck"]
+    rows = [f"| branch | taps on padding at the {h}x{w} bottleneck | mIoU with it off | change [95% interval] | "
+            "verdict |", "|---|---|---|---|---|"]
+    for b in br["branches"]:
+        lo, hi = b["ci95"]
+        verdict = "needed" if hi < 0 else "better off" if lo > 0 else "no loss detectable"
+        rows.append(f"| {b['branch']} | {padding[b['branch']]['padding_share']:.0%} | {b['miou']:.3f} | "
+                    f"{b['difference']:+.3f} {_ci(lo, hi)} | {verdict} |")
+    names = result["class_names"]
+    rows += ["", "Each class's IoU change with the branch off (95% paired interval):", "",
+             "| branch | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for b in br["branches"]:
+        rows.append(f"| {b['branch']} | " + " | ".join(f"{c['difference']:+.3f} {_ci(*c['ci95'])}" for c in b["classes"])
+                    + " |")
+    return rows
+
+
+def explain_markdown(result: Dict, relative: Callable[[str], str]) -> str:
+    """The tables and figures of one explained run; ``relative`` maps a file name in ``explain/`` to the
+    link the document uses."""
+    parts = [f"### Receptive field ({result['num_images']} test images)", "",
+             f"The effective receptive field is {LUO}; the radius is that of the smallest disc about the pixel "
+             "holding the stated share of that gradient.", "", *_field_rows(result), "",
+             f"![receptive field]({relative(result['figures']['receptive_field'])})", ""]
+    if result.get("branches"):
+        parts += ["### ASPP branches, one off at a time", "",
+                  "Each branch's output is zeroed before the projection; the rest keeps its trained weights. "
+                  "'Needed': the whole interval is below 0.", "", *_branch_rows(result), "",
+                  f"![branches]({relative(result['figures']['branches'])})", ""]
+    return "\n".join(parts)
+
+
+def run_section(folder: Path, relative: Callable[[Path], str]) -> List[str]:
+    """The run report's "What ASPP does": the explained run's tables and figures, or the command."""
+    result = read_explained(folder)
+    if result is None:
+        return [TITLE, "", f"Not measured yet: `dlstudio-aspp explain {folder}` writes the receptive fields and "
+                "the branch-by-branch table here (about a minute on a CPU for a Shapes run).", ""]
+    return [TITLE, "", explain_markdown(result, lambda name: relative(folder / "explain" / name)), ""]
+
+
+def _radius_rows(explained: Dict) -> List[str]:
+    """ASPP on − off in the centre pixel's effective radius, seed by seed, per loss."""
+    by = {(r["loss"], r["aspp"], r["seed"]): e["receptive_field"]["centre"]["radius_mean"] for r, e in explained}
+    rows = ["| loss | per-seed radius on − off (px) | mean | 95% interval |", "|---|---|---|---|"]
+    for loss in dict.fromkeys(r["loss"] for r, _ in explained):
+        seeds = sorted(s for (l_, a, s) in by if l_ == loss and a and (loss, False, s) in by)
+        if seeds:
+            res = paired_interval([by[(loss, True, s)] - by[(loss, False, s)] for s in seeds])
+            diffs = ", ".join(f"{d:+.1f}" for d in res["differences"])
+            rows.append(f"| {loss} | {diffs} | {res['mean']:+.1f} | {_ci(res['low'], res['high'], '{:+.1f}')} |")
+    return rows if len(rows) > 2 else []
+
+
+def _grid_branch_rows(explained: Dict) -> List[str]:
+    """Per loss and branch: the mIoU change with it off, over the seeds with ASPP on (t interval)."""
+    changes = defaultdict(list)
+    for r, e in explained:
+        for b in (e.get("branches") or {}).get("branches", []):
+            changes[(r["loss"], b["branch"])].append(b["difference"])
+    rows = ["| loss | branch off | per-seed mIoU change | mean | 95% interval over seeds |", "|---|---|---|---|---|"]
+    for (loss, branch), diffs in changes.items():
+        res = paired_interval(diffs)
+        rows.append(f"| {loss} | {branch} | {', '.join(f'{d:+.3f}' for d in diffs)} | {res['mean']:+.3f} | "
+                    f"{_ci(res['low'], res['high'])} |")
+    return rows if changes else []
+
+
+def grid_section(root: Path, runs: List[Dict], relative: Callable[[Path], str]) -> List[str]:
+    """The grid report's "What ASPP does": the centre pixel's effective radius ASPP on − off, paired by seed,
+    and the branch table over seeds; the command when no run was explained."""
+    explained = [(r, e) for r in runs if (e := read_explained(r["folder"])) is not None]
+    if not explained:
+        return [TITLE, "", f"Not measured yet: `dlstudio-aspp explain {root}` explains every run (receptive "
+                "fields, ASPP branch by branch) and this section then compares them.", ""]
+    parts = [TITLE, "", f"{len(explained)} of {len(runs)} runs explained (`dlstudio-aspp explain`); the effective "
+             f"radius is the centre pixel's (the disc holding 90% of {LUO}).", ""]
+    radius = _radius_rows(explained)
+    if radius:
+        parts += ["### Effective radius, ASPP on − off, paired by seed", "", *radius, ""]
+    branches = _grid_branch_rows(explained)
+    if branches:
+        parts += ["### ASPP branches, one off at a time", "", *branches, ""]
+    run, first = next(((r, e) for r, e in explained if e.get("branches")), explained[0])
+    folder = Path(run["folder"]) / "explain"
+    parts += [f"Figures of `{Path(run['folder']).name}`:", "",
+              *[f"![{k}]({relative(folder / v)})" for k, v in first["figures"].items()], ""]
+    return parts
