@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["dlstudio_aspp", "dlstudio_aspp.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "DLStudio>=2.3",
+        "DLStudio>=2.3,<2.6",  # the release lines dlstudio_glue.SUPPORTED_DLSTUDIO accepts
         "torch",
         "torchvision",
         "pycocotools",

@@ -55,6 +55,8 @@ def plot_fields(result: Dict, arrays: Dict[str, np.ndarray], path: Path) -> Path
             ax.contour(theory.astype(float), levels=[0.5], colors="lime", linewidths=1.2)
         ax.set_title(f"{name} pixel ({r}, {c}): {rf['mass_share']:.0%} within r = {radius:.1f} px\n"
                      f"theoretical field {'covers the whole image' if whole else '(green)'}", fontsize=9)
+        h, w = mean_map.shape
+        ax.set_xlim(-0.5, w - 0.5), ax.set_ylim(h - 0.5, -0.5)  # the image, not the circle, sets the frame
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"Effective receptive field, mean over {result['num_images']} test images "
                  f"(ASPP {'on' if result['aspp'] else 'off'})", fontsize=10)

@@ -81,3 +81,26 @@ def test_segmenter_redirects_display_when_headless(tmp_path, monkeypatch):
     assert not (tmp_path / "displays").exists()
     path = dls.display_tensor_as_image(torch.rand(3, 8, 8))
     assert path.parent == tmp_path / "displays" and path.is_file()
+
+
+def test_setup_py_admits_exactly_the_dlstudio_versions_the_glue_accepts():
+    """`pip install -e .` must never pick a DLStudio the glue then refuses (2.6 the day it is released)."""
+    import ast
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from dlstudio_aspp.dlstudio_glue import check_version
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "setup.py").read_text())
+    requires = next(ast.literal_eval(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                    for k in node.keywords if k.arg == "install_requires")
+    spec = next(Requirement(r) for r in requires if r.lower().startswith("dlstudio")).specifier
+    for version in ("2.2.9", "2.3.0", "2.3.6", "2.4.9", "2.5.8", "2.5.99", "2.6.0", "2.10.1", "3.0"):
+        try:
+            check_version(version)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert spec.contains(version) == accepted, version
+    assert spec.contains("2.5.8") and not spec.contains("2.6.0")
