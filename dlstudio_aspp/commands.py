@@ -6,6 +6,7 @@ changes an existing folder.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 import time
 from typing import Optional
@@ -206,7 +207,7 @@ def _describe(spec: RunSpec, train) -> None:
 
 
 def experiments(args) -> int:
-    from .experiments import GridConfig, grid_outcome, run_grid
+    from .experiments import GridConfig, grid_outcome, grid_unfinished, run_grid
     from .report import make_report
 
     out = _grid_out(args)
@@ -236,6 +237,11 @@ def experiments(args) -> int:
 
         written = write_document(make_report(out))
         print("report: " + ", ".join(str(p) for p in written.values()))
+    unfinished = grid_unfinished(cfg, out)
+    if unfinished:  # a batch script or a scheduler must see that the grid is incomplete
+        print(f"error: {len(unfinished)} of {len(cfg.cells())} runs did not finish: {', '.join(unfinished)} (see "
+              f"grid.json's 'failed'); change what made them fail and run the same command again", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -201,11 +201,17 @@ def run_grid(cfg: GridConfig, out) -> List[Path]:
     return [folder.run_folder(name) for name, _ in cells]
 
 
+def grid_unfinished(cfg: GridConfig, out) -> List[str]:
+    """The runs of the grid with no finished folder (failed, or never run), in grid order."""
+    folder = GridFolder(out)
+    return [name for name, _ in cfg.cells() if not folder.is_finished(name)]
+
+
 def grid_outcome(cfg: GridConfig, out) -> str:
     """One line for the end of a grid, from the run folders and ``grid.json``, whichever executor ran it."""
     folder = GridFolder(out)
     cells = cfg.cells()
-    finished = sum(folder.is_finished(name) for name, _ in cells)
+    finished = len(cells) - len(grid_unfinished(cfg, out))
     failed = sorted(folder.failures())
     return (f"{finished} of {len(cells)} runs finished in {folder.runs_dir}"
             + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -225,3 +226,26 @@ def test_every_preset_is_described_in_the_help(capsys):
         cli.main(["experiments", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(f"{name} (" in text for name in PRESETS)
+
+
+def test_the_installed_script_exits_0_2_or_1(syn, tmp_path):
+    """The exit code a batch script or a scheduler sees: 0 when every run finished, 2 with one line for a user
+    error, 1 when a run of the grid failed (its name on the last line)."""
+    import shutil
+    import subprocess
+
+    script = shutil.which("dlstudio-aspp")
+    assert script, "the dlstudio-aspp script is not installed (pip install -e .)"
+    grid = [script, "experiments", "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on", "--seed", "0",
+            "--max-iters", "3", "--no-report"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ok = subprocess.run([*grid, "--out", str(tmp_path / "ok")], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    bad = subprocess.run([script, "experiments", "--out", str(tmp_path / "x"), "--loss", "nope"], capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+    diverged = subprocess.run([*grid, "--out", str(tmp_path / "nan"), "--lr", "1e30"], capture_output=True, text=True,
+                              env=env)
+    assert diverged.returncode == 1
+    last = diverged.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 1 runs did not finish: mse__aspp-on__seed-0")
