@@ -1,14 +1,17 @@
-"""One writer per folder: an exclusive lock file for ``run``, ``experiments`` and ``build-coco``.
+"""One writer per folder: an exclusive lock for ``run``, ``experiments``, ``build-coco`` and ``explain``.
 
-``FolderLock(folder, command)`` creates ``folder/.dlstudio_aspp.lock`` with
-``O_CREAT | O_EXCL`` (so two processes cannot both create it), holding the holder's pid,
-host, command and start time. A second process gets one line naming the holder. A lock
-left by a process that is gone (same host, pid no longer running) is taken over with a
-message; a lock from another host is never taken over (its process cannot be checked):
-the message says how to remove it by hand.
+``FolderLock(folder, command)`` opens ``folder/.dlstudio_aspp.lock`` and takes an exclusive
+``fcntl.flock`` on it: the kernel holds that lock for the process and drops it when the process
+ends, however it ends (SIGKILL, the out-of-memory killer, a closed laptop lid). The flock is the
+rule; the JSON inside (pid, host, command, start time) only names the holder in the message a
+second process gets. A file whose flock is free was left by a process that is gone: it is taken
+over with one line, also when it is empty or garbled (a process killed between creating the file
+and writing it). A file naming another host is never taken over, since a lock on a shared disk
+may not reach across machines: the message says how to remove it by hand.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -16,19 +19,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from . import crash
 from .errors import UserError
 
 LOCK_NAME = ".dlstudio_aspp.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 class FolderLock:
@@ -37,56 +31,80 @@ class FolderLock:
     def __init__(self, folder, command: str) -> None:
         self.folder, self.command = Path(folder), command
         self.path = self.folder / LOCK_NAME
-        self.held = False
+        self.fd: Optional[int] = None
         self.created = False  # the folder did not exist: removed again on release if nothing was written
 
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
-        return True
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def holder(self) -> Optional[dict]:
+        """What the lock file says about its holder: None without a file, {} when it is empty or garbled."""
         try:
             data = json.loads(self.path.read_text())
             return data if isinstance(data, dict) else {}
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            return {}  # unreadable: treat as held by an unknown process
+            return {}
+
+    def _open_locked(self) -> Optional[int]:
+        """A descriptor of the lock file with our flock on it, or None when a live process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:  # the file we locked must still be the one at the path (a releasing holder unlinks it)
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return -1
+        return fd
+
+    def _refuse(self, holder: Optional[dict]) -> UserError:
+        who = (f"`{holder.get('command', '?')}` (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+               f"since {holder.get('started', '?')})") if holder else "an unknown process"
+        return UserError(f"{self.folder} is in use by {who}; wait for it to finish, or use another folder. If that "
+                         f"process is gone, delete {self.path}")
+
+    def _take(self, fd: int) -> None:
+        """With the flock held: say whose lock is taken over, if any, then write ours."""
+        holder = self.holder()
+        if holder and holder.get("host") not in (None, socket.gethostname()):
+            os.close(fd)
+            raise self._refuse(holder)
+        if holder:
+            print(f"{self.folder}: taking over the lock of `{holder.get('command', '?')}` (pid "
+                  f"{holder.get('pid', '?')}), which is no longer running")
+        elif holder == {}:
+            print(f"{self.folder}: taking over an empty or unreadable lock file left by a process that is gone")
+        os.ftruncate(fd, 0)
+        crash.point("lock-created")
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self.fd = fd
 
     def acquire(self) -> "FolderLock":
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            if self._create():
-                self.held = True
+        for _ in range(5):
+            fd = self._open_locked()
+            if fd is None:
+                raise self._refuse(self.holder())
+            if fd >= 0:
+                self._take(fd)
                 return self
-            holder = self.holder()
-            if holder is None:
-                continue  # released meanwhile: try again
-            if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-                    and holder["pid"] != os.getpid() and not _alive(holder["pid"]):
-                print(f"{self.folder}: taking over the lock of `{holder.get('command', '?')}` (pid {holder['pid']}), "
-                      "which is no longer running")
-                self.path.unlink(missing_ok=True)
-                continue
-            who = (f"`{holder.get('command', '?')}` (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-                   f"since {holder.get('started', '?')})") if holder else "an unknown process"
-            raise UserError(f"{self.folder} is in use by {who}; wait for it to finish, or use another folder. If that "
-                            f"process is gone, delete {self.path}")
         raise UserError(f"could not lock {self.folder}: its lock file keeps changing; try again")
 
     def release(self) -> None:
-        if self.held:
-            holder = self.holder()
-            if holder and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # still under our flock: nobody else holds this file
+            os.close(self.fd)
+            self.fd = None
         if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()  # a command that failed before writing leaves no empty folder behind
 

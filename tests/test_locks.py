@@ -67,3 +67,47 @@ def test_run_without_resume_refuses_an_interrupted_folder_and_overwrite_moves_it
     assert len(aside) == 1 and (aside[0] / "saved_model.ckpt").read_bytes() == before["saved_model.ckpt"]
     assert json.loads((out / "saved_model.json").read_text())["spec"]["loss"] == "mse"
     assert cli.main(["run", *syn, "--out", str(out), "--resume", "--overwrite"]) == 2
+
+
+def test_an_empty_lock_file_left_by_a_killed_process_does_not_block(tmp_path, capsys):
+    """SIGKILL between creating the lock file and writing its contents (the crash point `lock-created`)."""
+    code = "from dlstudio_aspp.locks import FolderLock; FolderLock(%r, 'killed').acquire()" % str(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DLSTUDIO_ASPP_CRASH="lock-created"))
+    assert killed.returncode == -9 and (tmp_path / LOCK_NAME).read_bytes() == b""
+    with FolderLock(tmp_path, "next"):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["command"] == "next"
+    assert "taking over an empty or unreadable lock file" in capsys.readouterr().out
+
+
+def _try_lock(folder, barrier, results):
+    barrier.wait()
+    try:
+        with FolderLock(folder, "racer"):
+            results.put("won")
+            time.sleep(1.0)  # hold it while the others try
+    except ValueError as exc:
+        results.put(str(exc))
+
+
+def test_of_processes_taking_over_a_dead_holders_lock_at_once_exactly_one_wins(tmp_path):
+    import multiprocessing as mp
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname(), "command": "old"}))
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_try_lock, args=(tmp_path, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    outcomes = [results.get(timeout=5) for _ in procs]
+    assert outcomes.count("won") == 1, outcomes
+    assert all("is in use by" in o for o in outcomes if o != "won")  # the winner may not have written its name yet
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_live_holder_is_named_even_after_its_file_was_emptied(tmp_path):
+    with FolderLock(tmp_path, "first"):
+        (tmp_path / LOCK_NAME).write_bytes(b"")  # the description is gone; the kernel's lock is not
+        with pytest.raises(ValueError, match="in use by an unknown process"):
+            FolderLock(tmp_path, "second").acquire()
