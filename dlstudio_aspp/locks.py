@@ -32,6 +32,7 @@ class FolderLock:
         self.folder, self.command = Path(folder), command
         self.path = self.folder / LOCK_NAME
         self.fd: Optional[int] = None
+        self.fresh = False  # the lock file was created by this acquire (no earlier holder to name)
         self.created = False  # the folder did not exist: removed again on release if nothing was written
 
     @property
@@ -50,7 +51,14 @@ class FolderLock:
 
     def _open_locked(self) -> Optional[int]:
         """A descriptor of the lock file with our flock on it, or None when a live process holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd, self.fresh = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, self.fresh = os.open(self.path, flags), False
+            except FileNotFoundError:
+                return -1  # released meanwhile: try again
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -73,7 +81,7 @@ class FolderLock:
 
     def _take(self, fd: int) -> None:
         """With the flock held: say whose lock is taken over, if any, then write ours."""
-        holder = self.holder()
+        holder = None if self.fresh else self.holder()
         if holder and holder.get("host") not in (None, socket.gethostname()):
             os.close(fd)
             raise self._refuse(holder)

@@ -44,6 +44,14 @@ def test_another_hosts_lock_is_never_taken_over(tmp_path):
         FolderLock(tmp_path, "new").acquire()
 
 
+def test_a_fresh_lock_says_nothing(tmp_path, capsys):
+    with FolderLock(tmp_path / "new", "x"):
+        pass
+    with FolderLock(tmp_path, "y"):
+        pass
+    assert capsys.readouterr().out == ""
+
+
 def test_a_failed_command_leaves_no_empty_folder(tmp_path):
     lock = FolderLock(tmp_path / "new", "x")
     with lock:
