@@ -79,7 +79,8 @@ def ablate(model: nn.Module, loader, card, device, progress=None) -> Dict:
 
     Returns ``{'num_images', 'miou', 'iou', 'branches': [{'branch', 'rate', 'miou', 'difference', 'ci95',
     'classes': [{'class', 'difference', 'ci95'}]}]}``: each difference is (branch off) - (intact), with its
-    95% paired bootstrap interval over the images. ``progress`` (a tqdm bar or None) is advanced once per
+    95% paired bootstrap interval over the images; after the branches one by one, 'all rates' has every
+    dilated branch off at once (when there are two or more). ``progress`` (a tqdm bar or None) is advanced once per
     network scored."""
     from .evaluation import evaluate
 
@@ -93,8 +94,12 @@ def ablate(model: nn.Module, loader, card, device, progress=None) -> Dict:
     names, rates = branch_names(model.aspp), branch_rates(model.aspp)
     result = {"num_images": int(intact.shape[0]), "miou": float(miou_from_counts(intact)),
               "iou": [float(v) for v in class_scores(intact)[0]], "branches": []}
-    for k, (name, rate) in enumerate(zip(names, rates)):
-        off = counts(without_branches(model, [k]))
+    dilated = [k for k, r in enumerate(rates) if r is not None]
+    cases = [([k], name, rate) for k, (name, rate) in enumerate(zip(names, rates))]
+    if len(dilated) > 1:
+        cases.append((dilated, "all rates", None))
+    for off_idx, name, rate in cases:
+        off = counts(without_branches(model, off_idx))
         diff = class_scores(off)[0] - class_scores(intact)[0]
         per_class = bootstrap_per_class(off, minus=intact)["iou_ci95"]
         result["branches"].append({

@@ -406,7 +406,7 @@ def explain_summary(folder: Path, result: dict) -> str:
     needed = [b for b in branches or [] if b["ci95"][1] < 0]
     if needed:
         worst = min(needed, key=lambda b: b["difference"])
-        line += f"; the branch it needs most: {worst['branch']} ({worst['difference']:+.3f} mIoU when off)"
+        line += f"; the branch it needs most: {worst['branch']} ({worst['difference']:+.4f} mIoU when off)"
     elif branches:
         line += "; no ASPP branch is needed on its own (each one off loses no mIoU detectably)"
     return line

@@ -112,7 +112,7 @@ def explain_run(folder, images: int = DEFAULT_IMAGES, device="cpu", progress: bo
     data = test_images(card, images)
     loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
     aspp = getattr(model, "aspp", None) is not None
-    steps = 2 * (len(loader) + 1) + ((len(model.aspp.convs) + 1) if aspp else 0)
+    steps = 2 * (len(loader) + 1) + ((len(model.aspp.convs) + 2) if aspp else 0)
     with tqdm(total=steps, desc=f"explain {Path(folder).name}", unit="step", disable=not progress,
               mininterval=1.0, dynamic_ncols=True) as bar:
         receptive, arrays = _receptive(model, loader, card, device, bar)

@@ -39,14 +39,18 @@ def plot_fields(result: Dict, arrays: Dict[str, np.ndarray], path: Path) -> Path
     """The mean effective field of the centre and the corner pixel, the radius holding the stated share of
     its mass (dashed circle) and the outline of the theoretical field of the convolutions (where it ends
     inside the image)."""
+    from matplotlib.colors import LogNorm
+
     plt = pyplot()
     rf = result["receptive_field"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
     for ax, name in zip(axes, ("centre", "corner")):
         field, mean_map = rf[name], arrays[f"{name}_mean_map"]
         (r, c), radius = field["pixel"], field["radius_of_mean_map"]
-        im = ax.imshow(mean_map, cmap="magma", interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the gradient")
+        top = float(mean_map.max()) or 1.0
+        im = ax.imshow(np.maximum(mean_map, top * 1e-4), cmap="magma", interpolation="nearest",
+                       norm=LogNorm(vmin=top * 1e-4, vmax=top))  # log: the tail that holds the last 10% shows
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the gradient (log scale)")
         ax.add_patch(plt.Circle((c, r), radius, fill=False, color="white", ls="--", lw=1.2))
         ax.plot([c], [r], "x", color="cyan", ms=8, mew=2)
         theory = arrays[f"{name}_theoretical"]
@@ -78,8 +82,8 @@ def plot_branches(result: Dict, path: Path) -> Path:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize=9)
     ax.set_xlabel("test mIoU change with the branch off (95% paired bootstrap interval)")
-    ax.set_title(f"ASPP branches, one off at a time: intact mIoU {result['branches']['miou']:.3f} on "
-                 f"{result['branches']['num_images']} test images (red: needed)", fontsize=9)
+    ax.set_title(f"ASPP branches, one off at a time: intact mIoU {result['branches']['miou']:.4f} on "
+                 f"{result['branches']['num_images']} test images\n(red: costs mIoU when off)", fontsize=9)
     return save_plot(fig, path)
 
 
@@ -106,9 +110,10 @@ def _branch_rows(result: Dict) -> List[str]:
             "verdict |", "|---|---|---|---|---|"]
     for b in br["branches"]:
         lo, hi = b["ci95"]
-        verdict = "needed" if hi < 0 else "better off" if lo > 0 else "no loss detectable"
-        rows.append(f"| {b['branch']} | {padding[b['branch']]['padding_share']:.0%} | {b['miou']:.3f} | "
-                    f"{b['difference']:+.3f} {_ci(lo, hi)} | {verdict} |")
+        verdict = "costs mIoU when off" if hi < 0 else "gains mIoU when off" if lo > 0 else "no change detectable"
+        share = f"{padding[b['branch']]['padding_share']:.0%}" if b["branch"] in padding else "-"
+        rows.append(f"| {b['branch']} | {share} | {b['miou']:.4f} | {b['difference']:+.4f} "
+                    f"{_ci(lo, hi, '{:+.4f}')} | {verdict} |")
     names = result["class_names"]
     rows += ["", "Each class's IoU change with the branch off (95% paired interval):", "",
              "| branch | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -128,7 +133,8 @@ def explain_markdown(result: Dict, relative: Callable[[str], str]) -> str:
     if result.get("branches"):
         parts += ["### ASPP branches, one off at a time", "",
                   "Each branch's output is zeroed before the projection; the rest keeps its trained weights. "
-                  "'Needed': the whole interval is below 0.", "", *_branch_rows(result), "",
+                  "'All rates' zeroes every dilated branch at once. A branch costs mIoU when off when the whole "
+                  "interval is below 0.", "", *_branch_rows(result), "",
                   f"![branches]({relative(result['figures']['branches'])})", ""]
     return "\n".join(parts)
 

@@ -31,7 +31,7 @@ def test_explain_a_run(trained_run, tmp_path, capsys):
         assert len(f["radii"]) == 4 and f["radius_ci95"][0] <= f["radius_mean"] <= f["radius_ci95"][1]
         assert 0 < f["mass_inside_theoretical"] <= 1.0 + 1e-6
     branches = result["branches"]["branches"]
-    assert [b["branch"] for b in branches] == ["1x1", "rate 2", "rate 4", "rate 6", "image pool"]
+    assert [b["branch"] for b in branches] == ["1x1", "rate 2", "rate 4", "rate 6", "image pool", "all rates"]
     for b in branches:
         assert b["ci95"][0] <= b["difference"] + 1e-9 and b["difference"] - 1e-9 <= b["ci95"][1]
         assert len(b["classes"]) == len(result["class_names"])
@@ -99,7 +99,7 @@ def test_the_summary_names_a_needed_branch_only():
 
     line = explain_summary(Path("r"), dict(base, branches={"branches": [branch("1x1", -0.2, -0.1),
                                                                          branch("rate 6", -0.3, 0.01)]}))
-    assert "within 5.0 px" in line and "needs most: 1x1 (-0.200" in line
+    assert "within 5.0 px" in line and "needs most: 1x1 (-0.2000" in line
     line = explain_summary(Path("r"), dict(base, branches={"branches": [branch("rate 6", -0.3, 0.01)]}))
     assert "no ASPP branch is needed on its own" in line
     assert "branch" not in explain_summary(Path("r"), base)
