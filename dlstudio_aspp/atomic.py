@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from . import crash
+
 
 def _fsync_dir(folder: Path) -> None:
     try:
@@ -39,14 +41,36 @@ def write_with(path, writer: Callable[[BinaryIO], Any]) -> Path:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
+            crash.point("atomic-written")
             os.fsync(f.fileno())
+        crash.point("atomic-fsynced")
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+    crash.point("atomic-renamed")
     _fsync_dir(path.parent)
+    crash.point("atomic-dir-synced")
     return path
+
+
+PART_GLOB = ".*.part"  # the temporary files of write_with: .NAME.<random>.part
+
+
+def remove_leftover_parts(folder, before: float) -> int:
+    """Remove the temporary files of writes that never finished (a process killed mid-write) under ``folder``,
+    those last changed before the time ``before`` (a write in progress keeps its file's mtime fresh); return
+    how many."""
+    removed = 0
+    for part in Path(folder).rglob(PART_GLOB):
+        try:
+            if part.is_file() and not part.is_symlink() and part.stat().st_mtime < before:
+                part.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # its writer finished or removed it meanwhile
+    return removed
 
 
 def write_text(path, text: str) -> Path:

@@ -7,7 +7,9 @@ rule; the JSON inside (pid, host, command, start time) only names the holder in 
 second process gets. A file whose flock is free was left by a process that is gone: it is taken
 over with one line, also when it is empty or garbled (a process killed between creating the file
 and writing it). A file naming another host is never taken over, since a lock on a shared disk
-may not reach across machines: the message says how to remove it by hand.
+may not reach across machines: the message says how to remove it by hand. Once the lock is held,
+the temporary files of writes that a killed process never finished (``.NAME.*.part``) are removed
+from the folder, with one line that counts them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import crash
+from .atomic import remove_leftover_parts
 from .errors import UserError
 
 LOCK_NAME = ".dlstudio_aspp.lock"
@@ -95,8 +98,13 @@ class FolderLock:
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self.fd = fd
+        removed = remove_leftover_parts(self.folder, before=self.started)
+        if removed:
+            print(f"{self.folder}: removed {removed} unfinished temporary file{'s' * (removed != 1)} (.part) "
+                  "left by a write that was cut off")
 
     def acquire(self) -> "FolderLock":
+        self.started = time.time()
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(5):

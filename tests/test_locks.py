@@ -119,3 +119,34 @@ def test_a_live_holder_is_named_even_after_its_file_was_emptied(tmp_path):
         (tmp_path / LOCK_NAME).write_bytes(b"")  # the description is gone; the kernel's lock is not
         with pytest.raises(ValueError, match="in use by an unknown process"):
             FolderLock(tmp_path, "second").acquire()
+
+
+def test_a_write_cut_off_by_sigkill_keeps_the_old_file_and_its_part_is_removed_by_the_next_lock(tmp_path, capsys):
+    from dlstudio_aspp.atomic import write_text
+
+    target = tmp_path / "saved_model.json"
+    write_text(target, "old contents")
+    for point in ("atomic-written", "atomic-fsynced"):
+        code = f"from dlstudio_aspp.atomic import write_text; write_text({str(target)!r}, 'new' * 100000)"
+        killed = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DLSTUDIO_ASPP_CRASH=point))
+        assert killed.returncode == -9 and target.read_text() == "old contents"
+    parts = sorted(tmp_path.glob(".saved_model.json.*.part"))
+    assert len(parts) == 2
+    busy = tmp_path / "runs" / "r" / ".history.json.abc.part"  # a write still going on: fresh mtime
+    busy.parent.mkdir(parents=True)
+    busy.write_text("x")
+    os.utime(busy, (time.time() + 60, time.time() + 60))
+    old = time.time() - 5
+    for p in parts:
+        os.utime(p, (old, old))
+    with FolderLock(tmp_path, "next"):
+        pass
+    assert "removed 2 unfinished temporary files (.part)" in capsys.readouterr().out
+    assert not any(p.exists() for p in parts) and busy.exists() and target.read_text() == "old contents"
+
+
+def test_a_write_killed_after_its_rename_is_complete(tmp_path):
+    target = tmp_path / "f.txt"
+    code = f"from dlstudio_aspp.atomic import write_text; write_text({str(target)!r}, 'new')"
+    killed = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DLSTUDIO_ASPP_CRASH="atomic-renamed"))
+    assert killed.returncode == -9 and target.read_text() == "new" and not list(tmp_path.glob("*.part"))
