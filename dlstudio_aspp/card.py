@@ -7,7 +7,8 @@ take a card instead of deciding these facts again::
 
     <stem>                  weights (state_dict), written atomically with the card
     <stem>.json             the card: model config, classes, mask convention, recipe, options
-    <stem>.ckpt             resumable checkpoint (weights, optimizer, options, history)
+    <stem>.ckpt             resumable checkpoint (weights, optimizer, options, history, its sha256)
+    <stem>.ckpt.prev        the checkpoint before it, kept until the newest is durable
     <stem>.history.json/.csv  per-iteration loss and its components
     <stem>.metrics.json     test metrics
     <stem>.test_grid.png    qualitative test grid
@@ -159,7 +160,7 @@ class RunCard:
 
     def own_files(self) -> List[Path]:
         """Every file of this run that exists (weights, card, checkpoint, history, metrics, ...)."""
-        names = [self.weights, self.file, self.checkpoint, self.history_json, self.history_csv, self.metrics_file,
+        names = [self.weights, self.file, self.checkpoint, self.previous_checkpoint, self.history_json, self.history_csv, self.metrics_file,
                  self.image_counts_file, self.test_grid, self.perf_file, self.samples_file, self.summary_file]
         return [p for p in names if p.exists()]
 
@@ -170,6 +171,11 @@ class RunCard:
     @property
     def checkpoint(self) -> Path:
         return self._sibling(".ckpt")
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        """The checkpoint before the newest, kept until the newest is durable (see :mod:`.checkpoint`)."""
+        return self._sibling(".ckpt.prev")
 
     @property
     def history_json(self) -> Path:
@@ -273,7 +279,7 @@ class RunCard:
 
         if not self.checkpoint.is_file():
             return None
-        return checkpoint.load(self.checkpoint).get("last_model")
+        return checkpoint.load_checkpoint(self.checkpoint).get("last_model")
 
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.

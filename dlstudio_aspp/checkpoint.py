@@ -6,16 +6,28 @@ stock DLStudio's scripts do. Reading always maps onto the CPU; the loop moves wh
 (``load_state_dict`` copies weights onto the network's device, and an optimizer's state
 follows its parameters). The random number generators are saved per kind: the CPU
 generator always, and the training device's CUDA generator when a GPU trained the run.
+
+A resumable checkpoint carries the sha256 of its own contents (every tensor's bytes, every value),
+so a file cut short or with a flipped bit is known for what it is, and the checkpoint it replaces
+is kept beside it (``<stem>.ckpt.prev``, a hard link: no copy) until the new one is durable:
+``--resume`` goes on from the newest good one (:func:`newest_good`). The disk holds at most one
+checkpoint more than before.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-from .atomic import torch_save
-from .errors import UserError
+from . import crash
+from .atomic import _fsync_dir, torch_save
+from .errors import MissingFileError, UserError
+
+DIGEST = "sha256"  # the checkpoint's key holding the digest of the rest of it
 
 
 def on_cpu(obj: Any) -> Any:
@@ -43,6 +55,95 @@ def load(path, what: str = "checkpoint") -> Any:
     except Exception as exc:  # a truncated or foreign file raises many kinds
         raise UserError(f"{path} is not a readable {what} ({type(exc).__name__}: cut short, or not written by "
                         "dlstudio-aspp); restore it from a copy, or delete it and train again") from None
+
+
+def _feed(h, obj: Any) -> None:
+    """Add ``obj`` to the hash ``h``: tensors by dtype, shape and bytes; containers in a fixed order."""
+    if torch.is_tensor(obj):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k in sorted(obj, key=repr):
+            _feed(h, k), _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+
+
+def digest(ck: dict) -> str:
+    """The sha256 of a checkpoint's contents (its own digest left out)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ck.items() if k != DIGEST})
+    return h.hexdigest()
+
+
+def _keep_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` name the file now at ``path`` (a hard link, renamed into place; a copy where the file
+    system has no hard links), durably, before ``path`` is replaced."""
+    fd, tmp = tempfile.mkstemp(dir=previous.parent, prefix=f".{previous.name}.", suffix=".part")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, previous)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(previous.parent)
+
+
+def save_checkpoint(ck: dict, path, previous) -> Path:
+    """Write the resumable checkpoint ``ck`` (CPU tensors, its digest inside) to ``path`` atomically; the one it
+    replaces is kept as ``previous`` until then."""
+    path, previous = Path(path), Path(previous)
+    ck = on_cpu(ck)
+    ck[DIGEST] = digest(ck)
+    if path.is_file():
+        _keep_previous(path, previous)
+        crash.point("checkpoint-previous-kept")
+    return torch_save(ck, path)
+
+
+def load_checkpoint(path) -> dict:
+    """The checkpoint at ``path``, its digest checked; a damaged file is one :class:`UserError`."""
+    ck = load(path)
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise UserError(f"{path} is not a readable checkpoint (no weights in it)")
+    if DIGEST in ck and ck.pop(DIGEST) != digest(ck):  # checkpoints written before digests have none
+        raise UserError(f"{path} is damaged: its contents do not match the sha256 written with them (a flipped "
+                        "bit, or a copy cut off)")
+    return ck
+
+
+def newest_good(paths: Sequence[Path]) -> Tuple[dict, Path, List[str]]:
+    """(checkpoint, its path, one note per newer file skipped) for the first of ``paths`` that reads and
+    checks out. Raises :class:`MissingFileError` when none exists, :class:`UserError` naming each when
+    none is good."""
+    existing = [Path(p) for p in paths if Path(p).is_file()]
+    if not existing:
+        raise MissingFileError(f"cannot resume: there is no checkpoint at {Path(paths[0])}; run without resume to "
+                               "start afresh")
+    problems: List[str] = []
+    for path in existing:
+        try:
+            return load_checkpoint(path), path, [f"skipped {p}" for p in problems]
+        except UserError as exc:
+            problems.append(str(exc))
+    raise UserError(f"cannot resume: no good checkpoint in {existing[0].parent}: " + "; ".join(problems)
+                    + "; run without --resume to start afresh (or --overwrite)")
 
 
 def rng_state(device: torch.device) -> dict:

@@ -295,7 +295,9 @@ class RunSpec:
                                     check=_int_at_least(0), result=False)
     log_every: int = option(500, "iterations per printed line and performance_numbers entry", group="run",
                             check=_int_at_least(1), result=False)
-    checkpoint_every: int = option(500, "iterations between checkpoints (0: only at the end)", group="run",
+    checkpoint_every: int = option(500, "iterations between checkpoints (0: only at the end); each carries its "
+                                        "sha256, and the one before it is kept as <stem>.ckpt.prev (disk: at most one "
+                                        "checkpoint more) for --resume to fall back on", group="run",
                                    check=_int_at_least(0), result=False)
     checkpoint_seconds: float = option(60.0, "at least this many seconds between two checkpoints (0: no limit; "
                                              "the last iteration and Ctrl-C/SIGTERM always save)", group="run",

@@ -28,12 +28,12 @@ import torch
 
 from .accel import Compiled, device_batches, device_tensors, quiet_worker
 from .augment import augment_batch, transform_for
-from . import checkpoint
+from . import checkpoint, crash
 from .atomic import write_json, write_text
 from .card import RunCard
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
-from .errors import MissingFileError, NonFiniteLossError, UserError
+from .errors import NonFiniteLossError, UserError
 from .losses import get_loss
 from .optim import clipped_step, make_optimizer, make_scheduler
 from .spec import SEED_MIX, RunSpec, loss_title
@@ -110,7 +110,7 @@ class _Run:
         """Weights, optimizer, schedule, position, RNG, options and history, atomically (after a flush)."""
         self.flush()
         self.history["seconds"] = self.training_seconds()
-        checkpoint.save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+        checkpoint.save_checkpoint({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                          "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch,
                          "batch": self.batch, "history": self.history, **checkpoint.rng_state(self.device),
@@ -118,7 +118,8 @@ class _Run:
                          "validation": self.validator.state_dict() if self.validator is not None else None,
                          "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
                          "last_model": self.last_weights},
-                        self.card.checkpoint)
+                                   self.card.checkpoint, self.card.previous_checkpoint)
+        crash.point("checkpoint-written")
         write_history(self.history, self.card)
         self.own_checkpoint = True
         self.last_save = _clock()
@@ -132,10 +133,9 @@ class _Run:
         return bool(every) and self.it % every == 0 and _clock() - self.last_save >= self.spec.checkpoint_seconds
 
     def resume(self) -> None:
-        path = self.card.checkpoint
-        if not path.is_file():
-            raise MissingFileError(f"cannot resume: there is no checkpoint at {path}; run without resume to start afresh")
-        ck = checkpoint.load(path)
+        ck, path, skipped = checkpoint.newest_good([self.card.checkpoint, self.card.previous_checkpoint])
+        for note in skipped:
+            print(f"{note}; going on from the checkpoint before it, {path.name}")
         saved, now = dict(ck.get("options", {})), self.spec.result_values()
         saved_model, now_model = (ck.get("card") or {}).get("model", {}), self.card.model
         saved.update({f"model.{k}": v for k, v in saved_model.items()})

@@ -73,3 +73,49 @@ def test_amp_on_one_side_and_off_on_the_other_is_a_note_not_a_traceback():
         "the checkpoint was written with mixed precision on a GPU: training goes on in float32")
     saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
     assert checkpoint.restore_scaler(on, saved.state_dict()) is None and on.get_scale() == 1024.0
+
+
+def _ck(value: float, iteration: int) -> dict:
+    return {"model": {"w": torch.full((4096,), value)}, "iteration": iteration, "history": {"loss": [0.5, 0.25]}}
+
+
+def test_a_flipped_bit_that_torch_load_reads_silently_is_caught_by_the_digest(tmp_path):
+    path = checkpoint.save_checkpoint(_ck(1.2345, 3), tmp_path / "ck", tmp_path / "ck.prev")
+    data = bytearray(path.read_bytes())
+    at = data.find(torch.full((4,), 1.2345).numpy().tobytes()) + 1000  # inside the tensor's raw bytes
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.full((4096,), 1.2345))
+    with pytest.raises(ValueError, match="is damaged: its contents do not match the sha256"):
+        checkpoint.load_checkpoint(path)
+
+
+def test_a_cut_file_is_one_error(tmp_path):
+    path = checkpoint.save_checkpoint(_ck(1.0, 1), tmp_path / "ck", tmp_path / "ck.prev")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        checkpoint.load_checkpoint(path)
+
+
+def test_the_previous_checkpoint_is_kept_and_the_newest_good_one_wins(tmp_path):
+    path, prev = tmp_path / "ck", tmp_path / "ck.prev"
+    checkpoint.save_checkpoint(_ck(1.0, 2), path, prev)
+    assert not prev.exists()
+    checkpoint.save_checkpoint(_ck(2.0, 4), path, prev)
+    assert checkpoint.load_checkpoint(prev)["iteration"] == 2 and checkpoint.load_checkpoint(path)["iteration"] == 4
+    ck, used, skipped = checkpoint.newest_good([path, prev])
+    assert used == path and ck["iteration"] == 4 and skipped == []
+    path.write_bytes(path.read_bytes()[:100])
+    ck, used, skipped = checkpoint.newest_good([path, prev])
+    assert used == prev and ck["iteration"] == 2 and len(skipped) == 1 and str(path) in skipped[0]
+    prev.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no good checkpoint in .*ck is not a readable.*ck.prev is not a readable"):
+        checkpoint.newest_good([path, prev])
+    with pytest.raises(FileNotFoundError, match="there is no checkpoint"):
+        checkpoint.newest_good([tmp_path / "none", tmp_path / "none.prev"])
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_checkpoint_from_before_digests_still_loads(tmp_path):
+    path = checkpoint.save(_ck(1.0, 1), tmp_path / "old")
+    assert checkpoint.load_checkpoint(path)["iteration"] == 1

@@ -224,3 +224,38 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_pa
     out = capsys.readouterr().out
     assert "resumed from" in out and "the checkpoint was written on a GPU and this run trains on the CPU" in out
     assert_same_run(full, tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "one byte flipped"])
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(damage, syn, tmp_path, monkeypatch, capsys):
+    """The checkpoint written when SIGTERM stopped the run is damaged; `--resume` says so in one line, goes on from
+    the previous checkpoint and ends on the uninterrupted run's weights."""
+    every = ["--checkpoint-every", "2", "--checkpoint-seconds", "0"]
+
+    def run(out, *extra, point=None):
+        if point:
+            signal_inside_step(monkeypatch, point, step=6)
+        rc = cli.main(["run", *syn, "--out", str(out), "--seed", "5", "--max-iters", "8", "--cpu", "--no-progress",
+                       *every, *extra])
+        monkeypatch.undo()
+        return rc
+
+    assert run(tmp_path / "full") == 0
+    assert run(tmp_path / "part", point="backward") == 130
+    ckpt, prev = tmp_path / "part" / "saved_model.ckpt", tmp_path / "part" / "saved_model.ckpt.prev"
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 6 and torch.load(prev, weights_only=True)["iteration"] == 4
+    data = bytearray(ckpt.read_bytes())
+    if damage == "cut in half":
+        data = data[: len(data) // 2]
+    else:
+        at = data.find(torch.load(ckpt, weights_only=True)["model"]["conv_in.weight"].numpy().tobytes()[:64])
+        data[at + 7] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert run(tmp_path / "part", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "skipped" in out and "going on from the checkpoint before it, saved_model.ckpt.prev" in out
+    assert "resumed from" in out and "at iteration 4" in out
+    final_a = torch.load(tmp_path / "full" / "saved_model", weights_only=True)
+    final_b = torch.load(tmp_path / "part" / "saved_model", weights_only=True)
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
