@@ -10,13 +10,16 @@ leaves either the old file or the new one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from . import crash
+from .errors import DiskFullError
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -36,18 +39,27 @@ def write_with(path, writer: Callable[[BinaryIO], Any]) -> Path:
     """Call ``writer(f)`` with an open binary file, then move it to ``path`` atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        _raise_if_full(exc, path, 0)
+        raise
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
+            written = f.tell()
             crash.point("atomic-written")
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # an fsync error is never retried: the file is dropped and the write fails
         crash.point("atomic-fsynced")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = written or (os.path.getsize(tmp) if os.path.lexists(tmp) else 0)
         if os.path.lexists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, Exception):  # torch.save reports a full disk as a RuntimeError over the OSError
+            _raise_if_full(exc, path, written)
         raise
     crash.point("atomic-renamed")
     _fsync_dir(path.parent)
@@ -71,6 +83,24 @@ def remove_leftover_parts(folder, before: float) -> int:
         except FileNotFoundError:
             continue  # its writer finished or removed it meanwhile
     return removed
+
+
+def _raise_if_full(exc: OSError, path: Path, written: int) -> None:
+    """Turn a full disk or quota (also when a writer wrapped it) into one :class:`DiskFullError` line: the file,
+    the space it needs (at least what was written, or the size of the file it replaces) and the space free."""
+    cause = exc
+    while cause is not None and getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return
+    need = max(written, path.stat().st_size if path.is_file() else 0)
+    free = shutil.disk_usage(path.parent).free
+    raise DiskFullError(f"no space left on the disk for {path} ({os.strerror(cause.errno)}): it needs more than "
+                        f"{_size(need)}, {_size(free)} is free in {path.parent}; nothing half-written was kept") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MB" if n >= 2 ** 20 else f"{n} bytes"
 
 
 def write_text(path, text: str) -> Path:

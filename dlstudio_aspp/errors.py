@@ -24,6 +24,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or the data it needs) does not exist."""
 
 
+class DiskFullError(UserError, OSError):
+    """A write found no space (ENOSPC) or no quota (EDQUOT) left; nothing half-written was left behind."""
+
+
 class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or inf; training stopped and the last good checkpoint was kept."""
 

@@ -33,7 +33,7 @@ from .atomic import write_json, write_text
 from .card import RunCard
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
-from .errors import NonFiniteLossError, UserError
+from .errors import DiskFullError, NonFiniteLossError, UserError
 from .losses import get_loss
 from .optim import clipped_step, make_optimizer, make_scheduler
 from .spec import SEED_MIX, RunSpec, loss_title
@@ -89,6 +89,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.it, self.epoch, self.batch = 0, 0, 0
         self.own_checkpoint = False  # a checkpoint of *this* run exists (written or resumed from)
+        self.saved_at = 0  # the iteration of that checkpoint
         self.last_save = -math.inf
         self.device_arrays = None  # PurdueShapes' arrays on a CUDA device, when batches are drawn there
         self.stop = StopRequests()
@@ -110,6 +111,16 @@ class _Run:
         """Weights, optimizer, schedule, position, RNG, options and history, atomically (after a flush)."""
         self.flush()
         self.history["seconds"] = self.training_seconds()
+        try:
+            self._write_checkpoint()
+        except DiskFullError as exc:
+            kept = (f"the last good checkpoint is {self.card.checkpoint} (iteration {self.saved_at}); free space, "
+                    "then run the same command with --resume" if self.own_checkpoint
+                    else "this run wrote no checkpoint yet")
+            raise DiskFullError(f"{exc}; {kept}") from None
+        self.last_save = _clock()
+
+    def _write_checkpoint(self) -> None:
         checkpoint.save_checkpoint({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                          "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch,
@@ -119,10 +130,9 @@ class _Run:
                          "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
                          "last_model": self.last_weights},
                                    self.card.checkpoint, self.card.previous_checkpoint)
+        self.own_checkpoint, self.saved_at = True, self.it
         crash.point("checkpoint-written")
         write_history(self.history, self.card)
-        self.own_checkpoint = True
-        self.last_save = _clock()
 
     def training_seconds(self) -> float:
         """Seconds of training so far, over every resume of this run."""
@@ -162,7 +172,7 @@ class _Run:
         notes.append(checkpoint.restore_rng(ck, self.device))
         if ck.get("loss_state") and hasattr(self.loss_fn, "load_extra_state"):
             self.loss_fn.load_extra_state(ck["loss_state"])
-        self.own_checkpoint = True
+        self.own_checkpoint, self.saved_at = True, self.it
         if self.spec.seed is None:
             warnings.warn("resuming without a seed: the data order after the resume differs from an uninterrupted run")
         print(f"resumed from {path} at iteration {self.it} (epoch {self.epoch + 1}, batch {self.batch})"
