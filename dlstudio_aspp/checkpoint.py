@@ -87,6 +87,8 @@ def digest(ck: dict) -> str:
 def _keep_previous(path: Path, previous: Path) -> None:
     """Make ``previous`` name the file now at ``path`` (a hard link, renamed into place; a copy where the file
     system has no hard links), durably, before ``path`` is replaced."""
+    if previous.is_file() and os.path.samefile(path, previous):
+        return  # already (a kill after the last keep): renaming a link onto its twin would do nothing and leave it
     fd, tmp = tempfile.mkstemp(dir=previous.parent, prefix=f".{previous.name}.", suffix=".part")
     os.close(fd)
     os.unlink(tmp)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from . import crash
 from .atomic import write_text
 
 FORMATS = ("md", "html", "pdf")
@@ -389,6 +390,7 @@ def write_document(md_path: Path, formats: Sequence[str] = FORMATS) -> dict:
     out = {"md": md_path} if "md" in formats else {}
     if "html" in formats:
         out["html"] = write_text(md_path.with_suffix(".html"), to_html(md, md_path.parent, title))
+        crash.point("report-writing")
     if "pdf" in formats:
         to_pdf(md, md_path.parent, md_path.with_suffix(".pdf"), title)
         out["pdf"] = md_path.with_suffix(".pdf")

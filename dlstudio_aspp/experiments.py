@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import crash
 from .errors import NonFiniteLossError, UserError
 from .grid import GridFolder
 from .spec import SPEC_FIELDS, RunSpec, flag, normalize_loss, show_value
@@ -193,6 +194,7 @@ def run_grid(cfg: GridConfig, out) -> List[Path]:
             print(f"[{k}/{len(cells)}] {name}")
             try:
                 train_and_score(spec, folder.run_folder(name), data=(train, test))
+                crash.point("grid-between-runs")
             except NonFiniteLossError as exc:
                 print(f"[{k}/{len(cells)}] {name} failed ({exc}); recorded as failed, the grid goes on")
                 failed[name] = f"{type(exc).__name__}: {exc}"

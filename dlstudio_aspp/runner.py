@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import crash
 from .accel import pick_device, quiet_worker
 from .atomic import write_json, write_with
 from .card import RunCard
@@ -161,6 +162,7 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
                "final_running_loss": float(np.mean(history["loss"][-50:])), "train_seconds": time.perf_counter() - t0,
                "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
                "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
+    crash.point("run-weights-saved")  # the weights and metrics are written; summary.json marks the run finished
     write_json(card.summary_file, summary)
     return summary
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import crash
 from ..atomic import save_image, sha256_of, write_json
 from ..masks import mask_values_for
 from ..errors import MissingFileError, UserError
@@ -339,6 +340,7 @@ def _build_entry(cand: Candidate, out: Path, classes, size: int) -> dict:
             raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
                             "re-run the same command: finished images are kept") from None
         save_image(encode_bits(ms), mask_path)
+        crash.point("coco-mask-written")
         save_image(im, im_path)
     coco = cand.coco
     present = [c for c, cid in enumerate(cand.cat_ids)
@@ -417,6 +419,7 @@ def build_coco(coco_root, out, *, progress: bool = True, log=print, out_flag: st
         index["summary"][split] = _split_summary(index["splits"][split], classes, rules[split], dropped[split])
     index["counts"] = {split: {name: sum(name in e["classes"] for e in entries) for name in classes}
                        for split, entries in index["splits"].items()}
+    crash.point("coco-images-written")
     write_json(out / INDEX, index, indent=1)
     for split, summary in index["summary"].items():
         log(f"{split}: {summary['images']} images ({summary['rule']}); per class: "
