@@ -170,8 +170,8 @@ def _grid_branch_rows(explained: Dict) -> List[str]:
     rows = ["| loss | branch off | per-seed mIoU change | mean | 95% interval over seeds |", "|---|---|---|---|---|"]
     for (loss, branch), diffs in changes.items():
         res = paired_interval(diffs)
-        rows.append(f"| {loss} | {branch} | {', '.join(f'{d:+.3f}' for d in diffs)} | {res['mean']:+.3f} | "
-                    f"{_ci(res['low'], res['high'])} |")
+        rows.append(f"| {loss} | {branch} | {', '.join(f'{d:+.4f}' for d in diffs)} | {res['mean']:+.4f} | "
+                    f"{_ci(res['low'], res['high'], '{:+.4f}')} |")
     return rows if changes else []
 
 
@@ -182,8 +182,8 @@ def grid_section(root: Path, runs: List[Dict], relative: Callable[[Path], str]) 
     if not explained:
         return [TITLE, "", f"Not measured yet: `dlstudio-aspp explain {root}` explains every run (receptive "
                 "fields, ASPP branch by branch) and this section then compares them.", ""]
-    parts = [TITLE, "", f"{len(explained)} of {len(runs)} runs explained (`dlstudio-aspp explain`); the effective "
-             f"radius is the centre pixel's (the disc holding 90% of {LUO}).", ""]
+    parts = [TITLE, "", f"{len(explained)} of {len(runs)} runs explained (`dlstudio-aspp explain`). The effective "
+             f"radius is that of the centre pixel: the disc holding 90% of {LUO}.", ""]
     radius = _radius_rows(explained)
     if radius:
         parts += ["### Effective radius, ASPP on − off, paired by seed", "", *radius, ""]
