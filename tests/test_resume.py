@@ -80,20 +80,30 @@ def _segmenter(recipe, data, folder):
     return seg
 
 
+class _Uninterrupted:
+    """recipe -> (data folder, the network, the folder of its run that was never stopped), each made when first
+    asked for: the stock and modern recipes need only the synthetic set, so they run without ../shared's COCO."""
+
+    def __init__(self, request, tmp_path_factory) -> None:
+        self.request, self.factory, self.made = request, tmp_path_factory, {}
+
+    def __getitem__(self, recipe):
+        if recipe not in self.made:
+            fixture = "coco_tiny_person" if recipe == "coco" else "synthetic_shapes"
+            data = self.request.getfixturevalue(fixture)
+            torch.manual_seed(0)
+            net = mUNetASPP(depth=4, aspp_dropout=0.2, num_classes=1 if recipe == "coco" else 5,
+                            head="stock" if recipe == "stock" else "dense")  # dropout: the RNG must resume too
+            folder = self.factory.mktemp(f"full-{recipe}")
+            _segmenter(recipe, data, folder).run_code_for_training_for_semantic_segmentation(
+                net, recipe=recipe, seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES[recipe])
+            self.made[recipe] = data, net, folder
+        return self.made[recipe]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(synthetic_shapes, coco_tiny_person, tmp_path_factory):
-    """recipe -> (data folder, the network, the folder of its run that was never stopped)."""
-    out = {}
-    for recipe in RECIPES:
-        data = coco_tiny_person if recipe == "coco" else synthetic_shapes
-        torch.manual_seed(0)
-        net = mUNetASPP(depth=4, aspp_dropout=0.2, num_classes=1 if recipe == "coco" else 5,
-                        head="stock" if recipe == "stock" else "dense")  # dropout: the RNG must resume too
-        folder = tmp_path_factory.mktemp(f"full-{recipe}")
-        _segmenter(recipe, data, folder).run_code_for_training_for_semantic_segmentation(
-            net, recipe=recipe, seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES[recipe])
-        out[recipe] = data, net, folder
-    return out
+def uninterrupted(request, tmp_path_factory):
+    return _Uninterrupted(request, tmp_path_factory)
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
