@@ -7,7 +7,6 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -31,6 +30,11 @@ def _args(syn, out):
 
 def _child(argv, crash=None) -> int:
     """Run ``dlstudio-aspp argv`` in a forked child (its output to a buffer); return its wait status."""
+    return os.waitpid(_start(argv, crash), 0)[1]
+
+
+def _start(argv, crash=None) -> int:
+    """Start ``dlstudio-aspp argv`` in a forked child, with ``DLSTUDIO_ASPP_CRASH=crash`` when given; its pid."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
@@ -44,7 +48,7 @@ def _child(argv, crash=None) -> int:
                 code = cli.main(argv)
         finally:
             os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    return pid
 
 
 def _finish(syn, out) -> str:
@@ -101,16 +105,7 @@ def test_twenty_random_kills_some_in_chains_of_three(baseline, tmp_path):
         out = tmp_path / f"run{case}"
         chain = 3 if case % 3 == 0 else 1  # 4 chains of three and 8 single kills: 20
         for _ in range(chain):
-            argv = _args(syn, out) + (["--resume"] if (out / "saved_model.ckpt").exists() else [])
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    torch.set_num_threads(1)
-                    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-                        code = cli.main(argv)
-                finally:
-                    os._exit(code)
+            pid = _start(_args(syn, out) + (["--resume"] if (out / "saved_model.ckpt").exists() else []))
             time.sleep(rng.uniform(0.05, 2.5))
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -119,3 +114,50 @@ def test_twenty_random_kills_some_in_chains_of_three(baseline, tmp_path):
         assert _sha(out / "saved_model") == expected, f"case {case}"
         assert not list(out.rglob("*.part"))
     assert kills == 20
+
+
+def _files(folder):
+    """Every file under ``folder`` and its bytes' sha256 (the lock excluded)."""
+    return {p.relative_to(folder).as_posix(): _sha(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".dlstudio_aspp.lock"}
+
+
+@pytest.mark.parametrize("point,k", [("coco-mask-written", 1), ("coco-mask-written", 3), ("coco-images-written", 1),
+                                     ("atomic-written", 2)])
+def test_a_kill_in_build_coco_rebuilds_the_same_set(coco_tiny, point, k, tmp_path):
+    argv = ["build-coco", "--coco-root", str(coco_tiny), "--classes", "person", "--size", "32", "--no-progress"]
+    assert os.WEXITSTATUS(_child(argv + ["--out", str(tmp_path / "calm")])) == 0
+    status = _child(argv + ["--out", str(tmp_path / "killed")], crash=f"{point}:{k}")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert not (tmp_path / "killed" / "index.json").exists()  # no set that looks finished
+    assert os.WEXITSTATUS(_child(argv + ["--out", str(tmp_path / "killed")])) == 0
+    calm, killed = _files(tmp_path / "calm"), _files(tmp_path / "killed")
+    assert killed == calm and not list((tmp_path / "killed").rglob("*.part"))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_kill_between_grid_runs_finishes_the_same_grid(baseline, k, tmp_path):
+    syn, _ = baseline
+    argv = ["experiments", "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "both", "--seed", "0", "--max-iters",
+            "2", "--cpu", "--no-report", "--test-subset", "2"]
+    assert os.WEXITSTATUS(_child(argv + ["--out", str(tmp_path / "calm")])) == 0
+    status = _child(argv + ["--out", str(tmp_path / "killed")], crash=f"grid-between-runs:{k}")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert os.WEXITSTATUS(_child(argv + ["--out", str(tmp_path / "killed")])) == 0
+    for run in ("mse__aspp-on__seed-0", "mse__aspp-off__seed-0"):
+        assert _sha(tmp_path / "calm" / "runs" / run / "saved_model") == \
+            _sha(tmp_path / "killed" / "runs" / run / "saved_model")
+    assert not list((tmp_path / "killed").rglob("*.part"))
+
+
+def test_a_kill_while_the_report_is_written_leaves_the_old_documents_and_writes_the_same_again(baseline, tmp_path):
+    syn, _ = baseline
+    run = tmp_path / "run"
+    assert os.WEXITSTATUS(_child(_args(syn, run))) == 0
+    report = ["report", str(run), "--format", "md,html,pdf"]
+    assert os.WEXITSTATUS(_child(report)) == 0
+    before = {n: (run / n).read_bytes() for n in ("report.md", "report.html")}
+    status = _child(report, crash="report-writing:1")
+    assert os.WIFSIGNALED(status) and not list(run.rglob("*.part"))  # the kill came between two whole files
+    assert os.WEXITSTATUS(_child(report)) == 0
+    assert {n: (run / n).read_bytes() for n in before} == before and (run / "report.pdf").stat().st_size > 0
