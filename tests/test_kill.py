@@ -33,8 +33,10 @@ def _child(argv, crash=None) -> int:
     return os.waitpid(_start(argv, crash), 0)[1]
 
 
-def _start(argv, crash=None) -> int:
-    """Start ``dlstudio-aspp argv`` in a forked child, with ``DLSTUDIO_ASPP_CRASH=crash`` when given; its pid."""
+def _start(argv, crash=None, log=None) -> int:
+    """Start ``dlstudio-aspp argv`` in a forked child (one torch thread, as every run of these tests: results
+    depend on the thread count), with ``DLSTUDIO_ASPP_CRASH=crash`` when given, its output into the file ``log``
+    when given; its pid."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
@@ -44,8 +46,11 @@ def _start(argv, crash=None) -> int:
                 os.environ[ENV] = crash
             else:
                 os.environ.pop(ENV, None)
-            with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            buf = io.StringIO()
+            with redirect_stdout(buf), redirect_stderr(buf):
                 code = cli.main(argv)
+            if log is not None:
+                log.write_text(buf.getvalue())
         finally:
             os._exit(code)
     return pid
@@ -54,11 +59,11 @@ def _start(argv, crash=None) -> int:
 def _finish(syn, out) -> str:
     """The same command again until it succeeds (with --resume when there is a checkpoint); its output."""
     resume = ["--resume"] if (out / "saved_model.ckpt").exists() else []
-    buf = io.StringIO()
-    with redirect_stdout(buf), redirect_stderr(buf):
-        rc = cli.main(_args(syn, out) + resume)
-    assert rc == 0, buf.getvalue()[-2000:]
-    return buf.getvalue()
+    log = out.parent / "finish.log"
+    status = os.waitpid(_start(_args(syn, out) + resume, log=log), 0)[1]
+    text = log.read_text() if log.exists() else ""
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text[-2000:]
+    return text
 
 
 def _sha(path) -> str:
