@@ -143,8 +143,8 @@ def run_section(folder: Path, relative: Callable[[Path], str]) -> List[str]:
     """The run report's "What ASPP does": the explained run's tables and figures, or the command."""
     result = read_explained(folder)
     if result is None:
-        return [TITLE, "", f"Not measured yet: `dlstudio-aspp explain {folder}` writes the receptive fields and "
-                "the branch-by-branch table here (about a minute on a CPU for a Shapes run).", ""]
+        return [TITLE, "", "Not measured yet: `dlstudio-aspp explain RUN`, with this run's folder as RUN, writes the "
+                "receptive fields and the branch-by-branch table here (about a minute on a CPU for a Shapes run).", ""]
     return [TITLE, "", explain_markdown(result, lambda name: relative(folder / "explain" / name)), ""]
 
 
@@ -180,8 +180,8 @@ def grid_section(root: Path, runs: List[Dict], relative: Callable[[Path], str]) 
     and the branch table over seeds; the command when no run was explained."""
     explained = [(r, e) for r in runs if (e := read_explained(r["folder"])) is not None]
     if not explained:
-        return [TITLE, "", f"Not measured yet: `dlstudio-aspp explain {root}` explains every run (receptive "
-                "fields, ASPP branch by branch) and this section then compares them.", ""]
+        return [TITLE, "", "Not measured yet: `dlstudio-aspp explain GRID`, with this experiments folder as GRID, "
+                "explains every run (receptive fields, ASPP branch by branch) and this section then compares them.", ""]
     parts = [TITLE, "", f"{len(explained)} of {len(runs)} runs explained (`dlstudio-aspp explain`). The effective "
              f"radius is that of the centre pixel: the disc holding 90% of {LUO}.", ""]
     radius = _radius_rows(explained)
