@@ -40,7 +40,7 @@ def write_with(path, writer: Callable[[BinaryIO], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        fd, tmp = _temp_beside(path)
     except OSError as exc:
         _raise_if_full(exc, path, 0)
         raise
@@ -67,7 +67,36 @@ def write_with(path, writer: Callable[[BinaryIO], Any]) -> Path:
     return path
 
 
-PART_GLOB = ".*.part"  # the temporary files of write_with: .NAME.<random>.part
+def _temp_beside(path: Path):
+    """(descriptor, name) of a new temporary file beside ``path``: ``.NAME.<random>.part`` (see PART_GLOB)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+
+
+def keep_as(path, other) -> Path:
+    """Make ``other`` name the file now at ``path`` too, durably: a hard link (a copy where the file system has
+    none) renamed into place, so ``other`` is the old file or the new one, never a part of one. The file at
+    ``path`` can then be replaced while ``other`` keeps it. Returns ``other``."""
+    path, other = Path(path), Path(other)
+    if other.is_file() and os.path.samefile(path, other):
+        return other  # already: renaming a link onto its twin would do nothing and leave the link behind
+    fd, tmp = _temp_beside(other)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, other)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(other.parent)
+    return other
+
+
+PART_GLOB = ".*.part"  # the temporary files of write_with and keep_as: .NAME.<random>.part
 
 
 def remove_leftover_parts(folder, before: float) -> int:

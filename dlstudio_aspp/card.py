@@ -160,8 +160,9 @@ class RunCard:
 
     def own_files(self) -> List[Path]:
         """Every file of this run that exists (weights, card, checkpoint, history, metrics, ...)."""
-        names = [self.weights, self.file, self.checkpoint, self.previous_checkpoint, self.history_json, self.history_csv, self.metrics_file,
-                 self.image_counts_file, self.test_grid, self.perf_file, self.samples_file, self.summary_file]
+        names = [self.weights, self.file, self.checkpoint, self.previous_checkpoint, self.history_json,
+                 self.history_csv, self.metrics_file, self.image_counts_file, self.test_grid, self.perf_file,
+                 self.samples_file, self.summary_file]
         return [p for p in names if p.exists()]
 
     @property

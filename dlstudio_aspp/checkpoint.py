@@ -16,15 +16,13 @@ checkpoint more than before.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import crash
-from .atomic import _fsync_dir, torch_save
+from .atomic import keep_as, torch_save
 from .errors import MissingFileError, UserError
 
 DIGEST = "sha256"  # the checkpoint's key holding the digest of the rest of it
@@ -84,29 +82,6 @@ def digest(ck: dict) -> str:
     return h.hexdigest()
 
 
-def _keep_previous(path: Path, previous: Path) -> None:
-    """Make ``previous`` name the file now at ``path`` (a hard link, renamed into place; a copy where the file
-    system has no hard links), durably, before ``path`` is replaced."""
-    if previous.is_file() and os.path.samefile(path, previous):
-        return  # already (a kill after the last keep): renaming a link onto its twin would do nothing and leave it
-    fd, tmp = tempfile.mkstemp(dir=previous.parent, prefix=f".{previous.name}.", suffix=".part")
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        try:
-            os.link(path, tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, previous)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(previous.parent)
-
-
 def save_checkpoint(ck: dict, path, previous) -> Path:
     """Write the resumable checkpoint ``ck`` (CPU tensors, its digest inside) to ``path`` atomically; the one it
     replaces is kept as ``previous`` until then."""
@@ -114,7 +89,7 @@ def save_checkpoint(ck: dict, path, previous) -> Path:
     ck = on_cpu(ck)
     ck[DIGEST] = digest(ck)
     if path.is_file():
-        _keep_previous(path, previous)
+        keep_as(path, previous)
         crash.point("checkpoint-previous-kept")
     return torch_save(ck, path)
 

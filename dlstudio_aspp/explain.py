@@ -26,15 +26,10 @@ import torch
 from .ablation import ablate, branch_names, branch_rates, padding_share
 from .atomic import write_json, write_text, write_with
 from .card import RunCard
-from .explain_report import DEFAULT_IMAGES
+from .explain_report import DEFAULT_IMAGES, explain_dir
 from .receptive import MASS_SHARE, effective_fields, field_side, mass_radius, theoretical_field
 
-EXPLAIN_DIR = "explain"
 BATCH = 8
-
-
-def explain_dir(run_folder) -> Path:
-    return Path(run_folder) / EXPLAIN_DIR
 
 
 def pixels(image_size) -> Dict[str, Tuple[int, int]]:

@@ -17,13 +17,18 @@ from .stats import paired_interval
 TITLE = "## What ASPP does"
 #: Test images `explain` measures on unless told (`--images`).
 DEFAULT_IMAGES = 100
+
+
+def explain_dir(run_folder) -> Path:
+    """Where `explain` writes a run's files: ``RUN/explain/``."""
+    return Path(run_folder) / "explain"
 LUO = ("the gradient of the output at one pixel (summed over classes) with respect to the input image, "
        "as in Luo et al. 2016, *Understanding the Effective Receptive Field in Deep CNNs*")
 
 
 def read_explained(run_folder) -> Optional[Dict]:
     """``run_folder/explain/explain.json``, or None when the run was not explained."""
-    path = Path(run_folder) / "explain" / "explain.json"
+    path = explain_dir(run_folder) / "explain.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -145,7 +150,7 @@ def run_section(folder: Path, relative: Callable[[Path], str]) -> List[str]:
     if result is None:
         return [TITLE, "", "Not measured yet: `dlstudio-aspp explain RUN`, with this run's folder as RUN, writes the "
                 "receptive fields and the branch-by-branch table here (about a minute on a CPU for a Shapes run).", ""]
-    return [TITLE, "", explain_markdown(result, lambda name: relative(folder / "explain" / name)), ""]
+    return [TITLE, "", explain_markdown(result, lambda name: relative(explain_dir(folder) / name)), ""]
 
 
 def _radius_rows(explained: Dict) -> List[str]:
@@ -191,7 +196,7 @@ def grid_section(root: Path, runs: List[Dict], relative: Callable[[Path], str]) 
     if branches:
         parts += ["### ASPP branches, one off at a time", "", *branches, ""]
     run, first = next(((r, e) for r, e in explained if e.get("branches")), explained[0])
-    folder = Path(run["folder"]) / "explain"
+    folder = explain_dir(run["folder"])
     parts += [f"Figures of `{Path(run['folder']).name}`:", "",
               *[f"![{k}]({relative(folder / v)})" for k, v in first["figures"].items()], ""]
     return parts

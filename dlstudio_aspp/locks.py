@@ -28,6 +28,16 @@ from .errors import UserError
 LOCK_NAME = ".dlstudio_aspp.lock"
 
 
+def clean_leftovers(folder, before: float) -> int:
+    """Remove the ``.part`` files that writes cut off before ``before`` left under ``folder`` (the folder's writer
+    holds it now), with one line that counts them; return how many."""
+    removed = remove_leftover_parts(folder, before)
+    if removed:
+        print(f"{folder}: removed {removed} unfinished temporary file{'s' * (removed != 1)} (.part) left by a write "
+              "that was cut off")
+    return removed
+
+
 class FolderLock:
     """Context manager: hold ``folder``'s lock while the block runs; release it after, whatever happens."""
 
@@ -98,10 +108,7 @@ class FolderLock:
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self.fd = fd
-        removed = remove_leftover_parts(self.folder, before=self.started)
-        if removed:
-            print(f"{self.folder}: removed {removed} unfinished temporary file{'s' * (removed != 1)} (.part) "
-                  "left by a write that was cut off")
+        clean_leftovers(self.folder, before=self.started)
 
     def acquire(self) -> "FolderLock":
         self.started = time.time()

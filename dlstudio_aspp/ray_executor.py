@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from .atomic import remove_leftover_parts
+from .locks import clean_leftovers
 from .errors import UserError
 
 
@@ -49,9 +49,7 @@ def grid_task(spec_json: dict, folder: str, threads: int) -> dict:
     from .spec import RunSpec
 
     torch.set_num_threads(max(1, threads))
-    removed = remove_leftover_parts(folder, before=time.time())  # a worker killed mid-write (a retried task)
-    if removed:
-        print(f"{folder}: removed {removed} unfinished temporary file{'s' * (removed != 1)} (.part) of a killed worker")
+    clean_leftovers(folder, before=time.time())  # a worker killed mid-write (a retried task)
     spec = RunSpec.from_json(spec_json)
     if not Path(spec.data).is_dir():
         raise UserError(f"node {socket.gethostname()} cannot read --data {spec.data}: every node must see the data at "
