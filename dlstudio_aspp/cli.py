@@ -7,7 +7,8 @@ The options of ``run`` and ``experiments`` are derived from
 there is a flag of both, with its help, valid values and default.
 
 A :class:`~dlstudio_aspp.errors.UserError` (a mistake the user can fix) prints one line
-and exits with status 2; set ``DLSTUDIO_ASPP_DEBUG=1`` for its traceback. Any other
+and exits with status 2 (an :class:`~dlstudio_aspp.errors.UnfinishedError`, work that ran
+but did not all finish, with status 1); set ``DLSTUDIO_ASPP_DEBUG=1`` for its traceback. Any other
 exception keeps its traceback. Ctrl-C and SIGTERM stop training after a checkpoint is
 written, and exit with status 130.
 """
@@ -387,7 +388,7 @@ def _main(argv: Optional[List[str]]) -> int:
         if debug():
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command (with --resume for `run`) to continue", file=sys.stderr)
         return 130

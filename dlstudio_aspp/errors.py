@@ -7,6 +7,7 @@ here, keeps its traceback so that it stays visible.
 - :class:`UserError` (a ``ValueError``): a bad setting, a bad or mismatched file.
 - :class:`MissingFileError` (also a ``FileNotFoundError``): a file or folder that
   should be there is not.
+- :class:`UnfinishedError`: the work ran but part of it did not finish (exit status 1).
 - :class:`NonFiniteLossError` (also a ``FloatingPointError``): the loss became NaN or
   inf; training stopped and a checkpoint of this run, if any, was kept.
 """
@@ -26,6 +27,15 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class DiskFullError(UserError, OSError):
     """A write found no space (ENOSPC) or no quota (EDQUOT) left; nothing half-written was left behind."""
+
+
+class UnfinishedError(UserError):
+    """The command ran but some of its work did not finish (a run of a grid, an image of a build).
+
+    The command line ends with this one line and exit status 1, not 2: the settings were
+    fine, the work is incomplete, and re-running the same command finishes it."""
+
+    exit_code = 1
 
 
 class NonFiniteLossError(UserError, FloatingPointError):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from dlstudio_aspp.data import coco as C
+from dlstudio_aspp.errors import UnfinishedError
 
 
 def test_selection_channels_sizes_and_values(fake_coco, tmp_path):
@@ -65,7 +66,6 @@ def test_deterministic_caps(fake_coco, tmp_path):
     ("no-categories", ValueError, "has no 'categories' list"), ("no-bbox", ValueError, "annotation 100 has no 'bbox'"),
     ("no-segmentation", ValueError, "annotation 100 has no 'segmentation'"),
     ("bad-image-id", ValueError, "names image id 999, which is not in its 'images' list"),
-    ("corrupt-jpeg", ValueError, r"000000000001\.jpg \(COCO id 1\) cannot be read"),
 ])
 def test_bad_input(fake_coco, tmp_path, case, exc, match):
     classes, kw = ["dog", "cat", "bus"], {}
@@ -89,8 +89,6 @@ def test_bad_input(fake_coco, tmp_path, case, exc, match):
         else:
             del data["annotations"][0][case[3:]]
         f.write_text(json.dumps(data))
-    elif case == "corrupt-jpeg":
-        (fake_coco / "train2017" / "000000000001.jpg").write_bytes(b"\xff\xd8\xff garbage")
     else:
         kw["size"] = 100
     with pytest.raises(exc, match=match):
@@ -99,16 +97,55 @@ def test_bad_input(fake_coco, tmp_path, case, exc, match):
 
 def test_failed_build_records_its_settings(fake_coco, tmp_path):
     """Bug: after a failed build (no index.json yet) a re-run with other classes reused its PNGs."""
-    (fake_coco / "train2017" / "000000000002.jpg").unlink()  # the build stops with an error there
+    (fake_coco / "train2017" / "000000000002.jpg").unlink()  # the build ends with an error for it
     out = tmp_path / "out"
     kw = dict(size=64, splits=["train"], progress=False, log=lambda s: None)
-    with pytest.raises(FileNotFoundError, match="000000000002.jpg"):
+    with pytest.raises(UnfinishedError, match="000000000002.jpg"):
         C.build_coco(fake_coco, out, classes=["dog", "cat"], **kw)
     assert not (out / "index.json").exists() and (out / "images" / "train" / "000000000001.png").is_file()
     with pytest.raises(ValueError, match=r"other settings \(classes \['dog', 'cat'\] there, \['cat', 'dog'\] now"):
         C.build_coco(fake_coco, out, classes=["cat", "dog"], **kw)
     with pytest.raises(ValueError, match="size 64 there, 128 now"):
         C.build_coco(fake_coco, out, classes=["dog", "cat"], **dict(kw, size=128))
+
+
+def test_unreadable_images_are_all_named_after_the_others_are_built(fake_coco, tmp_path):
+    first, second = (fake_coco / "train2017" / f"00000000000{k}.jpg" for k in (1, 2))
+    kept = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b"\xff\xd8\xff garbage")
+    second.unlink()
+    out, kw = tmp_path / "out", dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    with pytest.raises(UnfinishedError) as err:
+        C.build_coco(fake_coco, out, **kw)
+    message = str(err.value)
+    assert message.startswith("2 source image(s) could not be read") and "index.json was not written" in message
+    assert "000000000001.jpg (COCO id 1): cannot identify image file" in message
+    assert "000000000002.jpg (COCO id 2): missing" in message
+    assert not (out / "index.json").exists() and not list(out.rglob("*.part*"))
+    built = sorted(p.relative_to(out) for p in out.rglob("*.png"))
+    assert built and all("000000000001" not in str(p) and "000000000002" not in str(p) for p in built)
+    first.write_bytes(kept[0])
+    second.write_bytes(kept[1])
+    before = {p: (out / p).stat().st_mtime_ns for p in built}
+    index = C.build_coco(fake_coco, out, **kw)  # the same command, after the files are fixed
+    assert (out / "index.json").is_file() and {p: (out / p).stat().st_mtime_ns for p in built} == before
+    assert any(e["coco_id"] == 1 for e in index["splits"]["train"])
+
+
+def test_the_installed_script_exits_1_naming_unreadable_images_and_2_for_a_user_error(fake_coco, tmp_path):
+    import shutil
+
+    script = shutil.which("dlstudio-aspp")
+    assert script, "the dlstudio-aspp script is not installed (pip install -e .)"
+    (fake_coco / "train2017" / "000000000002.jpg").write_bytes(b"not a jpeg")
+    build = [script, "build-coco", "--coco-root", str(fake_coco), "--classes", "dog", "cat", "--size", "64", "--splits", "train",
+             "--no-progress"]
+    failed = subprocess.run([*build, "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert failed.returncode == 1, failed.stderr[-1000:]
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 source image(s) could not be read") and "000000000002.jpg (COCO id 2)" in last
+    mistyped = subprocess.run([*build, "--out", str(tmp_path / "p"), "--size", "100"], capture_output=True, text=True)
+    assert mistyped.returncode == 2 and mistyped.stderr.count("\n") == 1, mistyped.stderr
 
 
 def test_class_without_images_in_a_split_warns(fake_coco, tmp_path):

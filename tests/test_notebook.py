@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from dlstudio_aspp import cli
+from dlstudio_aspp.errors import MissingFileError, UserError
 from dlstudio_aspp.notebook import ANSWER, NOTEBOOK, QUESTIONS, SCRIPT, make_notebook
 
 from conftest import SYN_FILES as FILES
@@ -69,7 +70,7 @@ def test_the_grid_notebook_asks_the_homeworks_questions_under_their_sections(syn
 
 
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
-    with pytest.raises(Exception, match="saved_model.json"):
+    with pytest.raises(MissingFileError, match=r"saved_model\.json is missing: pass a run folder"):
         make_notebook(tmp_path)
 
 
@@ -91,5 +92,5 @@ def test_a_cell_that_fails_is_one_line_naming_the_folder(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / "saved_model.history.json").unlink()  # the training section cannot be drawn
-    with pytest.raises(Exception, match=f"a cell of the notebook failed while it ran in {run}: .*history"):
+    with pytest.raises(UserError, match=f"a cell of the notebook failed while it ran in {run}: .*history"):
         make_notebook(run)

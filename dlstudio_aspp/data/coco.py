@@ -42,7 +42,7 @@ from PIL import Image
 from .. import crash
 from ..atomic import save_image, sha256_of, write_json
 from ..masks import mask_values_for
-from ..errors import MissingFileError, UserError
+from ..errors import MissingFileError, UnfinishedError, UserError
 from ..spec import COCO_MIN_SIZE
 
 SPLITS = {"train": "train2017", "test": "val2017"}
@@ -322,13 +322,20 @@ def _take_once(per_split: Dict[str, List[Candidate]], hashed: bool) -> Dict[str,
     return dropped
 
 
+class _Unreadable(Exception):
+    """One source image that could not be read; the build goes on and names it at the end."""
+
+
 def _build_entry(cand: Candidate, out: Path, classes, size: int) -> dict:
-    """Write one image and its mask PNG (unless already there); return its index entry."""
+    """Write one image and its mask PNG (unless already there); return its index entry.
+
+    Raises :class:`_Unreadable` (the reason in words) for a source image that is missing or
+    cannot be decoded."""
     split, split_dir, img, image_id, src = cand.split, SPLITS[cand.split], cand.img, cand.image_id, cand.source
     im_path, mask_path = out / "images" / split / cand.name, out / "masks" / split / cand.name
     if not (im_path.is_file() and mask_path.is_file()):
         if not src.is_file():
-            raise MissingFileError(f"image {src} (COCO id {image_id}) is missing from {cand.root / split_dir}")
+            raise _Unreadable(f"{src} (COCO id {image_id}): missing")
         try:
             with _bounded_pixels(), Image.open(src) as raw:
                 raw.load()
@@ -337,8 +344,7 @@ def _build_entry(cand: Candidate, out: Path, classes, size: int) -> dict:
             raise UserError(f"image {src} (COCO id {image_id}) is too large to decode safely ({exc}); remove it "
                             "from the annotations or the folder") from None
         except (OSError, SyntaxError) as exc:  # PIL's errors for truncated or non-image files
-            raise UserError(f"image {src} (COCO id {image_id}) cannot be read ({exc}); re-download it, then "
-                            "re-run the same command: finished images are kept") from None
+            raise _Unreadable(f"{src} (COCO id {image_id}): {exc}") from None
         save_image(encode_bits(ms), mask_path)
         crash.point("coco-mask-written")
         save_image(im, im_path)
@@ -414,9 +420,11 @@ def build_coco(coco_root, out, *, progress: bool = True, log=print, out_flag: st
     dropped = _take_once(per_split, hashed=len(roots) > 1)
     index = {"settings": settings, "classes": classes, "label_map": dict(zip(classes, mask_values_for(len(classes)))),
              "splits": {}, "summary": {}}
+    unreadable: List[str] = []
     for split in splits:
-        index["splits"][split] = _build_split(per_split[split], out, split, classes, settings, progress)
+        index["splits"][split] = _build_split(per_split[split], out, split, classes, settings, progress, unreadable)
         index["summary"][split] = _split_summary(index["splits"][split], classes, rules[split], dropped[split])
+    _refuse_unreadable(unreadable, sum(map(len, index["splits"].values())), out)
     index["counts"] = {split: {name: sum(name in e["classes"] for e in entries) for name in classes}
                        for split, entries in index["splits"].items()}
     crash.point("coco-images-written")
@@ -437,8 +445,10 @@ def _warn_empty_classes(cands: List[Candidate], classes, split: str, rule: float
                       "in this split", RuntimeWarning, stacklevel=3)
 
 
-def _build_split(cands: List[Candidate], out: Path, split: str, classes, settings: dict, progress: bool) -> List[dict]:
-    """The split's caps, then its files; its index entries in id order."""
+def _build_split(cands: List[Candidate], out: Path, split: str, classes, settings: dict, progress: bool,
+                 unreadable: List[str]) -> List[dict]:
+    """The split's caps, then its files; its index entries in id order. An image that cannot be
+    read is added to ``unreadable`` (in words) and left out; the others are still built."""
     chosen = {(c.folder, c.image_id): c.chosen for c in cands}
     keep = set(apply_caps(chosen, len(classes), settings["max_per_class"], settings["max_per_split"], settings["seed"]))
     todo = [c for c in cands if (c.folder, c.image_id) in keep]
@@ -446,7 +456,23 @@ def _build_split(cands: List[Candidate], out: Path, split: str, classes, setting
         from tqdm.auto import tqdm
 
         todo = tqdm(todo, desc=f"build-coco {split}", unit="img", mininterval=1.0)
-    return [_build_entry(c, out, classes, settings["size"]) for c in todo]
+    entries = []
+    for cand in todo:
+        try:
+            entries.append(_build_entry(cand, out, classes, settings["size"]))
+        except _Unreadable as exc:
+            unreadable.append(str(exc))
+    return entries
+
+
+def _refuse_unreadable(unreadable: List[str], built: int, out: Path, shown: int = 10) -> None:
+    """Stop (exit status 1) naming the images that could not be read; no index.json is written."""
+    if not unreadable:
+        return
+    named = "; ".join(unreadable[:shown]) + (f"; and {len(unreadable) - shown} more" if len(unreadable) > shown else "")
+    raise UnfinishedError(f"{len(unreadable)} source image(s) could not be read, so {out / INDEX} was not written "
+                          f"({built} images were built and are kept): {named}. Re-download or remove them, then "
+                          "re-run the same command")
 
 
 def _split_summary(entries: List[dict], classes, rule: float, taken_once: int) -> dict:
