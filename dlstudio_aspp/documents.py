@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -52,7 +53,8 @@ class Block:
 
     kind: 'h' (``level``, ``inline``), 'p' (``inline``), 'img' (``src``, ``alt``), 'li'
     (``items``: one inline list per item, ``level`` its nesting), 'table' (``head``: inline
-    lists, ``rows``: lists of inline lists), 'code' (``text``), 'hr'. An inline is the list
+    lists, ``rows``: lists of inline lists), 'code' (``text``; ``alt``: the fence's language,
+    'python' for a notebook's code cell, 'output' for its text output), 'hr'. An inline is the list
     of markdown-it inline tokens of that text.
     """
     kind: str
@@ -76,12 +78,7 @@ def parse(md: str) -> List[Block]:
             blocks.append(Block("h", level=int(t.tag[1]), inline=tokens[i + 1].children))
             i += 3
         elif t.type == "paragraph_open" and not t.hidden:
-            children = tokens[i + 1].children
-            images = [c for c in children if c.type == "image"]
-            if len(images) == 1 and all(c.type == "image" or (c.type == "text" and not c.content.strip()) for c in children):
-                blocks.append(Block("img", src=images[0].attrGet("src"), alt=images[0].content))
-            else:
-                blocks.append(Block("p", inline=children))
+            blocks += _paragraph(tokens[i + 1].children)
             i += 3
         elif t.type in ("bullet_list_open", "ordered_list_open"):
             depth += 1
@@ -101,13 +98,29 @@ def parse(md: str) -> List[Block]:
             i, block = _table(tokens, i)
             blocks.append(block)
         elif t.type in ("fence", "code_block"):
-            blocks.append(Block("code", text=t.content.rstrip("\n")))
+            blocks.append(Block("code", text=t.content.rstrip("\n"), alt=t.info.strip()))
             i += 1
         elif t.type == "hr":
             blocks.append(Block("hr"))
             i += 1
         else:
             i += 1
+    return blocks
+
+
+def _paragraph(children) -> List[Block]:
+    """A paragraph's blocks: its text, with each image as a figure of its own where it stands (several
+    figures on consecutive lines are one paragraph in Markdown, and each must reach the page)."""
+    blocks, text = [], []
+    for c in list(children) + [None]:
+        if c is None or c.type == "image":
+            if any(t.type not in ("softbreak", "hardbreak") and (t.type != "text" or t.content.strip()) for t in text):
+                blocks.append(Block("p", inline=text))
+            if c is not None:
+                blocks.append(Block("img", src=c.attrGet("src"), alt=c.content))
+            text = []
+        else:
+            text.append(c)
     return blocks
 
 
@@ -238,17 +251,27 @@ def _styles() -> dict:
                           spaceAfter=4, keepWithNext=1),
         "code": ParagraphStyle("code", parent=body, fontName="Mono", fontSize=7.5, leading=9.5, backColor="#f4f4f4",
                                borderPadding=4, spaceBefore=3, spaceAfter=8),
+        "mono": ParagraphStyle("mono", parent=body, fontName="Mono", fontSize=7.5, leading=9.5, spaceAfter=0),
+        "line numbers": ParagraphStyle("line numbers", parent=body, fontName="Mono", fontSize=7.5, leading=9.5,
+                                       textColor="#8a939c", alignment=2, spaceAfter=0),
     }
 
 
 #: Table font sizes tried in turn until the table's natural width fits the page; the last one wraps.
 TABLE_SIZES = (8.0, 7.0, 6.0)
+#: What a table cell never breaks inside: a number with its ± spread.
+_UNBROKEN = re.compile(r"(\S+) ± (\S+)")
+
+
+def _unbroken(text: str) -> str:
+    return _UNBROKEN.sub("\\1\u00a0±\u00a0\\2", text)
 
 
 def _column_widths(cells: List[List[List[Tuple[str, str]]]], width: float,
-                   size: float) -> Tuple[Optional[List[float]], List[float]]:
-    """(natural widths if they fit ``width`` else None, widths that fit by wrapping) for a table's cells,
-    each a list of (text, font) runs (:func:`_runs`), measured in the fonts they are set in."""
+                   size: float) -> Tuple[bool, Optional[List[float]]]:
+    """(whether the natural widths fit ``width``, widths that fit by wrapping between words, or None when
+    some word (a ``mean ± std`` is one) is wider than its share) for a table's cells, each a list of
+    (text, font) runs (:func:`_runs`), measured in the fonts they are set in."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
     pad = 8.0
@@ -256,38 +279,74 @@ def _column_widths(cells: List[List[List[Tuple[str, str]]]], width: float,
     col = lambda k: [r[k] if k < len(r) else [] for r in cells]  # noqa: E731
     natural = [max(sum(stringWidth(text, font, size) for text, font in cell) for cell in col(k)) + pad for k in range(n)]
     if sum(natural) <= width:
-        return natural, natural
-    words = [max((stringWidth(w, font, size) for cell in col(k) for text, font in cell for w in text.split()),
-                 default=0) + pad for k in range(n)]
-    least = [min(w, width / n * 1.5, nat) for w, nat in zip(words, natural)]
-    if sum(least) >= width:
-        return None, [width * w / sum(least) for w in least]
+        return True, natural
+    words = [max((stringWidth(w, font, size) for cell in col(k) for text, font in cell
+                  for w in _unbroken(text).split(" ")), default=0) + pad for k in range(n)]
+    least = [min(w, nat) for w, nat in zip(words, natural)]
+    if sum(least) > width:
+        return False, None
     spare = width - sum(least)
     extra = [nat - lo for nat, lo in zip(natural, least)]
-    return None, [lo + spare * e / sum(extra) for lo, e in zip(least, extra)]
+    return False, [lo + spare * e / sum(extra) for lo, e in zip(least, extra)]
 
 
-def _table_flowable(block: Block, width: float):
-    from reportlab.lib import colors
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.platypus import LongTable, Paragraph, TableStyle
-
-    cells = [[_runs(c, bold=True) for c in block.head]] + [[_runs(c) for c in r] for r in block.rows]
+def _table_layout(cells, width: float) -> Optional[Tuple[float, List[float]]]:
+    """(font size, column widths) for the table on a page ``width`` wide: the largest size whose natural
+    widths fit, else the largest that fits by wrapping between words; None when none does."""
+    wrapped = None
     for size in TABLE_SIZES:
         fits, widths = _column_widths(cells, width, size)
         if fits:
-            break
+            return size, widths
+        if widths is not None and wrapped is None:
+            wrapped = size, widths
+    return wrapped
+
+
+def _table_flowable(block: Block, width: float, wide: float) -> list:
+    """The table on the page; on a landscape page of its own (``wide``) when a word of a cell would
+    otherwise break."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import LongTable, NextPageTemplate, PageBreak, Paragraph, TableStyle
+
+    cells = [[_runs(c, bold=True) for c in block.head]] + [[_runs(c) for c in r] for r in block.rows]
+    layout, around = _table_layout(cells, width), ([], [])
+    if layout is None:
+        layout = _table_layout(cells, wide) or (TABLE_SIZES[-1], [wide / max(map(len, cells))] * max(map(len, cells)))
+        around = [NextPageTemplate("landscape"), PageBreak()], [NextPageTemplate("portrait"), PageBreak()]
+    size, widths = layout
     style = ParagraphStyle("cell", fontName="Sans", fontSize=size, leading=size * 1.25, splitLongWords=1)
     head = ParagraphStyle("head", parent=style, fontName="Sans-Bold")
-    data = [[Paragraph(_markup(c), head) for c in block.head]]
-    data += [[Paragraph(_markup(c), style) for c in r] + [""] * (len(block.head) - len(r)) for r in block.rows]
+    cell = lambda inline, st: Paragraph(_unbroken(_markup(inline)), st)  # noqa: E731
+    data = [[cell(c, head) for c in block.head]]
+    data += [[cell(c, style) for c in r] + [""] * (len(block.head) - len(r)) for r in block.rows]
     table = LongTable(data, colWidths=widths, repeatRows=1, hAlign="LEFT")
     table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#b0b0b0")),
                                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#ececec")),
                                ("VALIGN", (0, 0), (-1, -1), "TOP"),
                                ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
                                ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
-    return table
+    return [*around[0], table, *around[1]]
+
+
+def _code_flowable(text: str, numbered: bool, width: float):
+    """A notebook's code cell (``numbered``: in a box, each line with its number) or its text output."""
+    from reportlab.lib import colors
+    from reportlab.platypus import Table, TableStyle, XPreformatted
+
+    styles = _styles()
+    lines = text.split("\n")
+    body = XPreformatted(html.escape(text), styles["mono"], maxLineLength=110, newLineChars="")
+    if not numbered:
+        return Table([[body]], colWidths=[width], style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 6)]), hAlign="LEFT")
+    numbers = XPreformatted("\n".join(str(k) for k in range(1, len(lines) + 1)), styles["line numbers"])
+    box = Table([[numbers, body]], colWidths=[22, width - 22], hAlign="LEFT")
+    box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.6, colors.HexColor("#9aa5b1")),
+                             ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#f5f7fa")),
+                             ("LINEAFTER", (0, 0), (0, -1), 0.4, colors.HexColor("#c8d0d8")),
+                             ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 4)]))
+    return box
 
 
 def _image_flowable(path: Path, width: float, height: float):
@@ -301,15 +360,18 @@ def _image_flowable(path: Path, width: float, height: float):
     return PdfImage(str(path), width=w * scale, height=h * scale, hAlign="LEFT")
 
 
-def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float) -> list:
-    """The blocks as Platypus flowables; a heading is kept on one page with what follows it up to its
-    first table or figure."""
-    from reportlab.platypus import KeepTogether
+def _flowables(blocks: Sequence[Block], base: Path, page: Tuple[float, float, float]) -> list:
+    """The blocks as Platypus flowables on pages of ``page`` = (width, height, landscape width); a heading is
+    kept on one page with what follows it up to its first table or figure."""
+    from reportlab.platypus import KeepTogether, PageBreak
 
     styles, out, group, previous = _styles(), [], None, None
     for b in blocks:
-        made = _block_flowables(b, styles, base, width, height)
-        if b.kind == "h" and previous == "h" and group is not None:
+        made = _block_flowables(b, styles, base, page)
+        if any(isinstance(f, PageBreak) for f in made):  # a landscape table: never inside a group
+            out += ([KeepTogether(group)] if group else []) + made
+            group = None
+        elif b.kind == "h" and previous == "h" and group is not None:
             group += made  # a heading right under a heading: one group
         elif b.kind == "h":
             if group:
@@ -328,10 +390,11 @@ def _flowables(blocks: Sequence[Block], base: Path, width: float, height: float)
     return out
 
 
-def _block_flowables(b: Block, styles: dict, base: Path, width: float, height: float) -> list:
+def _block_flowables(b: Block, styles: dict, base: Path, page: Tuple[float, float, float]) -> list:
     """The flowables of one block (a table and a figure are followed by a little space)."""
     from reportlab.platypus import HRFlowable, Paragraph, Spacer
 
+    width, height, wide = page
     if b.kind == "h":
         return [Paragraph(_markup(b.inline), styles.get(b.level, styles[3]))]
     if b.kind == "p":
@@ -340,9 +403,11 @@ def _block_flowables(b: Block, styles: dict, base: Path, width: float, height: f
         text = "<br/>".join(_markup(part) for part in b.items)
         return [Paragraph(text, _indented(styles["body"], b.level), bulletText="•" if b.level == 1 else "–")]
     if b.kind == "table":
-        return [_table_flowable(b, width), Spacer(1, 6)]
+        return [*_table_flowable(b, width, wide), Spacer(1, 6)]
     if b.kind == "img":
         return [_image_flowable(base / b.src, width, height * 0.85), Spacer(1, 6)]
+    if b.kind == "code" and b.alt in ("python", "output"):
+        return [_code_flowable(b.text, b.alt == "python", width), Spacer(1, 4)]
     if b.kind == "code":
         return [Paragraph(html.escape(b.text).replace("\n", "<br/>"), styles["code"])]
     return [HRFlowable(width="100%", thickness=0.5, color="#999999", spaceBefore=4, spaceAfter=6)]  # 'hr'
@@ -356,24 +421,32 @@ def _indented(body, level: int):
 
 
 def to_pdf(md: str, base: Path, path: Path, title: str = "") -> Tuple[int, int]:
-    """Lay out the Markdown ``md`` on A4 pages into ``path``; return (pages, images)."""
-    from reportlab.lib.pagesizes import A4
+    """Lay out the Markdown ``md`` on A4 pages into ``path`` (a table too wide to keep its numbers whole on
+    a portrait page gets a landscape page); return (pages, images)."""
+    from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.units import cm
-    from reportlab.platypus import SimpleDocTemplate
+    from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate
 
     blocks = parse(md)
     margin = 1.6 * cm
-    width, height = A4[0] - 2 * margin, A4[1] - 2 * margin
+    sizes = {"portrait": A4, "landscape": landscape(A4)}
     counts = []
 
     def page_number(canvas, doc):
         canvas.setFont("Sans", 7.5)
-        canvas.drawRightString(A4[0] - margin, margin / 2, f"{title}  ·  page {doc.page}")
+        canvas.drawRightString(doc.pagesize[0] - margin, margin / 2, f"{title}  ·  page {doc.page}")
+
+    def template(name):
+        w, h = sizes[name]
+        frame = Frame(margin, margin, w - 2 * margin, h - 2 * margin, id=name, leftPadding=0, rightPadding=0,
+                      topPadding=0, bottomPadding=0)
+        return PageTemplate(id=name, frames=[frame], pagesize=sizes[name], onPage=page_number)
 
     def draw(f):
-        doc = SimpleDocTemplate(f, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
-                                bottomMargin=margin, title=title, author="dlstudio-aspp")
-        doc.build(_flowables(blocks, base, width, height), onFirstPage=page_number, onLaterPages=page_number)
+        doc = BaseDocTemplate(f, pagesize=A4, title=title, author="dlstudio-aspp",
+                              pageTemplates=[template("portrait"), template("landscape")])
+        page = (A4[0] - 2 * margin, A4[1] - 2 * margin, A4[1] - 2 * margin)
+        doc.build(_flowables(blocks, base, page))
         counts.append((doc.page, sum(b.kind == "img" for b in blocks)))
 
     from .atomic import write_with

@@ -20,17 +20,16 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from .atomic import write_text, write_with
+from .answers import ANSWER, answer_cell, carry_answers, generated
+from .atomic import write_bytes, write_text, write_with
 from .errors import UserError
 
 NOTEBOOK = "report.ipynb"
 SCRIPT = "report_notebook.py"
 #: Seconds one code cell may run before the execution stops with an error.
 CELL_TIMEOUT = 600
-
-ANSWER = "*Your answer:* "
 
 #: The homework's questions, each shown after the report section it is about.
 QUESTIONS: Dict[str, str] = {
@@ -80,30 +79,44 @@ def show(lines: Sequence[str] | str, folder=".") -> None:
             display(Markdown(chunk))
 
 
+def question_cells(qid: str) -> List:
+    """The question ``qid`` (:data:`QUESTIONS`) and the empty answer cell under it."""
+    import nbformat.v4 as nbf
+
+    return [generated(nbf.new_markdown_cell(QUESTIONS[qid]), f"question:{qid}"), answer_cell(qid)]
+
+
+def section_cells(name: str, call: str, title: Optional[str] = None) -> List:
+    """A section's title, the code cell ``call`` that shows it, and its question if it has one."""
+    import nbformat.v4 as nbf
+
+    cells = [generated(nbf.new_markdown_cell(f"## {title or TITLES.get(name, name)}"), f"title:{name}"),
+             generated(nbf.new_code_cell(call), f"code:{name}")]
+    return cells + (question_cells(name) if name in QUESTIONS else [])
+
+
 def _cells(kind: str, sections: Sequence[str]) -> List:
     import nbformat.v4 as nbf
 
     module = "report" if kind == "grid" else "run_report"
     what = "experiments folder" if kind == "grid" else "run folder"
-    cells = [nbf.new_markdown_cell(
+    cells = [generated(nbf.new_markdown_cell(
         f"# Report\n\nThis notebook lives in the {what} it reports on; each code cell below reads the run files "
         f"here through `dlstudio_aspp.{module}` and shows a table or a figure. Write your answers under each "
-        "question, re-run all cells (Kernel > Restart & Run All) and export it (File > Save and Export As)."),
-        nbf.new_code_cell(f"from dlstudio_aspp import {module}\nfrom dlstudio_aspp.notebook import show\n\n"
-                          f"FOLDER = '.'  # the {what}"
-                          + ("\nruns = report.grid_runs(FOLDER)[1]  # every finished run's card, history and metrics"
-                             if kind == "grid" else ""))]
+        "question: generating the notebook again (`dlstudio-aspp report`) keeps them."), "intro"),
+        generated(nbf.new_code_cell(f"from dlstudio_aspp import {module}\nfrom dlstudio_aspp.notebook import show\n\n"
+                                    f"FOLDER = '.'  # the {what}"
+                                    + ("\nruns = report.grid_runs(FOLDER)[1]  # every finished run's card, history and metrics"
+                                       if kind == "grid" else "")), "setup")]
     extra = ", runs" if kind == "grid" else ""
     for name in sections:
-        cells.append(nbf.new_markdown_cell(f"## {TITLES.get(name, name)}"))
-        cells.append(nbf.new_code_cell(f"show({module}.section({name!r}, FOLDER{extra}))"))
-        if name in QUESTIONS:
-            cells.append(nbf.new_markdown_cell(f"{QUESTIONS[name]}\n\n{ANSWER}"))
+        cells += section_cells(name, f"show({module}.section({name!r}, FOLDER{extra}))")
     if "sam" not in sections:
-        cells.append(nbf.new_markdown_cell(
+        cells.append(generated(nbf.new_markdown_cell(
             f"## {TITLES['sam']}\n\nThis folder holds no SAM comparison yet: `dlstudio-aspp sam-compare --run RUN ...` "
-            "writes one into the folder's `sam/`; then `dlstudio-aspp report` on this folder again adds it here.\n\n"
-            f"{QUESTIONS['sam']}\n\n{ANSWER}"))
+            "writes one into the folder's `sam/`; then `dlstudio-aspp report` on this folder again adds it here."),
+            "title:sam"))
+        cells += question_cells("sam")
     return cells
 
 
@@ -121,19 +134,49 @@ def _sections(folder: Path) -> tuple:
     return "run", [name for name in run_report.SECTIONS if name in ALWAYS or run_report.section(name, folder)]
 
 
-def make_notebook(folder, execute: bool = True) -> Dict[str, Path]:
-    """Write ``report.ipynb`` (executed unless ``execute`` is False) and ``report_notebook.py`` in ``folder``."""
-    import nbformat
-
+def make_notebook(folder, execute: bool = True, log=print) -> Dict[str, Path]:
+    """Write ``report.ipynb`` (executed unless ``execute`` is False) and ``report_notebook.py`` in ``folder``,
+    carrying the answers of a ``report.ipynb`` already there."""
     folder = Path(folder)
     kind, sections = _sections(folder)
-    nb = nbformat.v4.new_notebook(cells=_cells(kind, sections))
+    return write_notebook(_cells(kind, sections), folder / NOTEBOOK, folder / SCRIPT, execute=execute, log=log)
+
+
+def _read_previous(path: Path):
+    """The notebook at ``path`` (None when there is none); one line, and nothing written, when it cannot be read."""
+    import nbformat
+
+    if not path.is_file():
+        return None
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # nbformat raises JSON, validation and reader errors alike
+        raise UserError(f"{path} holds your notebook but cannot be read ({type(exc).__name__}: {exc}); nothing was "
+                        f"written. Fix it or move it away, then run the command again") from None
+
+
+def write_notebook(cells: List, path: Path, script: Path, execute: bool = True, log=print) -> Dict[str, Path]:
+    """Write the notebook of ``cells`` at ``path`` (executed in its folder) and its code as ``script``.
+
+    When ``path`` already holds a notebook, every answer and added cell in it is carried over
+    (:func:`dlstudio_aspp.answers.carry_answers`), it is kept as ``*.previous.ipynb``, and one
+    line says how many were carried. A failed cell writes nothing."""
+    import nbformat
+
+    path = Path(path)
+    old = _read_previous(path)
+    nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    carried = carry_answers(old, nb, QUESTIONS, TITLES) if old is not None else 0
     if execute:
-        _execute(nb, folder)
-    path = folder / NOTEBOOK
+        _execute(nb, path.parent)
+    written = {}
+    if old is not None:
+        written["previous"] = write_bytes(path.with_suffix(".previous.ipynb"), path.read_bytes())
+        log(f"{path.name}: carried {carried} answer(s) and added cell(s) from the notebook that was there "
+            f"(kept as {written['previous'].name})")
     write_with(path, lambda f: f.write(nbformat.writes(nb).encode("utf-8")))
-    return {"ipynb": path, "py": write_text(folder / SCRIPT, to_script(nb))}
+    return {"ipynb": path, "py": write_text(script, to_script(nb)), **written}
 
 
 def _execute(nb, folder: Path) -> None:

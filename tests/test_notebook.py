@@ -65,8 +65,9 @@ def test_the_grid_notebook_asks_the_homeworks_questions_under_their_sections(syn
     sources = [c.source for c in nb.cells]
     for section in ("loss curves", "qualitative", "dice scale"):
         at = sources.index(f"show(report.section({section!r}, FOLDER, runs))")
-        assert sources[at + 1] == f"{QUESTIONS[section]}\n\n{ANSWER}"
-    assert "no SAM comparison yet" in sources[-1] and QUESTIONS["sam"] in sources[-1]
+        assert sources[at + 1:at + 3] == [QUESTIONS[section], ANSWER]
+        assert nb.cells[at + 2].metadata["dlstudio_aspp"] == {"answer": section}
+    assert "no SAM comparison yet" in sources[-3] and sources[-2:] == [QUESTIONS["sam"], ANSWER]
 
 
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
