@@ -128,6 +128,10 @@ class RunCard:
     def recipe(self) -> str:
         return self.spec.get("recipe", "stock")
 
+    def data_spec(self) -> Dict:
+        """The run's spec, its ``--data`` a path that works from here (:func:`data_spec`)."""
+        return data_spec(self.spec, self.provenance)
+
     def why(self) -> Dict[str, str]:
         """Option -> why its recipe chose its value (:data:`spec.RECIPE_WHY`), for the options that kept it."""
         recipe = RECIPES.get(self.recipe, {})
@@ -363,6 +367,16 @@ class RunCard:
         names, values = dataset_labels(dataset)
         return cls(weights=Path(weights), model=model_config(net), class_names=names or list(class_names)[:len(values)],
                    mask_values=values, image_size=list(image_size))
+
+
+def data_spec(spec: Dict, provenance: Dict) -> Dict:
+    """``spec`` with a relative ``data`` read against the folder the run was started in (``provenance``'s
+    cwd), as the command that trained it read it; unchanged when that folder no longer holds it."""
+    data = spec.get("data")
+    started = (provenance or {}).get("cwd")
+    if not data or Path(data).is_absolute() or not started or not (Path(started) / data).exists():
+        return dict(spec)
+    return dict(spec, data=str(Path(started) / data) + ("/" if str(data).endswith("/") else ""))
 
 
 def output_kind(loss_fn) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import __version__, commands
+from .documents import REPORT_FORMATS
 from .errors import UserError, debug
 from .registry import DATASETS
 from . import spec as spec_module
@@ -302,9 +303,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "made it and the homework's questions with room for the answers (its code also as "
                                    "report_notebook.py).")
     p.add_argument("run_dir", help="a run folder (`run --out`) or an experiments folder (`experiments --out`)")
-    p.add_argument("--format", default="md,html,pdf,ipynb", help="comma-separated: md, html, pdf, ipynb "
-                                                                 "(default: md,html,pdf,ipynb)")
+    p.add_argument("--format", default=",".join(REPORT_FORMATS),
+                   help=f"comma-separated: md, html, pdf, ipynb (default: {','.join(REPORT_FORMATS)}); with ipynb "
+                        "the PDF is the executed notebook's, each code cell next to its output, with your answers")
+    p.add_argument("--pdf-only", action="store_true",
+                   help="only render report.ipynb as it is (edited, re-run in Jupyter) into report.pdf; runs nothing")
     p.set_defaults(func="report")
+    p = sub.add_parser("handin", help="the whole homework in its order: one executed notebook, its PDF and code.zip",
+                       description="Assembles the Shapes experiments folder, the COCO run or experiments folder and "
+                                   "their SAM comparisons (each folder's sam/) into OUT/handin.ipynb (executed), "
+                                   "handin.py, handin.pdf (each code cell right before its output), handin.html and "
+                                   "code.zip (the .py files to submit), in the homework's order. A part not made yet "
+                                   "is a section naming the command that makes it. Your answers in handin.ipynb are "
+                                   "carried over each time it runs again; the previous notebook is kept as "
+                                   "handin.previous.ipynb.")
+    p.add_argument("--shapes", help="the Shapes experiments folder (`experiments --out`)")
+    p.add_argument("--coco", help="the COCO run folder (`run --dataset coco --out`) or experiments folder")
+    p.add_argument("--out", default="handin", help="the folder to write (default: handin)")
+    p.add_argument("--pdf-only", action="store_true",
+                   help="only render OUT/handin.ipynb as it is (edited, re-run in Jupyter) into handin.pdf and "
+                        "handin.html; runs nothing")
+    p.set_defaults(func="handin")
     p = sub.add_parser("compare", help="two runs on the same test images: their mIoU difference, paired per image",
                        description="RUN_A - RUN_B: the mIoU and per-class IoU differences of two runs scored on the "
                                    "same test images, with 95% intervals from a paired bootstrap over those images "

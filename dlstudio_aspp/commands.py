@@ -11,6 +11,7 @@ from pathlib import Path
 import time
 from typing import Optional
 
+from .documents import REPORT_FORMATS
 from .errors import MissingFileError, UserError
 from .locks import FolderLock
 from .spec import COCO_MIN_SIZE, RunSpec, given_values, parse_ints, show_value
@@ -48,20 +49,21 @@ def card_spec(config: str) -> dict:
     """The spec a run card records (``config``: the card's file, or the run folder holding it)."""
     import json
 
-    from .card import RunCard
+    from .card import RunCard, data_spec
 
     path = Path(config)
     path = RunCard.in_folder(path).file if path.is_dir() else path
     if not path.is_file():
         raise MissingFileError(f"--config {config}: no run card there; give RUN/saved_model.json or the RUN folder")
     try:
-        spec = json.loads(path.read_text()).get("spec")
+        card = json.loads(path.read_text())
+        spec = card.get("spec")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         spec = None
     if not isinstance(spec, dict):
         raise UserError(f"--config {config} is not a run card with a spec (a saved_model.json written by run, "
                         "experiments or the segmenter)")
-    return spec
+    return data_spec(spec, card.get("provenance"))
 
 
 def fetch_shapes(args) -> int:
@@ -208,7 +210,6 @@ def _describe(spec: RunSpec, train) -> None:
 
 def experiments(args) -> int:
     from .experiments import GridConfig, grid_outcome, grid_unfinished, run_grid
-    from .report import make_report
 
     out = _grid_out(args)
     given = given_values(args)
@@ -233,10 +234,8 @@ def experiments(args) -> int:
             run_grid(cfg, out)
     print(grid_outcome(cfg, out))
     if not args.no_report:
-        from .documents import write_document
-
-        written = write_document(make_report(out))
-        print("report: " + ", ".join(str(p) for p in written.values()))
+        written = write_report(Path(out), REPORT_FORMATS)
+        print("report: " + ", ".join(str(p) for k, p in written.items() if k in REPORT_FORMATS))
     unfinished = grid_unfinished(cfg, out)
     if unfinished:  # a batch script or a scheduler must see that the grid is incomplete
         print(f"error: {len(unfinished)} of {len(cfg.cells())} runs did not finish: {', '.join(unfinished)} (see "
@@ -267,39 +266,79 @@ def predict(args) -> int:
     return 0
 
 
-def report(args) -> int:
+def _report_folder(folder: Path) -> str:
+    """'grid' or 'run': what ``folder`` holds, or one line naming what it is not (and the folders inside it)."""
     from .card import RunCard
-    from .documents import FORMATS, write_document
     from .grid import GridFolder
+
+    if GridFolder(folder).exists():
+        return "grid"
+    if RunCard.in_folder(folder).file.is_file():
+        return "run"
+    inside = sorted(p for p in folder.glob("*") if p.is_dir() and (GridFolder(p).exists() or RunCard.in_folder(p).file.is_file()))
+    if inside:
+        listed = ", ".join(p.name for p in inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
+        raise UserError(f"{folder} holds {len(inside)} run or experiments folders ({listed}), not one; report one "
+                        f"of them: dlstudio-aspp report {inside[0]}")
+    raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "
+                           "(saved_model.json); give the folder `run --out` or `experiments --out` wrote")
+
+
+def write_report(folder: Path, formats) -> dict:
+    """The report of a run or experiments folder in ``formats`` (md, html, pdf, ipynb); return {kind: path}.
+
+    With ipynb, the notebook is executed first (a failing cell writes nothing) and the PDF is the
+    notebook's, each code cell next to its output and the student's answers in place."""
+    from .documents import write_document
     from .report import make_report
     from .run_report import make_run_report
 
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    known = (*FORMATS, "ipynb")
-    bad = [f for f in formats if f not in known]
-    if bad or not formats:
-        raise UserError(f"--format takes {', '.join(known)} (comma-separated), got {args.format!r}")
-    folder = Path(args.run_dir)
-    if GridFolder(folder).exists():
-        md = make_report(folder)
-    elif RunCard.in_folder(folder).file.is_file():
-        md = make_run_report(folder)
-    else:
-        inside = sorted(p for p in folder.glob("*") if p.is_dir() and (GridFolder(p).exists() or RunCard.in_folder(p).file.is_file()))
-        if inside:
-            listed = ", ".join(p.name for p in inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
-            raise UserError(f"{folder} holds {len(inside)} run or experiments folders ({listed}), not one; report one "
-                            f"of them: dlstudio-aspp report {inside[0]}")
-        raise MissingFileError(f"{folder} is neither an experiments folder (grid.json) nor a run folder "
-                               "(saved_model.json); give the folder `run --out` or `experiments --out` wrote")
-    written = write_document(md, ["md", *formats])
+    md = (make_report if _report_folder(folder) == "grid" else make_run_report)(folder)
+    written = {}
     if "ipynb" in formats:
-        from .notebook import make_notebook
+        from .notebook import NOTEBOOK, make_notebook
+        from .notebook_document import render_notebook
 
         written.update(make_notebook(folder))
+        if "pdf" in formats:
+            written.update(render_notebook(folder / NOTEBOOK, ["pdf"]))
+    written.update(write_document(md, ["md", *(f for f in formats if f != "pdf" or "ipynb" not in formats)]))
+    return written
+
+
+def report(args) -> int:
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad or not formats:
+        raise UserError(f"--format takes {', '.join(REPORT_FORMATS)} (comma-separated), got {args.format!r}")
+    folder = Path(args.run_dir)
+    if args.pdf_only:
+        from .notebook import NOTEBOOK
+        from .notebook_document import render_notebook
+
+        _report_folder(folder)
+        written = render_notebook(folder / NOTEBOOK, ["pdf"])
+    else:
+        written = write_report(folder, formats)
     for kind, path in written.items():
-        if kind in formats or kind == "py":
+        if kind in formats or kind in ("py", "previous"):
             print(f"{kind}: {path}")
+    return 0
+
+
+def handin(args) -> int:
+    from .handin import NOTEBOOK, make_handin
+    from .notebook_document import render_notebook
+
+    out = Path(args.out)
+    with FolderLock(out, "dlstudio-aspp handin"):
+        if args.pdf_only:
+            written = render_notebook(out / NOTEBOOK)
+        else:
+            written = make_handin(args.shapes, args.coco, out)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    print(f"hand in {out / 'handin.pdf'} and {out / 'code.zip'}")
     return 0
 
 
@@ -328,7 +367,8 @@ def sam_compare(args) -> int:
     from .accel import pick_device
 
     device = pick_device(args.cpu).type
-    spec = RunSpec.from_json(card.spec).replace(dataset=args.dataset, data=args.data)
+    spec = RunSpec.from_json(card.data_spec())  # the run's own dataset and data folder, unless given
+    spec = spec.replace(**{k: v for k, v in (("dataset", args.dataset), ("data", args.data)) if v is not None})
     if args.test_file:
         spec = spec.replace(test_file=args.test_file)
     dataset = open_split(spec, "test", dataroot(spec), card.image_size)

@@ -24,6 +24,8 @@ from . import crash
 from .atomic import write_text
 
 FORMATS = ("md", "html", "pdf")
+#: What ``report`` and ``experiments`` write: the documents and the executed notebook.
+REPORT_FORMATS = (*FORMATS, "ipynb")
 
 
 def key_value_table(title: str, values: dict, value: str = "value") -> List[str]:
@@ -330,23 +332,38 @@ def _table_flowable(block: Block, width: float, wide: float) -> list:
     return [*around[0], table, *around[1]]
 
 
-def _code_flowable(text: str, numbered: bool, width: float):
-    """A notebook's code cell (``numbered``: in a box, each line with its number) or its text output."""
+#: Lines of code in one box: a longer cell continues in the next box (a box never splits over pages).
+BOX_LINES = 60
+
+
+def _code_flowables(text: str, numbered: bool, width: float) -> list:
+    """A notebook's code cell (``numbered``: in boxes, each line with its number) or its text output; a line
+    too long for the box continues on the next, unnumbered."""
     from reportlab.lib import colors
-    from reportlab.platypus import Table, TableStyle, XPreformatted
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+    from reportlab.platypus import Preformatted, Table, TableStyle
 
     styles = _styles()
-    lines = text.split("\n")
-    body = XPreformatted(html.escape(text), styles["mono"], maxLineLength=110, newLineChars="")
-    if not numbered:
-        return Table([[body]], colWidths=[width], style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 6)]), hAlign="LEFT")
-    numbers = XPreformatted("\n".join(str(k) for k in range(1, len(lines) + 1)), styles["line numbers"])
-    box = Table([[numbers, body]], colWidths=[22, width - 22], hAlign="LEFT")
-    box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.6, colors.HexColor("#9aa5b1")),
-                             ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#f5f7fa")),
-                             ("LINEAFTER", (0, 0), (0, -1), 0.4, colors.HexColor("#c8d0d8")),
-                             ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 4)]))
-    return box
+    room = int((width - 34) / stringWidth("m", "Mono", styles["mono"].fontSize))
+    numbers, pieces = [], []
+    for k, line in enumerate(text.split("\n"), 1):
+        chunks = [line[i:i + room] for i in range(0, len(line), room)] or [""]
+        pieces += chunks
+        numbers += [str(k)] + [""] * (len(chunks) - 1)
+    boxed = TableStyle([("BOX", (0, 0), (-1, -1), 0.6, colors.HexColor("#9aa5b1")),
+                        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#f5f7fa")),
+                        ("LINEAFTER", (0, 0), (0, -1), 0.4, colors.HexColor("#c8d0d8")),
+                        ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 4)])
+    out = []
+    for at in range(0, len(pieces), BOX_LINES):
+        body = Preformatted("\n".join(pieces[at:at + BOX_LINES]), styles["mono"])
+        if numbered:
+            out.append(Table([[Preformatted("\n".join(numbers[at:at + BOX_LINES]), styles["line numbers"]), body]],
+                             colWidths=[22, width - 22], hAlign="LEFT", style=boxed))
+        else:
+            out.append(Table([[body]], colWidths=[width], hAlign="LEFT",
+                             style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 6)])))
+    return out
 
 
 def _image_flowable(path: Path, width: float, height: float):
@@ -407,7 +424,7 @@ def _block_flowables(b: Block, styles: dict, base: Path, page: Tuple[float, floa
     if b.kind == "img":
         return [_image_flowable(base / b.src, width, height * 0.85), Spacer(1, 6)]
     if b.kind == "code" and b.alt in ("python", "output"):
-        return [_code_flowable(b.text, b.alt == "python", width), Spacer(1, 4)]
+        return [*_code_flowables(b.text, b.alt == "python", width), Spacer(1, 4)]
     if b.kind == "code":
         return [Paragraph(html.escape(b.text).replace("\n", "<br/>"), styles["code"])]
     return [HRFlowable(width="100%", thickness=0.5, color="#999999", spaceBefore=4, spaceAfter=6)]  # 'hr'

@@ -40,7 +40,7 @@ PRESETS: Dict[str, dict] = {
     "homework-dense": dict(recipe="modern", epochs=6, seeds=[0, 1, 2], losses=["bce+dice"] + DEFAULT_LOSSES),
     # At most 20 minutes on 2 CPU cores, on models that segment: dense head, modern recipe.
     # lr 3e-3: a short one-cycle run learns faster at the higher peak (1e-3 is best for a full epoch).
-    "quick": dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=["bce+dice", "dice+mse:20"],
+    "quick": dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=DEFAULT_LOSSES,
                   test_subset=200, log_every=50),
     # COCO (--data: a build-coco set), the coco recipe. coco-quick is run's COCO default, one run: about
     # 45 minutes on 2 CPU cores at depth 4 on a set built at 96x96 (run's --size).

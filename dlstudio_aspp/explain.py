@@ -53,7 +53,7 @@ def test_images(card: RunCard, images: int):
     from .data.open import open_datasets
     from .spec import RunSpec
 
-    _, test = open_datasets(RunSpec.from_json(card.spec))
+    _, test = open_datasets(RunSpec.from_json(card.data_spec()))
     return torch.utils.data.Subset(test, range(min(images, len(test))))
 
 

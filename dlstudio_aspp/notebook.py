@@ -33,6 +33,12 @@ CELL_TIMEOUT = 600
 
 #: The homework's questions, each shown after the report section it is about.
 QUESTIONS: Dict[str, str] = {
+    "munet": "**Question.** Write a brief account of your understanding of mUNet and how it carries out semantic "
+             "segmentation: the encoder, the skip connections, the decoder and the output layer, and what the ASPP "
+             "you placed at its bottleneck adds (use the architecture printed above).",
+    "coco": "**Question.** Repeat the experiments with MS-COCO: how was the set built (the classes, instances with a "
+            "bounding box of at least 200x200, images and masks at 256x256 or the size used, and why), how well does "
+            "mUNet with ASPP do on these real photographs against the floors, and where does it fail?",
     "loss curves": "**Question.** Show the best- and worst-case loss curves for MSE, Dice and Dice+MSE at two scales. "
                    "What do the variations between seeds and between losses tell you?",
     "dice scale": "**Question.** Does Dice+MSE need a scale factor for the Dice term? Why, given the magnitudes "
@@ -144,15 +150,10 @@ def make_notebook(folder, execute: bool = True, log=print) -> Dict[str, Path]:
 
 def _read_previous(path: Path):
     """The notebook at ``path`` (None when there is none); one line, and nothing written, when it cannot be read."""
-    import nbformat
+    from .notebook_document import read_notebook
 
-    if not path.is_file():
-        return None
-    try:
-        return nbformat.read(str(path), as_version=4)
-    except Exception as exc:  # nbformat raises JSON, validation and reader errors alike
-        raise UserError(f"{path} holds your notebook but cannot be read ({type(exc).__name__}: {exc}); nothing was "
-                        f"written. Fix it or move it away, then run the command again") from None
+    return read_notebook(path, hint="nothing was written; fix it or move it away, then run the command again") \
+        if path.is_file() else None
 
 
 def write_notebook(cells: List, path: Path, script: Path, execute: bool = True, log=print) -> Dict[str, Path]:

@@ -36,7 +36,7 @@ def _git_commit() -> Optional[str]:
 
 
 def provenance(command: Optional[str] = None, device=None) -> Dict:
-    """The command line (or the API call), versions, CUDA/cuDNN, device and threads, now."""
+    """The command line (or the API call) and the folder it ran in, versions, CUDA/cuDNN, device and threads, now."""
     import torch
 
     from . import __version__
@@ -52,5 +52,5 @@ def provenance(command: Optional[str] = None, device=None) -> Dict:
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
         "threads": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "host": platform.node(),
+        "host": platform.node(), "cwd": os.getcwd(),
     }
