@@ -235,8 +235,9 @@ def _sam_parser(sub) -> None:
                                    "(--sam-masks DIR, files <index>.png or <index>_<class>.png); --export-demo first "
                                    "writes the images to upload.")
     p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
-    p.add_argument("--dataset", default="shapes", choices=list(DATASETS), help="(default: shapes)")
-    p.add_argument("--data", default=None, help=f"data folder (default: {DEFAULT_SHAPES_DATA}; for coco: the build-coco folder)")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS), help="(default: the run's, from its card)")
+    p.add_argument("--data", default=None, help="data folder (default: the run's, from its card; for coco: the "
+                                                "build-coco folder)")
     p.add_argument("--test-file", default=None, help="shapes: the test file in --data (default: the run's)")
     p.add_argument("--count", type=int, default=5, help="number of test images (default: 5)")
     p.add_argument("--indices", default=None, help="comma-separated test indices (instead of the first --count)")

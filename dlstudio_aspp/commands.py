@@ -373,18 +373,18 @@ def sam_compare(args) -> int:
         spec = spec.replace(test_file=args.test_file)
     dataset = open_split(spec, "test", dataroot(spec), card.image_size)
     if args.export_demo:
-        return _export_demo(args, run, dataset, out)
-    result = compare(run, dataset, out, dataset_name=args.dataset, count=args.count,
+        return _export_demo(args, run, dataset, out, spec.dataset)
+    result = compare(run, dataset, out, dataset_name=spec.dataset, count=args.count,
                      indices=parse_ints(args.indices, "--indices"), seed=args.seed, sam_model=args.sam_model,
                      sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks, everything=args.everything,
                      show_input=args.show_input, tolerance=args.tolerance, sam_size=args.sam_size,
                      points_per_side=args.points_per_side, device=device)
-    print((out / f"sam_{args.dataset}_metrics.md").read_text())
+    print((out / f"sam_{spec.dataset}_metrics.md").read_text())
     print(f"figure: {out / result['figure']}")
     return 0
 
 
-def _export_demo(args, run: Path, dataset, out: Path) -> int:
+def _export_demo(args, run: Path, dataset, out: Path, dataset_name: str) -> int:
     """``sam-compare --export-demo``: the chosen test images as files to upload, and what to do next."""
     from .sam_compare import export_demo, pick_indices
 
@@ -392,10 +392,14 @@ def _export_demo(args, run: Path, dataset, out: Path) -> int:
     folder = export_demo(dataset, out / "demo_images", indices, args.sam_size)
     print((folder / "index.md").read_text())
     masks = out / "demo_masks"
-    print(f"{len(indices)} images in {folder}/. Upload each to the SAM demo, prompt it with a box or points on the "
+    side = dataset[indices[0]]["image"].shape[-1]
+    original = (" For COCO, the original photograph each row names (source_file) is sharper: upload it instead (SAM's "
+                "mask saved at the photograph's size is scaled to the test image, as the set's image was)." if dataset_name == "coco" else "")
+    print(f"{len(indices)} images in {folder}/, enlarged from {side} px to about {args.sam_size} px (as SAM gets them "
+          f"here).{original} Upload each to the SAM demo, prompt it with a box or points on the "
           f"object, save the mask it shows as {masks}/<index>.png (or <index>_<class>.png), then:\n"
-          f"  dlstudio-aspp sam-compare --run {run} --dataset {args.dataset}"
-          + (f" --data {args.data}" if args.data else "") + f" --indices {','.join(map(str, indices))} --sam-masks {masks}")
+          f"  dlstudio-aspp sam-compare --run {run}" + (f" --data {args.data}" if args.data else "")
+          + f" --indices {','.join(map(str, indices))} --sam-masks {masks}")
     return 0
 
 

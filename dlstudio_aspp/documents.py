@@ -378,8 +378,8 @@ def _image_flowable(path: Path, width: float, height: float):
 
 
 def _flowables(blocks: Sequence[Block], base: Path, page: Tuple[float, float, float]) -> list:
-    """The blocks as Platypus flowables on pages of ``page`` = (width, height, landscape width); a heading is
-    kept on one page with what follows it up to its first table or figure."""
+    """The blocks as Platypus flowables on pages of ``page`` = (width, height, landscape width); a heading and a
+    notebook's code cell are kept on one page with what follows them up to the first table, figure or output."""
     from reportlab.platypus import KeepTogether, PageBreak
 
     styles, out, group, previous = _styles(), [], None, None
@@ -388,9 +388,9 @@ def _flowables(blocks: Sequence[Block], base: Path, page: Tuple[float, float, fl
         if any(isinstance(f, PageBreak) for f in made):  # a landscape table: never inside a group
             out += ([KeepTogether(group)] if group else []) + made
             group = None
-        elif b.kind == "h" and previous == "h" and group is not None:
-            group += made  # a heading right under a heading: one group
-        elif b.kind == "h":
+        elif (b.kind == "h" and previous == "h" or _is_cell(b)) and group is not None:
+            group += made  # a heading right under a heading, a code cell under its heading: one group
+        elif b.kind == "h" or _is_cell(b):  # kept with what follows: a code cell with its output
             if group:
                 out.append(KeepTogether(group))
             group = made
@@ -405,6 +405,10 @@ def _flowables(blocks: Sequence[Block], base: Path, page: Tuple[float, float, fl
     if group:
         out.append(KeepTogether(group))
     return out
+
+
+def _is_cell(b: Block) -> bool:
+    return b.kind == "code" and b.alt == "python"
 
 
 def _block_flowables(b: Block, styles: dict, base: Path, page: Tuple[float, float, float]) -> list:
@@ -451,7 +455,7 @@ def to_pdf(md: str, base: Path, path: Path, title: str = "") -> Tuple[int, int]:
 
     def page_number(canvas, doc):
         canvas.setFont("Sans", 7.5)
-        canvas.drawRightString(doc.pagesize[0] - margin, margin / 2, f"{title}  ·  page {doc.page}")
+        canvas.drawRightString(doc.pageTemplate.pagesize[0] - margin, margin / 2, f"{title}  ·  page {doc.page}")
 
     def template(name):
         w, h = sizes[name]

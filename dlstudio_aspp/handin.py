@@ -119,11 +119,15 @@ def setup_lines(*parts: Part) -> List[str]:
             rows.append(f"| {p.role} | {p.path or 'not given'} | 0 | | | `{MAKES[p.role]}` |")
             continue
         prov = cards[0].provenance or {}
-        hours = sum(c.seconds.get("train", 0) for c in cards) / 3600
+        seconds = sum(c.seconds.get("train", 0) for c in cards)
         command = str((prov.get("commands") or [prov.get("command", "not recorded")])[0]).replace("|", "\\|")
         rows.append(f"| {p.role} | `{p.path}` | {len(cards)} | {prov.get('device', '?')} ({prov.get('threads', '?')}) "
-                    f"| {hours:.2f} h | `{command}` |")
+                    f"| {_duration(seconds)} | `{command}` |")
     return rows
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def setup(*parts: Part) -> None:

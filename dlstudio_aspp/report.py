@@ -25,7 +25,7 @@ from .explain_report import grid_section
 from .floors import FLOORS_NOTE, floors_rows
 from .grid import GridFolder, read_json as _read_json
 from .spec import loss_label, show_value
-from .stats import paired_interval
+from .stats import HELPS, HURTS, paired_interval
 
 
 def load_runs(folder: GridFolder) -> List[dict]:
@@ -224,7 +224,26 @@ def _fmt_pair(label: str, res: dict, verdict: str) -> str:
     diffs = ", ".join(f"{d:+.3f}" for d in res["differences"]) or "none"
     ci = "n/a" if math.isnan(res["low"]) else f"[{res['low']:+.3f}, {res['high']:+.3f}]"
     mean = "n/a" if math.isnan(res["mean"]) else f"{res['mean']:+.3f}"
-    return f"| {label} | {res['n']} | {diffs} | {mean} | {ci} | {verdict} |"
+    return f"| {label} | {res['n']} | {diffs} | {mean} | {ci} | {res['over']} | {verdict} |"
+
+
+def _paired(pairs: List[tuple]) -> dict:
+    """A − B over ``pairs`` of (run A, run B), one per seed: the t interval over seeds; with one seed, the paired
+    bootstrap over its test images, as ``dlstudio-aspp compare`` computes it (the same verdict)."""
+    res = paired_interval([a["miou"] - b["miou"] for a, b in pairs])
+    if len(pairs) != 1:
+        return dict(res, over=f"{len(pairs)} seeds (t)")
+    from .metrics import bootstrap_miou
+
+    files = [r["card"].image_counts_file for r in pairs[0]]
+    if not all(f.is_file() for f in files):
+        return dict(res, over="1 seed (per-image counts not kept)")
+    a, b = (np.load(f, allow_pickle=False) for f in files)
+    if a.shape != b.shape:
+        return dict(res, over="1 seed (scored on other test images)")
+    low, high = bootstrap_miou(a, minus=b)
+    verdict = HELPS if low > 0 else HURTS if high < 0 else "no difference detectable on these test images"
+    return dict(res, low=low, high=high, verdict=verdict, over=f"{a.shape[0]} test images (1 seed, bootstrap)")
 
 
 def _apart(a, b) -> int:
@@ -234,16 +253,17 @@ def _apart(a, b) -> int:
 
 def paired_tables(runs) -> str:
     """ASPP on − off per loss, and each pair of losses, paired by seed (and ASPP setting)."""
-    by_key = {(r["loss"], r["aspp"], r["seed"]): r["miou"] for r in runs}
+    by_key = {(r["loss"], r["aspp"], r["seed"]): r for r in runs}
     losses = list(dict.fromkeys(r["loss"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
     seeds = sorted({r["seed"] for r in runs})
-    head = ["| comparison | pairs | per-seed differences | mean | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    pairs = lambda a, b: [(by_key[a + (s,)], by_key[b + (s,)]) for s in seeds  # noqa: E731
+                          if a + (s,) in by_key and b + (s,) in by_key]
+    head = ["| comparison | pairs | per-seed differences | mean | 95% interval | interval over | verdict |",
+            "|---|---|---|---|---|---|---|"]
     aspp_rows = []
     for loss in losses:
-        diffs = [by_key[(loss, True, s)] - by_key[(loss, False, s)] for s in seeds
-                 if (loss, True, s) in by_key and (loss, False, s) in by_key]
-        if diffs:
-            res = paired_interval(diffs)
+        if found := pairs((loss, True), (loss, False)):
+            res = _paired(found)
             aspp_rows.append(_fmt_pair(f"{loss}: ASPP on − off", res,
                                        {"helps": "ASPP helps", "hurts": "ASPP hurts"}.get(res["verdict"], res["verdict"])))
     variant = {r["loss"]: r.get("variant", (r["loss"], ())) for r in runs}
@@ -253,10 +273,8 @@ def paired_tables(runs) -> str:
             if _apart(variant[a], variant[b]) != 1:
                 continue  # variants two or more settings apart: no paired question to ask
             for aspp in (True, False):
-                diffs = [by_key[(a, aspp, s)] - by_key[(b, aspp, s)] for s in seeds
-                         if (a, aspp, s) in by_key and (b, aspp, s) in by_key]
-                if diffs:
-                    res = paired_interval(diffs)
+                if found := pairs((a, aspp), (b, aspp)):
+                    res = _paired(found)
                     verdict = {"helps": f"{a} better", "hurts": f"{b} better"}.get(res["verdict"], res["verdict"])
                     loss_rows.append(_fmt_pair(f"{a} − {b} (ASPP {'on' if aspp else 'off'})", res, verdict))
     parts = []
@@ -289,14 +307,20 @@ STOCK_HEAD_NOTE = ("**Note:** runs with the stock output layer (`head='stock'`) 
                    "so per-class IoU is capped near 0.25 whatever the loss, ASPP or budget.")
 
 
+def _rates(runs) -> str:
+    """The ASPP rates of the runs with ASPP ('ASPP off in every run' when none has it)."""
+    rates = sorted({tuple(r["card"].spec.get("rates") or ()) for r in runs if r["card"].spec.get("aspp")})
+    return "ASPP rates " + " and ".join(",".join(map(str, r)) for r in rates) if rates else "ASPP off in every run"
+
+
 def _header(grid: dict, runs) -> List[str]:
     spec = grid.get("spec", {})
     n_iters = sorted({len(r["history"]["loss"]) for r in runs})
     optimizer = spec.get("optimizer", "sgd") + (f" (momentum {spec['momentum']})" if "momentum" in spec else "")
     line = (f"Dataset: **{spec.get('dataset', '?')}** (`{spec.get('data', '?')}`); preset `{grid.get('preset', '?')}`; "
             f"{len(runs)} finished runs; iterations per run: {', '.join(map(str, n_iters))}; batch "
-            f"{spec.get('batch_size')}, {optimizer}, lr {spec.get('lr')}, depth {spec.get('depth')}, ASPP rates "
-            f"{runs[0]['card'].spec.get('rates')}; test images scored per run: {runs[0]['metrics']['num_images']}; recipe "
+            f"{spec.get('batch_size')}, {optimizer}, lr {spec.get('lr')}, depth {spec.get('depth')}, {_rates(runs)}; "
+            f"test images scored per run: {runs[0]['metrics']['num_images']}; recipe "
             f"`{spec.get('recipe', 'stock')}`, output layer `{spec.get('head', 'stock')}`.")
     synthetic = "**SYNTHETIC data** (made by `dlstudio-aspp make-shapes`, not the real PurdueShapes5MultiObject).\n"
     stock = any(r.get("head", "stock") == "stock" for r in runs)
@@ -345,8 +369,11 @@ def _tables(folder: GridFolder, runs) -> List[str]:
         *_floors_section(runs),
         "## Comparisons with their uncertainty", "",
         "Runs of the same seed share initial weights and data order, so each comparison is a set of per-seed "
-        "differences in test mIoU. The verdict follows the 95% interval of their mean: entirely above or below 0 "
-        "names a winner; an interval that contains 0 means no difference is detectable at this budget and seed count.",
+        "differences in test mIoU. The verdict follows the 95% interval of their mean ('interval over': seeds, a t "
+        "interval): entirely above or below 0 names a winner; an interval that contains 0 means no difference is "
+        "detectable at this budget and seed count. With one seed the interval is the paired bootstrap over the test "
+        "images, as `dlstudio-aspp compare` gives it: it says which run segments these images better, not whether "
+        "another seed would agree.",
         "", paired_tables(runs), "",
         "Each run's mIoU with a 95% bootstrap interval over test images (the spread from which images were tested, "
         "not from training):", "", run_table(runs), ""]

@@ -62,7 +62,7 @@ def test_deterministic_caps(fake_coco, tmp_path):
 @pytest.mark.parametrize("case,exc,match", [
     ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "no --coco-root folder holds annotations/instances_train2017.json"),
     ("no-images", FileNotFoundError, "image folder"), ("bad-json", ValueError, "not valid JSON"),
-    ("threshold", ValueError, "smaller side 210.*lower --min-size"), ("size", ValueError, "multiple of 8"),
+    ("threshold", ValueError, r"smaller side 210\); choose other --classes or add a --coco-root folder with larger ones \(--min-size lower than 200"), ("size", ValueError, "multiple of 8"),
     ("no-categories", ValueError, "has no 'categories' list"), ("no-bbox", ValueError, "annotation 100 has no 'bbox'"),
     ("no-segmentation", ValueError, "annotation 100 has no 'segmentation'"),
     ("bad-image-id", ValueError, "names image id 999, which is not in its 'images' list"),

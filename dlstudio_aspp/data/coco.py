@@ -190,7 +190,9 @@ def explain_empty(sources: List[tuple], class_ids: List[list], classes, min_size
     if not sizes:
         return f"{where} has no non-crowd instance of {list(classes)}; choose other --classes"
     return (f"{where}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
-            f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); lower {flag}")
+            f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); choose other --classes "
+            f"or add a --coco-root folder with larger ones ({flag} lower than {COCO_MIN_SIZE:g} would leave the "
+            f"homework's {COCO_MIN_SIZE:g}x{COCO_MIN_SIZE:g} rule)")
 
 
 def apply_caps(chosen: Dict[int, List[int]], n_classes: int, per_class: Optional[int], per_split: Optional[int], seed: int) -> List[int]:
