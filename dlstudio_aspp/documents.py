@@ -182,7 +182,9 @@ def _data_uri(path: Path) -> str:
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
          "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #bbb;padding:.2em .5em}"
          "th{background:#eee}img{max-width:100%}code{background:#f3f3f3;padding:0 .2em}"
-         "pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}")
+         "pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}"
+         "pre:has(code.language-python){background:#f5f7fa;border-left:3px solid #9aa5b1}"
+         "pre:has(code.language-output){background:#fff;border:1px dashed #ccc}")
 
 
 def to_html(md: str, base: Path, title: str) -> str:

@@ -206,6 +206,7 @@ def test_any_axis_field_is_a_grid_axis(syn, tmp_path, capsys):
     assert "### Between losses and settings" in text
     assert re.search(r"\| mse \(lr 0\.001\) − mse \(lr 0\.01\) \(ASPP on\) \| 2 \| [+-]\d\.\d{3}, [+-]\d\.\d{3} \|", text)
     assert "loss_best_worst_mse_lr_0.001.png" in text and (out / "figures" / "loss_best_worst_mse_lr_0.001.png").is_file()
+    assert all((out / f"report.{kind}").is_file() for kind in ("md", "html", "pdf", "ipynb"))  # the notebook too
     capsys.readouterr()
     assert cli.main(argv) == 0 and capsys.readouterr().out.count("done, skipped") == 4  # resumes like any grid
     assert cli.main(["experiments", str(tmp_path / "one"), "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "on",

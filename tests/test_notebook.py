@@ -95,3 +95,35 @@ def test_a_cell_that_fails_is_one_line_naming_the_folder(trained_run, tmp_path):
     (run / "saved_model.history.json").unlink()  # the training section cannot be drawn
     with pytest.raises(UserError, match=f"a cell of the notebook failed while it ran in {run}: .*history"):
         make_notebook(run)
+
+
+def test_an_answer_in_report_ipynb_survives_report_again_after_a_new_sam_compare(trained_run, tmp_path, capsys):
+    """Bug: `report` after `sam-compare` rewrote report.ipynb from scratch and the answers typed in it were gone."""
+    from pypdf import PdfReader
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert cli.main(["report", str(run), "--format", "ipynb,pdf"]) == 0
+    nb = nbformat.read(run / NOTEBOOK, as_version=4)
+    answer = next(c for c in nb.cells if c.metadata.get("dlstudio_aspp", {}).get("answer") == "test images")
+    answer.source = ANSWER + "The disks are found; the stars are not."
+    nbformat.write(nb, run / NOTEBOOK)
+    (run / "sam").mkdir()
+    (run / "sam" / "sam_shapes_metrics.md").write_text("| image | method | IoU |\n|---|---|---|\n| 0 | SAM | 0.654 |\n")
+    capsys.readouterr()
+    assert cli.main(["report", str(run), "--format", "ipynb,pdf"]) == 0
+    assert "carried 1 answer(s)" in capsys.readouterr().out and (run / "report.previous.ipynb").is_file()
+    again = nbformat.read(run / NOTEBOOK, as_version=4)
+    sources = [c.source for c in again.cells]
+    assert ANSWER + "The disks are found; the stars are not." in sources
+    text = "".join(page.extract_text() for page in PdfReader(str(run / "report.pdf")).pages)
+    assert "The disks are found; the stars are not." in text and "0.654" in text
+
+
+def test_an_unreadable_notebook_is_never_overwritten(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / NOTEBOOK).write_text('{"cells": [ half a notebook')
+    with pytest.raises(UserError, match=r"report\.ipynb cannot be read as a notebook .*nothing was written"):
+        make_notebook(run)
+    assert (run / NOTEBOOK).read_text() == '{"cells": [ half a notebook'

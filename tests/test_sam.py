@@ -198,3 +198,21 @@ def test_the_demo_path_end_to_end_on_real_photographs(coco_tiny_3, tmp_path, cap
     report = (run / "report.md").read_text()
     assert "## SAM comparison" in report and "(saved demo masks from sam/demo_masks/)" in report
     assert "![sam_coco](sam/sam_coco.png)" in report and str(tmp_path) not in report.split("## Appendix")[0]
+
+
+def test_export_demo_on_a_coco_run_needs_only_the_run(coco_tiny_3, tmp_path, monkeypatch, capsys):
+    """Bug: `sam-compare --run COCO_RUN --export-demo` loaded Shapes from ./data; with --dataset coco it wanted --data.
+    The run's card names both, and a relative --data is read against the folder the run was started in."""
+    data = Path(coco_tiny_3.rstrip("/"))
+    monkeypatch.chdir(data.parent)
+    cfg = GridConfig.from_preset("smoke", dataset="coco", data=data.name, losses=["mse"], aspp=[True], seeds=[0],
+                                 max_iters=1, batch_size=2, progress=False, cpu=True)
+    run = run_grid(cfg, tmp_path / "grid")[0]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert cli.main(["sam-compare", "--run", str(run), "--export-demo", "--count", "2", "--sam-size", "128", "--cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "enlarged from 64 px to about 128 px" in printed and "original photograph" in printed
+    assert printed.strip().splitlines()[-1].split() == ["dlstudio-aspp", "sam-compare", "--run", str(run), "--indices",
+                                                       "0,1", "--sam-masks", str(tmp_path / "grid" / "sam" / "demo_masks")]
