@@ -11,9 +11,12 @@ folder or an experiments folder it holds, section by section:
 
 It is built with nbformat and executed with nbclient in the folder itself (it reads only
 the run files there: no data, no download), so each code cell's output is stored next to
-it. The student edits the answers, re-executes it in Jupyter, and exports it (File >
-Save and Export As > HTML or PDF). The code cells are also written as ``report_notebook.py``
-in the percent format Jupyter, VS Code and jupytext open, for the ``.py`` hand-in.
+it. Each answer cell carries a stable id; generating the notebook again carries every answer
+and every cell the student added into the new one (:mod:`dlstudio_aspp.answers`) and keeps
+the old one as ``report.previous.ipynb``. :func:`write_notebook` does this for ``report`` and
+``handin`` alike. The code cells are also written as ``report_notebook.py`` in the percent
+format Jupyter, VS Code and jupytext open, for the ``.py`` hand-in; the PDF of the executed
+notebook is :mod:`dlstudio_aspp.notebook_document`'s.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .answers import ANSWER, answer_cell, carry_answers, generated
+from .answers import ANSWER, answer_cell, carry_answers, generated  # noqa: F401 (ANSWER: re-exported)
 from .atomic import write_bytes, write_text, write_with
 from .errors import UserError
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 import warnings
@@ -301,6 +302,23 @@ def test_run_replays_a_card(syn, tmp_path, capsys):
     assert json.loads((tmp_path / "replayed" / "saved_model.json").read_text())["weights_sha256"] == card["weights_sha256"]
     assert cli.main(["run", "--config", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "--config" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_card_with_a_relative_data_folder_replays_from_another_folder(syn, tmp_path, monkeypatch):
+    """Bug: `run --config` from another folder failed: the card stores --data as given, relative to the folder the
+    run was started in. It is read against that folder (the card's provenance records it)."""
+    data = Path(syn[syn.index("--data") + 1])
+    args = list(syn)
+    args[args.index("--data") + 1] = data.name
+    monkeypatch.chdir(data.parent)
+    assert cli.main(["run", *args, "--max-iters", "1", "--cpu", "--out", str(tmp_path / "first")]) == 0
+    card = json.loads((tmp_path / "first" / "saved_model.json").read_text())
+    assert card["spec"]["data"].rstrip("/") == data.name and card["provenance"]["cwd"] == str(data.parent)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli.main(["run", "--config", str(tmp_path / "first"), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "saved_model.json").read_text())
+    assert again["weights_sha256"] == card["weights_sha256"] and again["spec"]["data"].rstrip("/") == str(data)
 
 
 def test_a_bad_value_is_the_usage_line_the_error_and_where_the_help_is(capsys):

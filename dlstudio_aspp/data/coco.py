@@ -190,9 +190,10 @@ def explain_empty(sources: List[tuple], class_ids: List[list], classes, min_size
     if not sizes:
         return f"{where} has no non-crowd instance of {list(classes)}; choose other --classes"
     return (f"{where}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
-            f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); choose other --classes "
-            f"or add a --coco-root folder with larger ones ({flag} lower than {COCO_MIN_SIZE:g} would leave the "
-            f"homework's {COCO_MIN_SIZE:g}x{COCO_MIN_SIZE:g} rule)")
+            f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); " + (
+                f"lower {flag} (down to {COCO_MIN_SIZE:g}, the homework's rule)" if min_size > COCO_MIN_SIZE else
+                f"choose other --classes or add a --coco-root folder with larger ones ({flag} lower than "
+                f"{COCO_MIN_SIZE:g} would leave the homework's {COCO_MIN_SIZE:g}x{COCO_MIN_SIZE:g} rule)"))
 
 
 def apply_caps(chosen: Dict[int, List[int]], n_classes: int, per_class: Optional[int], per_split: Optional[int], seed: int) -> List[int]:
