@@ -25,7 +25,8 @@ def main():
     ap.add_argument("--coco-root", default=str(REPO.parent / "shared" / "data" / "coco_tiny"))
     ap.add_argument("--classes", nargs="+", default=["person", "dog", "cat", "motorcycle", "pizza", "bus", "dining table"])
     args = ap.parse_args()
-    from dlstudio_aspp.data.coco import COCOSegmentationDataset, build_coco
+    from dlstudio_aspp.data.coco import COCOSegmentationDataset
+    from dlstudio_aspp.data.coco_build import build_coco
     from dlstudio_aspp.model import mUNetASPP
 
     out = Path(tempfile.mkdtemp(prefix="bench_coco_")) / "set"

@@ -284,7 +284,7 @@ class RunCard:
 
         if not self.checkpoint.is_file():
             return None
-        return checkpoint.load_checkpoint(self.checkpoint).get("last_model")
+        return checkpoint.last_model(self.checkpoint)
 
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.

@@ -15,14 +15,16 @@ checkpoint more than before.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import crash
-from .atomic import keep_as, torch_save
+from .atomic import keep_as, torch_save, write_json, write_text
 from .errors import MissingFileError, UserError
 
 DIGEST = "sha256"  # the checkpoint's key holding the digest of the rest of it
@@ -121,6 +123,79 @@ def newest_good(paths: Sequence[Path]) -> Tuple[dict, Path, List[str]]:
             problems.append(str(exc))
     raise UserError(f"cannot resume: no good checkpoint in {existing[0].parent}: " + "; ".join(problems)
                     + "; run without --resume to start afresh (or --overwrite)")
+
+
+# ---- the format of a training run's checkpoint: every key it has, written and read here only ----------------
+
+def save_run(run) -> Path:
+    """The checkpoint of a training run (``training._Run``): weights, optimizer, schedule, AMP scaler, position,
+    history, random generators, the options and card it trains under, the training data's identity, the
+    validation state, the loss's state and, when validation kept others, the last weights."""
+    return save_checkpoint({
+        "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict(), "iteration": run.it, "epoch": run.epoch, "batch": run.batch,
+        "history": run.history, **rng_state(run.device), "options": run.spec.result_values(),
+        "card": run.card.to_json(), "data": run.data,
+        "validation": run.validator.state_dict() if run.validator is not None else None,
+        "loss_state": run.loss_fn.extra_state() if hasattr(run.loss_fn, "extra_state") else None,
+        "last_model": run.last_weights}, run.card.checkpoint, run.card.previous_checkpoint)
+
+
+def history_csv(history: dict) -> str:
+    keys = ["iteration", "epoch", "loss", "lr"] + sorted(history["components"])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    cols = [history["iteration"], history["epoch"], history["loss"], history["lr"]] + [history["components"][k] for k in keys[4:]]
+    w.writerows(zip(*cols))
+    return buf.getvalue()
+
+
+def write_history(history: dict, card) -> None:
+    """The history beside a checkpoint: JSON (what the reports read) and CSV (for a spreadsheet)."""
+    write_json(card.history_json, history, indent=None)
+    write_text(card.history_csv, history_csv(history))
+
+
+def differences(ck: dict, options: dict, model: dict, data: dict) -> str:
+    """What differs between the run that wrote ``ck`` and one with these result ``options``, ``model`` config
+    and training ``data`` identity, in words ('' when nothing does)."""
+    saved, now = dict(ck.get("options", {})), dict(options)
+    saved.update({f"model.{k}": v for k, v in ((ck.get("card") or {}).get("model") or {}).items()})
+    now.update({f"model.{k}": v for k, v in model.items()})
+    saved.update({f"data.{k}": v for k, v in (ck.get("data") or {}).items()})
+    now.update({f"data.{k}": v for k, v in data.items()})
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    return ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
+
+
+def restore_run(run, ck: dict) -> List[Optional[str]]:
+    """Put the checkpoint ``ck`` back into the training run ``run``; return the notes on what could not be
+    carried over exactly (AMP's loss scale, another kind of device's generator)."""
+    run.net.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    if run.scheduler is not None and ck.get("scheduler"):
+        run.scheduler.load_state_dict(ck["scheduler"])
+    notes = [restore_scaler(run.scaler, ck.get("scaler"))]
+    run.history, run.it, run.epoch, run.batch = ck["history"], ck["iteration"], ck["epoch"], ck["batch"]
+    if run.validator is not None and ck.get("validation"):
+        run.validator.load_state_dict(ck["validation"])
+    notes.append(restore_rng(ck, run.device))
+    if ck.get("loss_state") and hasattr(run.loss_fn, "load_extra_state"):
+        run.loss_fn.load_extra_state(ck["loss_state"])
+    return notes
+
+
+def commands(ck: dict) -> List[str]:
+    """Every command that trained the run up to ``ck`` (its card's provenance)."""
+    earlier = (ck.get("card") or {}).get("provenance") or {}
+    return list(earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else []))
+
+
+def last_model(path) -> Optional[dict]:
+    """The last iteration's weights a finished run's checkpoint keeps when validation kept others (else None)."""
+    return load_checkpoint(path).get("last_model")
 
 
 def rng_state(device: torch.device) -> dict:

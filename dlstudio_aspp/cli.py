@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__, commands
 from .documents import REPORT_FORMATS
+from .recipes import COCO_COST
 from .errors import UserError, debug
 from .registry import DATASETS
 from . import spec as spec_module
@@ -132,7 +133,7 @@ def _run_parser(sub) -> None:
                                    "with the modern recipe and the dense output layer for one epoch, score it on the whole "
                                    "test set and write everything to --out. With --dataset coco: the coco recipe "
                                    f"(modern at depth {RECIPES['coco']['depth']} for {RECIPES['coco']['max_iters']} "
-                                   "iterations, keeping the last weights: about 45 minutes on 2 CPU cores at 96x96; "
+                                   f"iterations, keeping the last weights: {COCO_COST.short()} at 96x96; "
                                    "the run card gives the reason for each value), "
                                    "scored against the floors; --coco-root builds the set first. The defaults below are "
                                    "the Shapes run's.")
@@ -221,7 +222,7 @@ def _coco_build_options(p, run: bool) -> None:
                    "admit smaller instances there (default: --min-size)")
     p.add_argument("--max-per-class", type=int, default=None, help=f"{when}cap on images per class and split, to bound "
                    "a full COCO download's minutes (default: none)")
-    default_size = f"{commands.COCO_RUN_SIZE}, to fit about 45 minutes on 2 CPU cores; the coco preset's 256 on a GPU" \
+    default_size = f"{commands.COCO_RUN_SIZE}, where the coco recipe takes {COCO_COST.short()}; the coco preset's 256 on a GPU" \
         if run else "256, the homework's"
     p.add_argument("--size", type=int, default=None if run else 256,
                    help=f"{when}side of the stored images and masks (default: {default_size})")

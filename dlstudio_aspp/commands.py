@@ -14,12 +14,12 @@ from typing import Optional
 from .documents import REPORT_FORMATS
 from .errors import MissingFileError, UserError
 from .locks import FolderLock
-from .spec import COCO_MIN_SIZE, RunSpec, given_values, parse_ints, show_value
+from .spec import RunSpec, given_values, parse_ints, show_value
 
 #: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
-#: The side of the set `run --dataset coco --coco-root` builds: the coco recipe's iteration budget fits
-#: about 45 minutes on 2 CPU cores at 96x96 and depth 4 (the time-to-accuracy front in benchmarks/RESULTS.md).
+#: The side of the set `run --dataset coco --coco-root` builds: the size the coco recipe's iteration budget and
+#: depth were chosen at (the time-to-accuracy front in benchmarks/RESULTS.md; its cost: recipes.COCO_COST).
 COCO_RUN_SIZE = 96
 
 
@@ -119,7 +119,8 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> RunSpec:
         raise UserError(f"--coco-root and --classes go with --dataset {' or '.join(kinds)}")
     if args.coco_root is None:
         raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
-    from .data.coco import INDEX, build_coco as build, build_settings, check_settings
+    from .data.coco import INDEX
+    from .data.coco_build import build_coco as build, build_settings, check_settings, default_coco_folder
 
     options = dict(classes=args.classes or ["person"], size=args.size or size or COCO_RUN_SIZE,
                    min_size=args.min_size, train_min_size=args.train_min_size, max_per_class=args.max_per_class)
@@ -131,20 +132,6 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> RunSpec:
         with FolderLock(data, "dlstudio-aspp run (build-coco)"):
             build(args.coco_root, data, progress=spec.progress, out_flag="--data", **options)
     return spec.replace(data=str(data))
-
-
-def default_coco_folder(roots, classes, size, min_size, train_min_size, max_per_class) -> str:
-    """Where `run --coco-root` builds when --data is not given: a name that tells its settings apart."""
-    name = f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}_{size}"
-    if min_size != COCO_MIN_SIZE:
-        name += f"_min{min_size:g}"
-    if train_min_size is not None and train_min_size != min_size:
-        name += f"_train{train_min_size:g}"
-    if max_per_class is not None:
-        name += f"_cap{max_per_class}"
-    if len(roots) > 1:
-        name += "_" + "+".join(Path(r).name for r in roots)
-    return name
 
 
 def _check_restart(layout, args) -> None:
@@ -343,7 +330,7 @@ def handin(args) -> int:
 
 
 def build_coco(args) -> int:
-    from .data.coco import build_coco as build
+    from .data.coco_build import build_coco as build
 
     with FolderLock(args.out, "dlstudio-aspp build-coco"):
         build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
@@ -421,7 +408,7 @@ def explain(args) -> int:
     from .accel import pick_device
     from .card import RunCard
     from .explain import explain_grid, explain_run
-    from .explain_report import read_explained
+    from .explain_report import explain_summary, read_explained
     from .grid import GridFolder
 
     if args.images < 1:
@@ -439,18 +426,3 @@ def explain(args) -> int:
         print(explain_summary(run, read_explained(run)))
     print(f"`dlstudio-aspp report {folder}` shows them under 'What ASPP does'")
     return 0
-
-
-def explain_summary(folder: Path, result: dict) -> str:
-    """One line per explained run: the centre pixel's effective radius and the branch that matters most."""
-    centre = result["receptive_field"]["centre"]
-    line = (f"{folder}/explain: centre pixel's field holds 90% within {centre['radius_mean']:.1f} px "
-            f"(mean over {result['num_images']} test images)")
-    branches = (result.get("branches") or {}).get("branches")
-    needed = [b for b in branches or [] if b["ci95"][1] < 0]
-    if needed:
-        worst = min(needed, key=lambda b: b["difference"])
-        line += f"; the branch it needs most: {worst['branch']} ({worst['difference']:+.4f} mIoU when off)"
-    elif branches:
-        line += "; no ASPP branch is needed on its own (each one off loses no mIoU detectably)"
-    return line

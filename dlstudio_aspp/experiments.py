@@ -19,11 +19,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import crash
 from .errors import NonFiniteLossError, UserError
 from .grid import GridFolder
+from .recipes import COCO_COST, ByName, Cost
 from .spec import SPEC_FIELDS, RunSpec, flag, normalize_loss, show_value
 
 DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
@@ -31,36 +32,46 @@ DEFAULT_LOSSES = ["mse", "dice", "dice+mse:20", "dice+mse:200"]
 #: when it is given two or more values (``GridConfig.extra``).
 AXES = ("loss", "aspp", "seed")
 
-#: Presets: a recipe, RunSpec fields, the axes' values (``losses``, ``aspp``, ``seeds``) and, for COCO, the
-#: side of the set ``--coco-root`` builds (``size``; default: run's 96).
-PRESETS: Dict[str, dict] = {
-    # The users' protocol, on the full data: stock head and recipe, 6 epochs. Meant for a GPU.
-    "homework": dict(recipe="stock", epochs=6, seeds=[0, 1, 2]),
-    # The same budget with the dense output layer and the modern recipe: its own loss, then the homework's.
-    "homework-dense": dict(recipe="modern", epochs=6, seeds=[0, 1, 2], losses=["bce+dice"] + DEFAULT_LOSSES),
-    # At most 20 minutes on 2 CPU cores, on models that segment: dense head, modern recipe.
+
+@dataclass(frozen=True)
+class Preset:
+    """A named grid: a recipe, RunSpec fields and the axes' values (``losses``, ``aspp``, ``seeds``; for COCO,
+    the side ``--coco-root`` builds, ``size``), what it is for (``about``, in ``experiments --help``) and,
+    when measured, its ``cost``."""
+
+    name: str
+    about: str
+    values: Dict[str, Any]
+    cost: Optional[Cost] = None
+
+    def help(self) -> str:
+        return self.about + (f"; {self.cost.short()}" if self.cost else "")
+
+
+PRESET_LIST: List[Preset] = [
+    Preset("homework", "the users' protocol, stock head and recipe, 6 epochs, for a GPU",
+           dict(recipe="stock", epochs=6, seeds=[0, 1, 2])),
+    Preset("homework-dense", "the same budget with the dense head and the modern recipe, bce+dice added to the losses",
+           dict(recipe="modern", epochs=6, seeds=[0, 1, 2], losses=["bce+dice"] + DEFAULT_LOSSES)),
     # lr 3e-3: a short one-cycle run learns faster at the higher peak (1e-3 is best for a full epoch).
-    "quick": dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=DEFAULT_LOSSES,
-                  test_subset=200, log_every=50),
-    # COCO (--data: a build-coco set), the coco recipe. coco-quick is run's COCO default, one run: about
-    # 45 minutes on 2 CPU cores at depth 4 on a set built at 96x96 (run's --size).
-    "coco-quick": dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]),
-    # For a GPU, the homework's 256x256 and depth 16: ASPP on and off, 3 seeds, 150 epochs.
-    "coco": dict(recipe="coco", dataset="coco", epochs=150, depth=16, size=256, seeds=[0, 1, 2], aspp=[True, False],
-                 losses=["bce+dice"]),
-    # Seconds: for tests and a first look.
-    "smoke": dict(recipe="stock", max_iters=4, depth=4, seeds=[0, 1], test_subset=8, log_every=2),
-}
-#: One line on each preset, for experiments --help (a preset without one fails the test that checks).
-PRESET_HELP = {
-    "homework": "the users' protocol, stock head and recipe, 6 epochs, for a GPU",
-    "homework-dense": "the same budget with the dense head and the modern recipe, bce+dice added to the losses",
-    "quick": "~20 min on 2 CPU cores",
-    "coco-quick": "a build-coco --data set, the coco recipe (depth 4), one run: ~45 min on 2 CPU cores at 96x96",
-    "coco": "the homework's 256x256 (--coco-root builds at 256) and depth 16, 150 epochs, ASPP on and off, 3 seeds, "
-            "for a GPU",
-    "smoke": "seconds",
-}
+    Preset("quick", "the homework's four losses, ASPP on and off, 3 seeds, at a CPU's budget: the dense head and "
+                    "the modern recipe, 400 iterations, depth 8",
+           dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=DEFAULT_LOSSES,
+                test_subset=200, log_every=50),
+           cost=None),  # QUICK-COST-PENDING
+    Preset("coco-quick", "a build-coco --data set, the coco recipe (depth 4), one run: run's COCO default",
+           dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]), cost=COCO_COST),
+    Preset("coco", "the homework's 256x256 (--coco-root builds at 256) and depth 16, 150 epochs, ASPP on and off, "
+                   "3 seeds, for a GPU",
+           dict(recipe="coco", dataset="coco", epochs=150, depth=16, size=256, seeds=[0, 1, 2], aspp=[True, False],
+                losses=["bce+dice"])),
+    Preset("smoke", "seconds: for tests and a first look",
+           dict(recipe="stock", max_iters=4, depth=4, seeds=[0, 1], test_subset=8, log_every=2)),
+]
+#: name -> the preset's values (what :meth:`GridConfig.from_preset` starts from), read from :data:`PRESET_LIST`.
+PRESETS: Mapping[str, dict] = ByName(lambda: PRESET_LIST, lambda p: dict(p.values))
+#: name -> one line, for experiments --help.
+PRESET_HELP: Mapping[str, str] = ByName(lambda: PRESET_LIST, Preset.help)
 
 
 @dataclass

@@ -200,3 +200,18 @@ def grid_section(root: Path, runs: List[Dict], relative: Callable[[Path], str]) 
     parts += [f"Figures of `{Path(run['folder']).name}`:", "",
               *[f"![{k}]({relative(folder / v)})" for k, v in first["figures"].items()], ""]
     return parts
+
+
+def explain_summary(folder: Path, result: dict) -> str:
+    """One line per explained run: the centre pixel's effective radius and the branch that matters most."""
+    centre = result["receptive_field"]["centre"]
+    line = (f"{folder}/explain: centre pixel's field holds 90% within {centre['radius_mean']:.1f} px "
+            f"(mean over {result['num_images']} test images)")
+    branches = (result.get("branches") or {}).get("branches")
+    needed = [b for b in branches or [] if b["ci95"][1] < 0]
+    if needed:
+        worst = min(needed, key=lambda b: b["difference"])
+        line += f"; the branch it needs most: {worst['branch']} ({worst['difference']:+.4f} mIoU when off)"
+    elif branches:
+        line += "; no ASPP branch is needed on its own (each one off loses no mIoU detectably)"
+    return line

@@ -27,7 +27,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from .locks import clean_leftovers
 from .errors import UserError
@@ -63,6 +63,25 @@ def default_gpus_per_run(cluster: Dict[str, float], cpu: bool) -> float:
     return 1.0 if cluster.get("GPU", 0) > 0 and not cpu else 0.0
 
 
+def _start(ray, address: Optional[str], num_cpus: Optional[int], gpus_per_run: Optional[float],
+           cpu: bool) -> Tuple[bool, float]:
+    """Join ``address`` or start a local Ray; return (whether it was started here, the GPUs per run). A task
+    asking for more GPUs than the cluster has would wait forever: one line instead."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(address=address) if address else dict(address="local", num_cpus=num_cpus)
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    cluster = ray.cluster_resources()
+    if gpus_per_run is None:
+        gpus_per_run = default_gpus_per_run(cluster, cpu)
+    if gpus_per_run > cluster.get("GPU", 0):
+        if started_here:
+            ray.shutdown()
+        raise UserError(f"--gpus-per-run {gpus_per_run:g} asks for more GPUs than the Ray cluster has "
+                        f"({cluster.get('GPU', 0):g}); lower it, or --gpus-per-run 0 to train on the CPUs")
+    return started_here, gpus_per_run
+
+
 def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float = 1,
                  gpus_per_run: Optional[float] = None,
                  num_cpus: Optional[int] = None, task: Callable = grid_task,
@@ -94,18 +113,7 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         print(f"{skipped} finished runs skipped")
     if not todo:
         return {}
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = dict(address=address) if address else dict(address="local", num_cpus=num_cpus)
-        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
-    cluster = ray.cluster_resources()
-    if gpus_per_run is None:
-        gpus_per_run = default_gpus_per_run(cluster, cfg.spec.cpu)
-    if gpus_per_run > cluster.get("GPU", 0):  # such a task would wait for a GPU forever
-        if started_here:
-            ray.shutdown()
-        raise UserError(f"--gpus-per-run {gpus_per_run:g} asks for more GPUs than the Ray cluster has "
-                        f"({cluster.get('GPU', 0):g}); lower it, or --gpus-per-run 0 to train on the CPUs")
+    started_here, gpus_per_run = _start(ray, address, num_cpus, gpus_per_run, cfg.spec.cpu)
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
 
     def submit(name, spec):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError
+from .recipes import RECIPE_WHY, RECIPES, note_deeper_budget  # noqa: F401 (RECIPE_WHY: re-exported)
 from .registry import AUGMENTS, DATASETS, HEADS, LOSSES, loss_help, parse_loss
 
 # ---- the closed sets (one owner each) ---------------------------------------------------
@@ -80,52 +80,6 @@ def parse_ints(text: Optional[str], option: str = "--rates") -> Optional[List[in
     except ValueError:
         raise UserError(f"{option} must be comma-separated ints such as 2,4,6, got {text!r}") from None
 
-
-#: Named recipes: partial specs layered over the defaults (explicit values win).
-RECIPES: Dict[str, Dict[str, Any]] = {
-    # Stock DLStudio: SGD at DLStudio's lr and momentum, MSE on 0/50(k+1), 0..255 input, stock head.
-    "stock": {},
-    # Tuned on the real PurdueShapes5MultiObject data (benchmarks/RESULTS.md): the dense head,
-    # AdamW, one-cycle, BCE + batch soft Dice on logits, [0, 1] input, {0, 1} targets.
-    "modern": dict(head="dense", loss="bce+dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="onecycle",
-                   grad_clip=1.0, input_scale=1 / 255, normalize_masks=True),
-}
-# Tuned on real COCO photographs of people (benchmarks/RESULTS.md, "COCO"): the modern recipe,
-# standard augmentation, inputs normalised by the training images (COCO's 'auto'), every training
-# image trained on and the last weights kept (no validation split), depth 4 (run builds at 96x96),
-# validation every 500 iterations when --val-split turns it on. Its budget is
-# iterations, not epochs, so a larger set (several --coco-root folders, a full COCO download) does
-# not lengthen the run; depth 16 (stock's) takes about 3 times as long per iteration.
-RECIPES["coco"] = dict(RECIPES["modern"], dataset="coco", depth=4, val_split=None, val_every=500, max_iters=11000,
-                       log_every=50)
-
-#: Why each value of a recipe was chosen: recipe -> option -> one line (written into the run card).
-RECIPE_WHY: Dict[str, Dict[str, str]] = {
-    "coco": {
-        "head": "the dense output layer writes every pixel (stock's writes only even rows and columns)",
-        "loss": "BCE + soft Dice on logits: the modern recipe's, tuned on PurdueShapes5MultiObject",
-        "optimizer": "AdamW: the modern recipe's, tuned on PurdueShapes5MultiObject",
-        "lr": "1e-3 and 3e-3 were indistinguishable on COCO person (3 seeds, paired); 1e-3 kept",
-        "weight_decay": "AdamW's usual 0.05 lost 0.030 [0.013, 0.049] person IoU against 1e-4 (paired)",
-        "schedule": "one-cycle: warm-up, then annealing that ends at the last iteration of the budget",
-        "grad_clip": "the modern recipe's: keeps the first AdamW steps at lr 1e-3 stable",
-        "input_scale": "[0, 1] input, then normalised by the training images' mean and std (COCO's auto)",
-        "normalize_masks": "{0, 1} targets, as the logit losses need",
-        "dataset": "the recipe is for a build-coco set",
-        "val_split": "off: train on every image and keep the last weights. Keeping the best of 22 checks on a "
-                     "28-photograph split chose early weights (iteration 2000 of 22000: 0.112 below the last "
-                     "ones); off beat it by 0.035 person IoU on average over 3 seeds (paired: +0.005, +0.039, +0.062)",
-        "depth": "depth 4 at 96x96 steps 4-5.6 times as fast as stock's depth 16 at 128x128: at equal minutes on 2 "
-                 "CPU cores its many more passes gave person IoU 0.60 (mean of 3 seeds) against 0.50 (the "
-                 "time-to-accuracy front in benchmarks/RESULTS.md)",
-        "val_every": "with --val-split on: 22 checks in 11000 iterations; a split of about 28 images costs seconds",
-        "max_iters": "a budget in iterations, so a larger set does not lengthen the run: 1.0-1.3 times the minutes "
-                     "of the earlier default (depth 16, 128x128, 2040 iterations), about 45 on 2 CPU cores "
-                     "(timed in benchmarks/RESULTS.md)",
-        "log_every": "a printed line about every 20 seconds on 2 CPU cores; stock counts it within an epoch, so "
-                     "it stays below an epoch of coco_person's 203 training images (51 iterations)",
-    },
-}
 
 # ---- checks: each returns an error text, or None ------------------------------------------
 def _int_at_least(low: int, high: Optional[int] = None) -> Callable[[Any], Optional[str]]:
@@ -260,8 +214,9 @@ class RunSpec:
     test_subset: Optional[int] = option(None, "score the first N test images only (none: all)", group="data",
                                         check=_int_at_least(1), metavar="N")
     # ---- recipe and training ----
-    recipe: str = option("stock", "a named set of the options below (explicit options win): stock | modern | coco",
-                         group="train", choices=tuple(RECIPES))
+    recipe: str = option("stock", lambda: "a named set of the options below (explicit options win): "
+                         + " | ".join(RECIPES),
+                         group="train", choices=lambda: tuple(RECIPES))
     loss: str = option("mse", loss_help, group="train", check=_loss_check, axis=True)
     optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS, axis=True)
     lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True), axis=True)
@@ -321,7 +276,7 @@ class RunSpec:
         values.update(RECIPES[name])
         if "epochs" in explicit and "max_iters" not in explicit:
             values["max_iters"] = None  # an explicit --epochs replaces a recipe's iteration budget
-        _note_deeper_budget(name, explicit)
+        note_deeper_budget(name, explicit)
         values.update(explicit)
         values["recipe"] = name
         if "rates" in values and values["rates"] is not None:
@@ -403,21 +358,6 @@ class RunSpec:
     @property
     def loss_title(self) -> str:
         return loss_title(self.loss)
-
-
-def _note_deeper_budget(recipe: str, explicit: Dict[str, Any]) -> None:
-    """Warn when a deeper network than the recipe's keeps the recipe's iteration budget, which was
-    sized in minutes for the recipe's depth: each iteration then costs more (depth 16: about 3 times
-    depth 4's, benchmarks/RESULTS.md, "The step rate of each point")."""
-    values = RECIPES[recipe]
-    depth, budget = explicit.get("depth"), values.get("max_iters")
-    own_budget = {"max_iters", "epochs"} & set(explicit)
-    if budget is None or depth is None or own_budget or depth <= values.get("depth", depth):
-        return
-    warnings.warn(f"--depth {depth} with the {recipe} recipe's {budget} iterations, sized for depth "
-                  f"{values['depth']}: each iteration costs more (depth 16: about 3 times depth 4's), so the run "
-                  f"takes that much longer; --max-iters N (or --epochs N) sets a budget of your own", UserWarning,
-                  stacklevel=3)
 
 
 def _reads_files(spec: "RunSpec") -> bool:

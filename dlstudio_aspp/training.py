@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import csv
-import io
 import math
 import signal
 import time
@@ -29,7 +27,7 @@ import torch
 from .accel import Compiled, device_batches, device_tensors, quiet_worker
 from .augment import augment_batch, transform_for
 from . import checkpoint, crash
-from .atomic import write_json, write_text
+from .atomic import write_text
 from .card import RunCard
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
@@ -49,21 +47,6 @@ def _seeded_order(n: int, seed: int, epoch: int, start: int = 0) -> List[int]:
     """A fixed permutation per (seed, epoch), from position ``start`` on: exact resume mid-epoch."""
     g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     return torch.randperm(n, generator=g)[start:].tolist()
-
-
-def history_csv(history: dict) -> str:
-    keys = ["iteration", "epoch", "loss", "lr"] + sorted(history["components"])
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(keys)
-    cols = [history["iteration"], history["epoch"], history["loss"], history["lr"]] + [history["components"][k] for k in keys[4:]]
-    w.writerows(zip(*cols))
-    return buf.getvalue()
-
-
-def write_history(history: dict, card: RunCard) -> None:
-    write_json(card.history_json, history, indent=None)
-    write_text(card.history_csv, history_csv(history))
 
 
 #: Iterations between two reads of the losses from the device (also at log points and checkpoints):
@@ -121,18 +104,10 @@ class _Run:
         self.last_save = _clock()
 
     def _write_checkpoint(self) -> None:
-        checkpoint.save_checkpoint({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                         "scaler": self.scaler.state_dict(), "iteration": self.it, "epoch": self.epoch,
-                         "batch": self.batch, "history": self.history, **checkpoint.rng_state(self.device),
-                         "options": self.spec.result_values(), "card": self.card.to_json(), "data": self.data,
-                         "validation": self.validator.state_dict() if self.validator is not None else None,
-                         "loss_state": self.loss_fn.extra_state() if hasattr(self.loss_fn, "extra_state") else None,
-                         "last_model": self.last_weights},
-                                   self.card.checkpoint, self.card.previous_checkpoint)
+        checkpoint.save_run(self)
         self.own_checkpoint, self.saved_at = True, self.it
         crash.point("checkpoint-written")
-        write_history(self.history, self.card)
+        checkpoint.write_history(self.history, self.card)
 
     def training_seconds(self) -> float:
         """Seconds of training so far, over every resume of this run."""
@@ -146,32 +121,14 @@ class _Run:
         ck, path, skipped = checkpoint.newest_good([self.card.checkpoint, self.card.previous_checkpoint])
         for note in skipped:
             print(f"{note}; going on from the checkpoint before it, {path.name}")
-        saved, now = dict(ck.get("options", {})), self.spec.result_values()
-        saved_model, now_model = (ck.get("card") or {}).get("model", {}), self.card.model
-        saved.update({f"model.{k}": v for k, v in saved_model.items()})
-        now.update({f"model.{k}": v for k, v in now_model.items()})
-        saved.update({f"data.{k}": v for k, v in (ck.get("data") or {}).items()})
-        now.update({f"data.{k}": v for k, v in self.data.items()})
-        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        differ = checkpoint.differences(ck, self.spec.result_values(), self.card.model, self.data)
         if differ:
-            pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
-            raise UserError(f"cannot resume {path}: its run had other options ({pairs}); use the same options or another folder")
-        self.net.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        if self.scheduler is not None and ck.get("scheduler"):
-            self.scheduler.load_state_dict(ck["scheduler"])
-        notes = [checkpoint.restore_scaler(self.scaler, ck.get("scaler"))]
-        self.history, self.it, self.epoch, self.batch = ck["history"], ck["iteration"], ck["epoch"], ck["batch"]
+            raise UserError(f"cannot resume {path}: its run had other options ({differ}); use the same options or "
+                            "another folder")
+        notes = checkpoint.restore_run(self, ck)
         self.prior_seconds = float(self.history.get("seconds") or 0.0)
-        earlier = (ck.get("card") or {}).get("provenance") or {}
-        commands = earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else [])
         if self.card.provenance:  # every command that trained this run, the resumes included
-            self.card.provenance["commands"] = list(commands) + [self.card.provenance.get("command")]
-        if self.validator is not None and ck.get("validation"):
-            self.validator.load_state_dict(ck["validation"])
-        notes.append(checkpoint.restore_rng(ck, self.device))
-        if ck.get("loss_state") and hasattr(self.loss_fn, "load_extra_state"):
-            self.loss_fn.load_extra_state(ck["loss_state"])
+            self.card.provenance["commands"] = checkpoint.commands(ck) + [self.card.provenance.get("command")]
         self.own_checkpoint, self.saved_at = True, self.it
         if self.spec.seed is None:
             warnings.warn("resuming without a seed: the data order after the resume differs from an uninterrupted run")

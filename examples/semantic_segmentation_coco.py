@@ -12,8 +12,8 @@ The stock semantic_segmentation.py recipe, on a COCO set built with
 mUNet(+ASPP) with one output channel per COCO class, at the set's size. By default it trains
 with the 'coco' recipe, as `dlstudio-aspp run --dataset coco` does: standard augmentation,
 inputs normalised by the training images, every training image trained on and the last
-weights kept, a budget of 11000 iterations whatever the set holds (about 45 minutes on 2 CPU
-cores at depth 4 and 96x96), ASPP rates for the set's bottleneck. For the homework's size on a
+weights kept, a budget of 11000 iterations whatever the set holds (about 81 minutes on 2 CPU
+cores at depth 4 and 96x96, as measured in benchmarks/RESULTS.md), ASPP rates for the set's bottleneck. For the homework's size on a
 GPU: build at 256, set depth = 16 and options = dict(epochs=150). The test report prints the
 floors (every pixel the class, the best fixed mask) beside the model's IoU.
 """
@@ -41,7 +41,7 @@ from dlstudio_aspp.errors import one_line_errors
 one_line_errors()          ##  bad data or settings print one line instead of a traceback
 
 if coco_roots and not os.path.isfile(os.path.join(coco_set, "index.json")):
-    from dlstudio_aspp.data.coco import build_coco
+    from dlstudio_aspp.data.coco_build import build_coco
     build_coco(coco_roots, coco_set, classes=coco_classes, size=96)   ##  96x96 for a CPU; 256 on a GPU
 index = read_index(coco_set)
 classes, size = tuple(index["classes"]), index["settings"]["size"]

@@ -52,7 +52,7 @@ def coco_tiny() -> Path:
 
 
 def _built(coco_root: Path, tmp_path_factory, name: str, **kw) -> str:
-    from dlstudio_aspp.data.coco import build_coco
+    from dlstudio_aspp.data.coco_build import build_coco
 
     out = tmp_path_factory.mktemp(name)
     build_coco(coco_root, out, progress=False, log=lambda s: None, **kw)

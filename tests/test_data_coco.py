@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from dlstudio_aspp.data import coco as C
+from dlstudio_aspp.data import coco as C, coco_build as B
 from dlstudio_aspp.errors import UnfinishedError
 
 
 def test_selection_channels_sizes_and_values(fake_coco, tmp_path):
-    index = C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    index = B.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     train = {e["coco_id"]: e for e in index["splits"]["train"]}
     assert sorted(train) == [1, 2]
     assert train[1]["selected_for"] == ["dog"] and sorted(train[1]["classes"]) == ["cat", "dog"]
@@ -42,20 +42,20 @@ def test_selection_channels_sizes_and_values(fake_coco, tmp_path):
 
 def test_rerun_skips_and_settings_are_guarded(fake_coco, tmp_path):
     out = tmp_path / "out"
-    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    B.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     first = (out / "images" / "train" / "000000000001.png").stat().st_mtime_ns
     (out / "masks" / "train" / "000000000002.png").unlink()  # as if the build died there
-    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    B.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     assert (out / "images" / "train" / "000000000001.png").stat().st_mtime_ns == first
     assert (out / "masks" / "train" / "000000000002.png").is_file()
     assert not list(out.rglob("*.part*"))
     with pytest.raises(ValueError, match="other settings"):
-        C.build_coco(fake_coco, out, classes=["dog"], size=64, progress=False, log=lambda s: None)
+        B.build_coco(fake_coco, out, classes=["dog"], size=64, progress=False, log=lambda s: None)
 
 
 def test_deterministic_caps(fake_coco, tmp_path):
-    a = C.build_coco(fake_coco, tmp_path / "a", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
-    b = C.build_coco(fake_coco, tmp_path / "b", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
+    a = B.build_coco(fake_coco, tmp_path / "a", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
+    b = B.build_coco(fake_coco, tmp_path / "b", classes=["dog", "cat", "bus"], size=64, max_per_split=1, seed=4, progress=False, log=lambda s: None)
     assert a["splits"] == b["splits"] and len(a["splits"]["train"]) == 1
 
 
@@ -92,7 +92,7 @@ def test_bad_input(fake_coco, tmp_path, case, exc, match):
     else:
         kw["size"] = 100
     with pytest.raises(exc, match=match):
-        C.build_coco(fake_coco, tmp_path / "o", classes=classes, progress=False, log=lambda s: None, **kw)
+        B.build_coco(fake_coco, tmp_path / "o", classes=classes, progress=False, log=lambda s: None, **kw)
 
 
 def test_failed_build_records_its_settings(fake_coco, tmp_path):
@@ -101,12 +101,12 @@ def test_failed_build_records_its_settings(fake_coco, tmp_path):
     out = tmp_path / "out"
     kw = dict(size=64, splits=["train"], progress=False, log=lambda s: None)
     with pytest.raises(UnfinishedError, match="000000000002.jpg"):
-        C.build_coco(fake_coco, out, classes=["dog", "cat"], **kw)
+        B.build_coco(fake_coco, out, classes=["dog", "cat"], **kw)
     assert not (out / "index.json").exists() and (out / "images" / "train" / "000000000001.png").is_file()
     with pytest.raises(ValueError, match=r"other settings \(classes \['dog', 'cat'\] there, \['cat', 'dog'\] now"):
-        C.build_coco(fake_coco, out, classes=["cat", "dog"], **kw)
+        B.build_coco(fake_coco, out, classes=["cat", "dog"], **kw)
     with pytest.raises(ValueError, match="size 64 there, 128 now"):
-        C.build_coco(fake_coco, out, classes=["dog", "cat"], **dict(kw, size=128))
+        B.build_coco(fake_coco, out, classes=["dog", "cat"], **dict(kw, size=128))
 
 
 def test_unreadable_images_are_all_named_after_the_others_are_built(fake_coco, tmp_path):
@@ -116,7 +116,7 @@ def test_unreadable_images_are_all_named_after_the_others_are_built(fake_coco, t
     second.unlink()
     out, kw = tmp_path / "out", dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     with pytest.raises(UnfinishedError) as err:
-        C.build_coco(fake_coco, out, **kw)
+        B.build_coco(fake_coco, out, **kw)
     message = str(err.value)
     assert message.startswith("2 source image(s) could not be read") and "index.json was not written" in message
     assert "000000000001.jpg (COCO id 1): cannot identify image file" in message
@@ -127,7 +127,7 @@ def test_unreadable_images_are_all_named_after_the_others_are_built(fake_coco, t
     first.write_bytes(kept[0])
     second.write_bytes(kept[1])
     before = {p: (out / p).stat().st_mtime_ns for p in built}
-    index = C.build_coco(fake_coco, out, **kw)  # the same command, after the files are fixed
+    index = B.build_coco(fake_coco, out, **kw)  # the same command, after the files are fixed
     assert (out / "index.json").is_file() and {p: (out / p).stat().st_mtime_ns for p in built} == before
     assert any(e["coco_id"] == 1 for e in index["splits"]["train"])
 
@@ -150,7 +150,7 @@ def test_the_installed_script_exits_1_naming_unreadable_images_and_2_for_a_user_
 
 def test_class_without_images_in_a_split_warns(fake_coco, tmp_path):
     with pytest.warns(RuntimeWarning, match=r"test \(val2017\): no image qualifies for dog, cat"):
-        C.build_coco(fake_coco, tmp_path / "o", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+        B.build_coco(fake_coco, tmp_path / "o", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
 
 
 def test_corrupt_index_names_the_file(tmp_path):
@@ -160,7 +160,7 @@ def test_corrupt_index_names_the_file(tmp_path):
 
 
 def test_real_coco_tiny(coco_tiny, tmp_path):
-    index = C.build_coco(coco_tiny, tmp_path / "tiny", classes=["dog", "cat", "motorcycle", "pizza", "bus"],
+    index = B.build_coco(coco_tiny, tmp_path / "tiny", classes=["dog", "cat", "motorcycle", "pizza", "bus"],
                          progress=False, log=lambda s: None)
     assert index["counts"]["train"] == {"dog": 2, "cat": 2, "motorcycle": 1, "pizza": 0, "bus": 0}
     assert index["counts"]["test"] == {"dog": 0, "cat": 0, "motorcycle": 0, "pizza": 1, "bus": 1}
@@ -205,7 +205,7 @@ def test_the_coco_example_runs_like_the_stock_script(coco_tiny, tmp_path):
     """examples/semantic_segmentation_coco.py, run as a user runs it, on a set built from coco_tiny; only the
     budget and the depth are cut for the test."""
     repo = Path(__file__).resolve().parents[1]
-    C.build_coco(coco_tiny, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
+    B.build_coco(coco_tiny, tmp_path / "data" / "coco_seg", classes=["person"], size=256, progress=False,
                  log=lambda s: None)
     proc = _run_example(repo, tmp_path, {})
     card = json.loads((tmp_path / "saved_model_coco.json").read_text())
@@ -250,13 +250,13 @@ def test_a_file_name_outside_the_coco_root_is_refused(fake_coco, tmp_path, name)
     Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(secret)
     _edit_train_json(fake_coco, lambda d: d["images"][0].update(file_name=name.replace("/etc", str(tmp_path))))
     with pytest.raises(ValueError, match="file_name .*(leads outside|is not a path inside)"):
-        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+        B.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     assert not list((tmp_path / "out").rglob("*.png"))
 
 
 def test_an_index_entry_outside_the_set_is_refused(fake_coco, tmp_path):
     out = tmp_path / "out"
-    C.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+    B.build_coco(fake_coco, out, classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     index = json.loads((out / "index.json").read_text())
     index["splits"]["train"][0]["image"] = "../../../etc/passwd"
     (out / "index.json").write_text(json.dumps(index))
@@ -269,13 +269,13 @@ def test_an_index_entry_outside_the_set_is_refused(fake_coco, tmp_path):
 def test_absurd_sizes_in_the_json_are_one_line(fake_coco, tmp_path, width):
     _edit_train_json(fake_coco, lambda d: d["images"][0].update(width=width))
     with pytest.raises(ValueError, match=f"image 1 has height 300 and width {width!r}; both must be whole numbers"):
-        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+        B.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
 
 
 def test_a_decompression_bomb_is_one_line(fake_coco, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "MAX_PIXELS", 1000)  # the fixture's 400x300 image is then a "bomb"
+    monkeypatch.setattr(B, "MAX_PIXELS", 1000)  # the fixture's 400x300 image is then a "bomb"
     with pytest.raises(ValueError, match=r"000000000001\.jpg \(COCO id 1\) is too large to decode safely"):
-        C.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
+        B.build_coco(fake_coco, tmp_path / "out", classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
 
 
 def test_run_builds_the_coco_set_then_trains_on_it(coco_tiny, tmp_path, capsys):
@@ -335,7 +335,7 @@ TWELVE = ["person", "dining table", "bowl", "laptop", "bed", "dog", "cat", "airp
 
 
 def test_nine_to_sixteen_classes_use_sixteen_bit_masks(coco_tiny, tmp_path):
-    index = C.build_coco(coco_tiny, tmp_path / "twelve", classes=TWELVE, size=64, splits=["train"], progress=False,
+    index = B.build_coco(coco_tiny, tmp_path / "twelve", classes=TWELVE, size=64, splits=["train"], progress=False,
                          log=lambda s: None)
     assert all(v >= 1 for v in index["counts"]["train"].values())
     ds = C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "twelve")
@@ -356,7 +356,7 @@ def test_nine_to_sixteen_classes_use_sixteen_bit_masks(coco_tiny, tmp_path):
 def test_more_than_sixteen_classes_are_refused_before_anything_is_written(coco_tiny, tmp_path):
     classes = TWELVE + ["giraffe", "suitcase", "broccoli", "banana", "sandwich"]
     with pytest.raises(ValueError, match="--classes takes at most 16 classes .*got 17"):
-        C.build_coco(coco_tiny, tmp_path / "seventeen", classes=classes, size=64, progress=False, log=lambda s: None)
+        B.build_coco(coco_tiny, tmp_path / "seventeen", classes=classes, size=64, progress=False, log=lambda s: None)
     assert not (tmp_path / "seventeen").exists()
 
 
@@ -375,7 +375,7 @@ def test_a_mistyped_class_writes_nothing_and_messages_name_the_flag_typed(coco_t
     assert cli.main(run + ["--data", str(tmp_path / "other"), "--classes", "persn"]) == 2
     assert not (tmp_path / "other").exists()
     (tmp_path / "half").mkdir()
-    (tmp_path / "half" / C.SETTINGS).write_text(json.dumps(dict(classes=["dog"], min_size=200, size=64, max_per_class=None,
+    (tmp_path / "half" / B.SETTINGS).write_text(json.dumps(dict(classes=["dog"], min_size=200, size=64, max_per_class=None,
                                                                max_per_split=None, seed=0, splits=["train", "test"])))
     assert cli.main(run + ["--data", str(tmp_path / "half"), "--classes", "person"]) == 2
     assert "use another --data or the same settings" in capsys.readouterr().err
@@ -420,7 +420,7 @@ def test_a_set_from_two_folders_takes_each_image_once_and_matches_classes_by_nam
     export = _second_folder(fake_coco, tmp_path, bus=False)
     logs = []
     with pytest.warns(RuntimeWarning, match="has no category named bus"):
-        index = C.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "cat", "bus"], size=64,
+        index = B.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "cat", "bus"], size=64,
                              progress=False, log=logs.append)
     train = index["splits"]["train"]
     assert [(Path(e["folder"]).name, e["coco_id"]) for e in train] == [("coco", 1), ("coco", 2), ("export", 60)]
@@ -438,7 +438,7 @@ def test_one_folder_per_split_and_the_training_rule_admits_smaller_instances_to_
     export = _second_folder(fake_coco, tmp_path)
     (fake_coco / "annotations" / "instances_train2017.json").unlink()  # fake_coco: the test split only
     kw = dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
-    index = C.build_coco([fake_coco, export], tmp_path / "loose", train_min_size=100, min_size=200, **kw)
+    index = B.build_coco([fake_coco, export], tmp_path / "loose", train_min_size=100, min_size=200, **kw)
     train = {e["coco_id"]: e for e in index["splits"]["train"]}
     assert sorted(train) == [1, 60, 70, 500] and not train[70]["test_rule"] and train[60]["test_rule"]
     assert index["summary"]["train"]["rule"].endswith("at least 100x100 px")
@@ -450,26 +450,26 @@ def test_one_folder_per_split_and_the_training_rule_admits_smaller_instances_to_
     with pytest.warns(UserWarning, match="holds out"):
         rest, held = split_for_validation(torch.utils.data.Subset(ds, [3, 2, 1]), 0.5)  # a Subset is looked through
     assert held.indices == [0, 2] and rest.indices == [1]  # Subset index 1 is ds[2], id 70: it never validates
-    strict = C.build_coco([fake_coco, export], tmp_path / "strict", **kw)
+    strict = B.build_coco([fake_coco, export], tmp_path / "strict", **kw)
     assert 70 not in {e["coco_id"] for e in strict["splits"]["train"]}
     with pytest.raises(ValueError, match="none of the .* at least 300x300 .*lower --train-min-size"):
-        C.build_coco([fake_coco, export], tmp_path / "none", train_min_size=300, **kw)
+        B.build_coco([fake_coco, export], tmp_path / "none", train_min_size=300, **kw)
 
 
 def test_a_rerun_with_the_same_folders_skips_and_other_folders_are_refused(fake_coco, tmp_path):
     export = _second_folder(fake_coco, tmp_path)
     kw = dict(classes=["dog", "cat", "bus"], size=64, progress=False, log=lambda s: None)
     out = tmp_path / "set"
-    C.build_coco([fake_coco, export], out, **kw)
+    B.build_coco([fake_coco, export], out, **kw)
     made = (out / "images" / "train" / "000000000060.png").stat().st_mtime_ns
-    C.build_coco([fake_coco, export], out, **kw)
+    B.build_coco([fake_coco, export], out, **kw)
     assert (out / "images" / "train" / "000000000060.png").stat().st_mtime_ns == made
     with pytest.raises(ValueError, match="other settings \\(coco_roots .*use another --out"):
-        C.build_coco([fake_coco], out, **kw)
+        B.build_coco([fake_coco], out, **kw)
     with pytest.raises(ValueError, match="other settings \\(coco_roots"):
-        C.build_coco([export, fake_coco], out, **kw)
+        B.build_coco([export, fake_coco], out, **kw)
     with pytest.raises(ValueError, match="distinct folders"):
-        C.build_coco([fake_coco, fake_coco], tmp_path / "twice", **kw)
+        B.build_coco([fake_coco, fake_coco], tmp_path / "twice", **kw)
 
 
 def test_a_folder_whose_file_names_escape_it_is_refused(fake_coco, tmp_path):
@@ -479,16 +479,16 @@ def test_a_folder_whose_file_names_escape_it_is_refused(fake_coco, tmp_path):
     data["images"][3]["file_name"] = f"../../{fake_coco.name}/train2017/000000000001.jpg"
     f.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="leads outside"):
-        C.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "bus"], size=64, progress=False,
+        B.build_coco([fake_coco, export], tmp_path / "set", classes=["dog", "bus"], size=64, progress=False,
                      log=lambda s: None)
 
 
 def test_a_folder_without_annotations_is_one_line(fake_coco, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no annotations/instances_train2017.json or .*val2017"):
-        C.build_coco([fake_coco, tmp_path / "empty"], tmp_path / "set", classes=["dog"], progress=False, log=print)
+        B.build_coco([fake_coco, tmp_path / "empty"], tmp_path / "set", classes=["dog"], progress=False, log=print)
     with pytest.raises(FileNotFoundError, match="is not a folder"):
-        C.build_coco([tmp_path / "nowhere"], tmp_path / "set", classes=["dog"], progress=False, log=print)
+        B.build_coco([tmp_path / "nowhere"], tmp_path / "set", classes=["dog"], progress=False, log=print)
 
 
 def _tiny_extra(tmp_path, n=10):

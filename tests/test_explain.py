@@ -90,7 +90,7 @@ def test_explain_a_grid_and_its_report(syn, tmp_path, capsys):
 def test_the_summary_names_a_needed_branch_only():
     from pathlib import Path
 
-    from dlstudio_aspp.commands import explain_summary
+    from dlstudio_aspp.explain_report import explain_summary
 
     base = {"num_images": 3, "receptive_field": {"centre": {"radius_mean": 5.0}}}
 

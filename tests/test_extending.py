@@ -114,3 +114,35 @@ def test_a_report_figure(syn, tmp_path, monkeypatch):
                      "--cpu"]) == 0
     text = (grid / "report.md").read_text()
     assert "## mIoU by seed\n\n![toy](figures/toy.png)" in text and (grid / "figures" / "toy.png").is_file()
+
+
+def test_a_recipe_is_one_record(syn, tmp_path, monkeypatch, capsys):
+    from dlstudio_aspp import recipes
+    from dlstudio_aspp.recipes import RECIPES, Recipe
+
+    toy = Recipe("fast", "the modern recipe at half the learning rate", dict(RECIPES["modern"], lr=5e-4),
+                 why={"lr": "half the modern recipe's (benchmarks/RESULTS.md, “My comparison”)"})
+    monkeypatch.setattr(recipes, "RECIPE_LIST", [*recipes.RECIPE_LIST, toy])
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "stock | modern | coco | fast" in " ".join(capsys.readouterr().out.split())
+    out = tmp_path / "run"
+    assert cli.main(["run", *syn, "--recipe", "fast", "--max-iters", "1", "--cpu", "--out", str(out)]) == 0
+    card = json.loads((out / "saved_model.json").read_text())
+    assert card["spec"]["lr"] == 5e-4 and card["why"] == {"lr": toy.why["lr"]}
+
+
+def test_a_preset_is_one_record(syn, tmp_path, monkeypatch, capsys):
+    from dlstudio_aspp import experiments
+    from dlstudio_aspp.experiments import PRESETS, Preset
+
+    toy = Preset("two-seeds", "the smoke grid with one loss and two seeds", dict(PRESETS["smoke"], losses=["mse"],
+                                                                                aspp=[True], seeds=[0, 1]))
+    monkeypatch.setattr(experiments, "PRESET_LIST", [*experiments.PRESET_LIST, toy])
+    with pytest.raises(SystemExit):
+        cli.main(["experiments", "--help"])
+    assert "two-seeds (the smoke grid with one loss and two seeds)" in " ".join(capsys.readouterr().out.split())
+    grid = tmp_path / "grid"
+    assert cli.main(["experiments", str(grid), "--preset", "two-seeds", *syn, "--max-iters", "1", "--cpu",
+                     "--no-report"]) == 0
+    assert sorted(p.name for p in (grid / "runs").iterdir()) == ["mse__aspp-on__seed-0", "mse__aspp-on__seed-1"]

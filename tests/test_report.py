@@ -1,6 +1,7 @@
 import pytest
 
-from dlstudio_aspp.report import best_and_worst, best_worst_lines, make_report, running_mean
+from dlstudio_aspp.grid_plots import best_and_worst, best_worst_lines, running_mean
+from dlstudio_aspp.report import make_report
 
 
 def test_report_needs_runs(tmp_path):
