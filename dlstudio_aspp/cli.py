@@ -139,6 +139,8 @@ def _run_parser(sub) -> None:
                                    "the Shapes run's.")
     p.add_argument("--out", default="outputs/run", help="the run's folder (default: outputs/run)")
     p.add_argument("--fetch", action="store_true", help="download the real data into --data when it is missing")
+    p.add_argument("--dry-run", action="store_true", help="open the data, build the model and print the plan (images, "
+                   "iterations, parameters, where it would write), then stop: nothing is written")
     p.add_argument("--config", default=None, metavar="CARD", help="replay a run: every option from a run card "
                    "(RUN/saved_model.json, or the RUN folder); options given beside it override single fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint (it must exist)")

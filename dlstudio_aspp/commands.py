@@ -14,7 +14,7 @@ from typing import Optional
 from .documents import REPORT_FORMATS
 from .errors import MissingFileError, UserError
 from .locks import FolderLock
-from .spec import RunSpec, given_values, parse_ints, show_value
+from .spec import RunSpec, given_values, parse_ints
 
 #: What `run` sets before the recipe (each dataset kind's ``run_recipe``): a seed, so that a run is reproducible.
 RUN_BASE = {"seed": 0}
@@ -99,13 +99,17 @@ def run(args) -> int:
     if args.resume and not layout.checkpoint.is_file():
         raise MissingFileError(f"--resume: there is no checkpoint at {layout.checkpoint}; run without --resume to start afresh")
     spec = _coco_set(spec, args)
+    if spec is None:  # a dry run that would build the COCO set first
+        return 0
     spec = spec.replace(data=dataroot(spec, fetch=args.fetch))
+    if args.dry_run:  # no lock, no restart: nothing is written
+        return _run_locked(spec, out, layout, args)
     with FolderLock(out, "dlstudio-aspp run"):
         _check_restart(layout, args)
         return _run_locked(spec, out, layout, args)
 
 
-def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> RunSpec:
+def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> Optional[RunSpec]:
     """``run`` or ``experiments --dataset coco --coco-root ROOT...``: build the set into --data (default
     data/coco_<classes>_<size>...) when it holds none, with the builder's options given; a set built
     there before must have the same settings. The spec then points at it. The side is --size, else
@@ -127,6 +131,10 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> RunSpec:
     data = Path(spec.data or default_coco_folder(args.coco_root, **options))
     if (data / INDEX).is_file():  # built before: it must be the same build
         check_settings(data, build_settings(args.coco_root, **options), "--data")
+    elif getattr(args, "dry_run", False):
+        print(f"dry run: would build the COCO set for {', '.join(options['classes'])} in {data} first, then plan the "
+              "run on it; nothing was written")
+        return None
     else:
         print(f"building the COCO set for {', '.join(options['classes'])} in {data}")
         with FolderLock(data, "dlstudio-aspp run (build-coco)"):
@@ -156,17 +164,19 @@ def _check_restart(layout, args) -> None:
 
 def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
     from .data.open import is_synthetic, open_datasets
+    from .runner import execute, plan_run
 
     if is_synthetic(spec):
         print(f"NOTE: {spec.data} holds SYNTHETIC data (see SYNTHETIC.txt)")
     t0 = time.perf_counter()
-    train, test = open_datasets(spec)
-    load_seconds = time.perf_counter() - t0
-    _describe(spec, train)
-    from .runner import train_and_score
-
-    summary = train_and_score(spec, out, data=(train, test), resume=args.resume, load_seconds=load_seconds,
-                              command=args.command_line)
+    data = open_datasets(spec)
+    plan = plan_run(spec, out, data=data, resume=args.resume, load_seconds=time.perf_counter() - t0)
+    print(plan.describe())
+    if args.dry_run:
+        print(f"dry run: would train on {len(plan.split[0])} images of {spec.data} and score {len(plan.test_set)} "
+              f"test images, writing {out}/; nothing was written")
+        return 0
+    summary = execute(plan, args.command_line)
     print(f"test mIoU {summary['miou']:.3f} after {summary['iterations']} iterations; outputs in {out}/: "
           f"{', '.join(p.name for p in layout.own_files())}")
     from .registry import DATASETS
@@ -175,24 +185,6 @@ def _run_locked(spec: RunSpec, out: Path, layout, args) -> int:
     if after:
         print(after.format(iterations=summary["iterations"]))
     return 0
-
-
-def _describe(spec: RunSpec, train) -> None:
-    from .data.open import dataset_shape
-    from .runner import build_model
-    from .segmentation import SemanticSegmentationASPP
-    from .training import training_split
-
-    images = len(training_split(train, spec)[0])
-    epochs, total = spec.iterations(images)
-    num_classes, image_size = dataset_shape(train)
-    spec = spec.for_images(image_size)
-    print(SemanticSegmentationASPP.describe(build_model(spec, num_classes, image_size), image_size))
-    print(f"{total} iterations ({epochs} epoch{'s' * (epochs > 1)} of {images} images at batch {spec.batch_size}); "
-          + spec.summary_line() + f"; augmentation {spec.augment_level()}"
-          + (f", copy-paste {spec.copy_paste:g}" if spec.copy_paste else "") + f", input normalisation {spec.normalization()}"
-          + (f"; ASPP rates {show_value('rates', spec.rates)} (bottleneck {image_size[0] // 8}x{image_size[1] // 8})"
-             + (f", dropout {spec.aspp_dropout:g}" if spec.aspp_dropout else "") if spec.aspp else ""))
 
 
 def experiments(args) -> int:
@@ -373,6 +365,7 @@ def sam_compare(args) -> int:
 
 def _export_demo(args, run: Path, dataset, out: Path, dataset_name: str) -> int:
     """``sam-compare --export-demo``: the chosen test images as files to upload, and what to do next."""
+    from .registry import DATASETS
     from .sam_compare import export_demo, pick_indices
 
     indices = pick_indices(len(dataset), args.count, parse_ints(args.indices, "--indices"), args.seed)
@@ -380,8 +373,7 @@ def _export_demo(args, run: Path, dataset, out: Path, dataset_name: str) -> int:
     print((folder / "index.md").read_text())
     masks = out / "demo_masks"
     side = dataset[indices[0]]["image"].shape[-1]
-    original = (" For COCO, the original photograph each row names (source_file) is sharper: upload it instead (SAM's "
-                "mask saved at the photograph's size is scaled to the test image, as the set's image was)." if dataset_name == "coco" else "")
+    original = DATASETS[dataset_name].demo_note
     print(f"{len(indices)} images in {folder}/, enlarged from {side} px to about {args.sam_size} px (as SAM gets them "
           f"here).{original} Upload each to the SAM demo, prompt it with a box or points on the "
           f"object, save the mask it shows as {masks}/<index>.png (or <index>_<class>.png), then:\n"

@@ -241,3 +241,22 @@ def model_summary(model: nn.Module, image_size=(64, 64)) -> dict:
         model(torch.zeros(1, 3, *image_size))
     model.train(was_training)
     return {"params": params, "aspp_params": aspp_params, "gflops": fc.get_total_flops() / 1e9}
+
+
+def describe(net, image_size=(64, 64)) -> str:
+    """Parameters and forward GFLOPs per image, with and without the ASPP block."""
+    size = tuple(image_size)
+    on = model_summary(net, size)
+    dense = (f"; output pixels that depend on the input: {input_dependent_fraction(net, size):.0%} "
+             f"(head {getattr(net, 'head', 'stock')!r})")
+    where = f"forward GFLOPs per {size[0]}x{size[1]} image"
+    aspp = getattr(net, "aspp", None)
+    if aspp is None:
+        return f"learnable parameters: {on['params']:,} (no ASPP); {where}: {on['gflops']:.3f}{dense}"
+    net.aspp = None  # the same network with the bottleneck left as stock has it
+    try:
+        off = model_summary(net, size)
+    finally:
+        net.aspp = aspp
+    return (f"learnable parameters: {on['params']:,} with ASPP, {off['params']:,} without (ASPP adds "
+            f"{on['aspp_params']:,}); {where}: {on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without{dense}")

@@ -90,7 +90,8 @@ def read_notebook(path: Path, hint: str = "fix it in Jupyter, or move it away an
 
 def render_notebook(path, formats: Sequence[str] = ("pdf", "html")) -> Dict[str, Path]:
     """Write the notebook ``path`` (as it is: nothing is run) as ``formats`` beside it; return {format: path}."""
-    from .documents import parse, plain, to_html
+    from .documents import to_html
+    from .markdown import parse, plain
     from .pdf import to_pdf
 
     path = Path(path)

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .documents import Block, parse, text_runs
+from .markdown import Block, parse, text_runs
 
 def _fonts() -> Dict[str, str]:
     """DejaVu Sans and Sans Mono from matplotlib's fonts, registered with ReportLab once."""

@@ -189,6 +189,7 @@ class Dataset:
         after_run: a line ``run`` prints at the end (``{iterations}`` is filled in).
         synthetic: what its pictures are, when they are drawn rather than photographed: ``predict``
             warns that pictures of another size (photographs) are outside what such a model saw.
+        demo_note: what ``sam-compare --export-demo`` adds after saying the images are enlarged.
     """
 
     help: str
@@ -203,6 +204,7 @@ class Dataset:
     from_coco: bool = False
     after_run: str = ""
     synthetic: str = ""
+    demo_note: str = ""
 
 
 DATASETS: Registry[Dataset] = Registry("--dataset", {
@@ -213,6 +215,9 @@ DATASETS: Registry[Dataset] = Registry("--dataset", {
     "coco": Dataset("a build-coco folder", "data.coco:COCOSegmentationDataset", "data.open:open_coco",
                     "data.open:built_root", auto_augment="standard", auto_normalize="dataset", run_recipe="coco",
                     floors=True, from_coco=True,
+                    demo_note=" For COCO, the original photograph each row names (source_file) is sharper: upload it "
+                              "instead (SAM's mask saved at the photograph's size is scaled to the test image, as the "
+                              "set's image was).",
                     after_run="to train longer, raise --max-iters (this run: {iterations} iterations); on a GPU, build the "
                               "set at the homework's size (build-coco --size 256) and try --epochs 150 (the coco preset)"),
 })

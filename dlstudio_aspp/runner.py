@@ -11,7 +11,9 @@ into the segmenter.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from .floors import floors as compute_floors
 from .losses import get_loss
 from .metrics import format_table
 from .provenance import provenance
-from .spec import RunSpec
+from .spec import RunSpec, show_value
 from .training import train, training_split
 
 #: Test images kept with a run (``samples.npz``) for the reports' qualitative grids.
@@ -60,7 +62,7 @@ def _output_channels(net) -> Optional[int]:
 
 
 def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None,
-        command: Optional[str] = None):
+        command: Optional[str] = None, split: Optional[tuple] = None):
     """Train ``net`` on ``loader`` under ``spec``; save the weights and ``card``; return (trained net, history).
 
     ``command``: what made the run, for the card's provenance (default: this process's command line)."""
@@ -72,8 +74,10 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
     from .data.open import input_stats
 
     card.provenance = provenance(command, device)
-    card.mean, card.std = input_stats(spec.normalization(), training_split(loader.dataset, spec)[0])
-    trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file)
+    split = split or training_split(loader.dataset, spec)
+    card.mean, card.std = input_stats(spec.normalization(), split[0])
+    trained, history = train(net, loader, spec, card, device, loss_fn=loss_fn, resume=resume, perf_file=perf_file,
+                             split=split)
     card.iterations, card.epochs = len(history["loss"]), history["epochs"]
     if history.get("compile_fallback"):  # --compile was asked, and the step ran eagerly after this failure
         card.provenance["compile_fallback"] = history["compile_fallback"]
@@ -119,42 +123,86 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
     return metrics
 
 
-def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None,
-                    load_seconds: Optional[float] = None, command: Optional[str] = None) -> dict:
-    """Train and score one run in ``folder``; return its summary (``summary.json``, written last).
+@dataclass
+class RunPlan:
+    """A run resolved once from its spec, in order: the data (opened), the training split, the budget, the
+    concrete ASPP rates, the model (built once, seeded), the loss, the device and the card. ``run`` prints it
+    (``--dry-run``: and stops); :func:`execute` trains and scores exactly it."""
+
+    spec: RunSpec
+    folder: Path
+    train_set: Any
+    test_set: Any
+    split: tuple  # (training images, validation images or None)
+    epochs: int
+    iterations: int
+    image_size: tuple
+    net: torch.nn.Module
+    loss_fn: Any
+    card: RunCard
+    device: torch.device
+    resume: bool
+    load_seconds: float
+
+    def describe(self) -> str:
+        """The model that trains (parameters, GFLOPs), the budget and the settings, in a few lines."""
+        from .model import describe
+
+        spec, (h, w) = self.spec, self.image_size
+        with torch.random.fork_rng(devices=[]):  # measuring draws random images: the run's generators stay as they are
+            model = describe(self.net, self.image_size)
+        return (model + f"\n{self.iterations} iterations ({self.epochs} epoch{'s' * (self.epochs > 1)} of "
+                f"{len(self.split[0])} images at batch {spec.batch_size}); " + spec.summary_line()
+                + f"; augmentation {spec.augment_level()}" + (f", copy-paste {spec.copy_paste:g}" if spec.copy_paste else "")
+                + f", input normalisation {spec.normalization()}"
+                + (f"; ASPP rates {show_value('rates', spec.rates)} (bottleneck {h // 8}x{w // 8})"
+                   + (f", dropout {spec.aspp_dropout:g}" if spec.aspp_dropout else "") if spec.aspp else ""))
+
+
+def plan_run(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None,
+             load_seconds: Optional[float] = None) -> RunPlan:
+    """Resolve ``spec`` into the :class:`RunPlan` of a run in ``folder``; nothing is written.
 
     Args:
-        spec: every option of the run (validated here).
+        spec: every option of the run (validated here, unless it was).
         data: ``(train, test)`` datasets already open (a grid opens them once); default: from the spec.
         resume: continue from the folder's checkpoint; None resumes when there is one (the grid's rule).
         device: default: CUDA when there is one and ``spec.cpu`` is off.
         load_seconds: how long opening ``data`` took, for the card (measured here when it opens the data).
-        command: the command that made the run, for the card (default: this process's command line).
     """
     from .data.open import dataset_shape, open_datasets
 
     spec.validate()
-    if spec.compile:  # a fresh compile cache per run: a grid's variants would pile up past dynamo's recompile limit
-        torch._dynamo.reset()
     t0 = time.perf_counter()
     train_set, test_set = data if data is not None else open_datasets(spec)
     load_seconds = time.perf_counter() - t0 if load_seconds is None else load_seconds
     num_classes, image_size = dataset_shape(train_set)
     spec = spec.for_images(image_size)
+    split = training_split(train_set, spec)
+    epochs, iterations = spec.iterations(len(split[0]))
     net = build_model(spec, num_classes, image_size)
     loss_fn = get_loss(spec.loss)
     card = RunCard.for_training(RunCard.weights_in(folder), net, train_set, image_size, spec, loss_fn)
     card.seconds["load"] = round(load_seconds, 2)
-    if resume is None:
-        resume = card.checkpoint.is_file()
-    device = torch.device(device) if device is not None else device_for(spec)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=spec.batch_size, shuffle=True,
+    return RunPlan(spec, Path(folder), train_set, test_set, split, epochs, iterations, tuple(image_size), net, loss_fn,
+                   card, torch.device(device) if device is not None else device_for(spec),
+                   card.checkpoint.is_file() if resume is None else resume, load_seconds)
+
+
+def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
+    """Train and score the run ``plan`` describes; return its summary (``summary.json``, written last).
+
+    ``command``: the command that made the run, for the card (default: this process's command line)."""
+    spec, card = plan.spec, plan.card
+    if spec.compile:  # a fresh compile cache per run: a grid's variants would pile up past dynamo's recompile limit
+        torch._dynamo.reset()
+    loader = torch.utils.data.DataLoader(plan.train_set, batch_size=spec.batch_size, shuffle=True,
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
-    trained, history = fit(spec, card, net, loader, device, loss_fn=loss_fn, resume=resume, perf_file=card.perf_file,
-                           command=command)
-    metrics = score(card, trained, test_set, device, progress=spec.progress, workers=spec.workers, compile=spec.compile,
-                    floors=floors_for(train_set, test_set))
+    trained, history = fit(spec, card, plan.net, loader, plan.device, loss_fn=plan.loss_fn, resume=plan.resume,
+                           perf_file=card.perf_file, command=command, split=plan.split)
+    metrics = score(card, trained, plan.test_set, plan.device, progress=spec.progress, workers=spec.workers,
+                    compile=spec.compile, floors=floors_for(plan.train_set, plan.test_set))
     save_samples(metrics.pop("samples"), card)
     if spec.tensorboard:
         log_test_metrics(card, metrics, len(history["loss"]))
@@ -165,6 +213,12 @@ def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] 
     crash.point("run-weights-saved")  # the weights and metrics are written; summary.json marks the run finished
     write_json(card.summary_file, summary)
     return summary
+
+
+def train_and_score(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None, device=None,
+                    load_seconds: Optional[float] = None, command: Optional[str] = None) -> dict:
+    """Train and score one run in ``folder`` (:func:`plan_run`, then :func:`execute`); return its summary."""
+    return execute(plan_run(spec, folder, data=data, resume=resume, device=device, load_seconds=load_seconds), command)
 
 
 def floors_for(train_set, test_set) -> Optional[dict]:

@@ -27,7 +27,7 @@ from .dlstudio_glue import default_num_workers, headless, save_instead_of_show
 from .errors import UserError
 from .losses import get_loss
 from .registry import dataset_kind
-from .model import DLStudio, input_dependent_fraction, model_summary, mUNetASPP as _mUNetASPP
+from .model import DLStudio, describe, mUNetASPP as _mUNetASPP
 from .runner import fit, floors_for, score
 from .spec import RunSpec
 
@@ -152,20 +152,6 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
 
     @staticmethod
     def describe(net, image_size=(64, 64)) -> str:
-        """Parameters and forward GFLOPs per image, with and without the ASPP block."""
-        size = tuple(image_size)
-        on = model_summary(net, size)
-        dense = (f"; output pixels that depend on the input: {input_dependent_fraction(net, size):.0%} "
-                 f"(head {getattr(net, 'head', 'stock')!r})")
-        where = f"forward GFLOPs per {size[0]}x{size[1]} image"
-        aspp = getattr(net, "aspp", None)
-        if aspp is None:
-            return f"learnable parameters: {on['params']:,} (no ASPP); {where}: {on['gflops']:.3f}{dense}"
-        net.aspp = None  # the same network with the bottleneck left as stock has it
-        try:
-            off = model_summary(net, size)
-        finally:
-            net.aspp = aspp
-        return (f"learnable parameters: {on['params']:,} with ASPP, {off['params']:,} without (ASPP adds "
-                f"{on['aspp_params']:,}); {where}: {on['gflops']:.3f} with ASPP, {off['gflops']:.3f} without{dense}")
+        """Parameters and forward GFLOPs per image, with and without the ASPP block (:func:`model.describe`)."""
+        return describe(net, image_size)
 

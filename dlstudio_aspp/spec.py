@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .checks import int_at_least as _int_at_least, number as _number, one_of as _one_of, probability as _probability
 from .errors import UserError
 from .recipes import RECIPE_WHY, RECIPES, note_deeper_budget  # noqa: F401 (RECIPE_WHY: re-exported)
 from .registry import AUGMENTS, DATASETS, HEADS, LOSSES, loss_help, parse_loss
@@ -82,42 +83,9 @@ def parse_ints(text: Optional[str], option: str = "--rates") -> Optional[List[in
 
 
 # ---- checks: each returns an error text, or None ------------------------------------------
-def _int_at_least(low: int, high: Optional[int] = None) -> Callable[[Any], Optional[str]]:
-    def check(v):
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
-            return f"must be an int >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {v!r}"
-        return None
-    return check
-
-
 #: Upper bounds on sizes, so a typo cannot ask for an absurd allocation.
 MAX_BATCH = 4096
 MAX_DEPTH = 64
-
-
-def _number(low: float, *, strict: bool, high: Optional[float] = None) -> Callable[[Any], Optional[str]]:
-    def check(v):
-        if v is None:
-            return None
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (v > low if strict else v >= low) and (high is None or v < high)
-        if not ok:
-            bound = f"> {low}" if strict else f">= {low}"
-            return f"must be a finite number {bound}" + (f" and < {high}" if high is not None else "") + f", got {v!r}"
-        return None
-    return check
-
-
-def _probability(v) -> Optional[str]:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
-    return None if ok else f"must be a probability, from 0 to 1, got {v!r}"
-
-
-def _one_of(values: Callable[[], Sequence[str]]) -> Callable[[Any], Optional[str]]:
-    """A check against the valid values as they are when it runs (a registry may have grown)."""
-    return lambda v: None if v in values() else f"must be one of {', '.join(values())}, got {v!r}"
 
 
 def _loss_check(v) -> Optional[str]:
@@ -170,7 +138,7 @@ def option(default, help, *, group: str, check: Optional[Callable] = None, choic
     return field(default=default, metadata=meta)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
     """Everything that makes a run. The defaults are stock DLStudio's loop; see :data:`RECIPES`."""
 
@@ -284,15 +252,26 @@ class RunSpec:
         return cls(**values)
 
     def replace(self, **changes) -> "RunSpec":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; a validated spec's copy is checked on the changed options only."""
+        new = dataclasses.replace(self, **changes)
+        if self.__dict__.get("_checked"):
+            new._check(changes)
+        return new
 
     def validate(self) -> "RunSpec":
-        """Check every option; the error names the flag and the valid values. Returns self."""
-        for f in dataclasses.fields(self):
-            problem = f.metadata["check"](getattr(self, f.name)) if f.metadata.get("check") else None
-            if problem:
-                raise UserError(f"{flag(f.name)} {problem}")
+        """Check every option, once per spec (it is frozen); the error names the flag and the valid values.
+        Returns self."""
+        if not self.__dict__.get("_checked"):
+            self._check([f.name for f in dataclasses.fields(self)])
         return self
+
+    def _check(self, names) -> None:
+        for name in names:
+            check = SPEC_FIELDS[name].metadata.get("check")
+            problem = check(getattr(self, name)) if check else None
+            if problem:
+                raise UserError(f"{flag(name)} {problem}")
+        object.__setattr__(self, "_checked", True)
 
     # ---- reading ----------------------------------------------------------------------------
     def applies(self, name: str) -> bool:

@@ -387,14 +387,15 @@ def training_split(dataset, spec: RunSpec):
 
 
 def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=None, *, loss_fn=None,
-          resume: bool = False, perf_file=None):
+          resume: bool = False, perf_file=None, split: Optional[tuple] = None):
     """Train a copy of ``net`` (as stock does) on ``loader``; return ``(trained_net, history)``.
 
     ``spec`` gives every option (:class:`~dlstudio_aspp.spec.RunSpec`); ``loss_fn``, when
     given, is the built loss (else ``get_loss(spec.loss)``). ``card`` names the run's
     files; the checkpoint and history are written here, the final weights by the caller.
     ``perf_file``: where stock's running averages go (default: stock's
-    ``performance_numbers_<epochs>.txt`` in the working directory).
+    ``performance_numbers_<epochs>.txt`` in the working directory). ``split``: the training and
+    validation images (:func:`training_split` of ``loader.dataset``), when the caller has them.
     """
     spec.validate()
     if loader.batch_size != spec.batch_size:
@@ -408,7 +409,7 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         loss_fn.train()
     if spec.seed is not None:
         _seed_everything(spec.seed)
-    dataset, val_set = training_split(loader.dataset, spec)
+    dataset, val_set = split or training_split(loader.dataset, spec)
     epochs, total = spec.iterations(len(dataset))
     per_epoch = spec.per_epoch(len(dataset))
     if per_epoch < spec.log_every <= total:  # stock counts the iterations of an epoch, so it never reaches log_every

@@ -105,7 +105,7 @@ def test_every_spec_field_is_a_flag_of_run_and_experiments(monkeypatch):
     from dlstudio_aspp.spec import SPEC_FIELDS, RunSpec, option
 
     extra = dataclasses.make_dataclass("RunSpecPlus", [("test_knob", int, option(7, "a knob only this test has",
-                                                                                  group="train"))], bases=(RunSpec,))
+                                                                                  group="train"))], bases=(RunSpec,), frozen=True)
     monkeypatch.setattr(cli, "RunSpec", extra)
     monkeypatch.setattr("dlstudio_aspp.commands.RunSpec", extra)
     monkeypatch.setitem(SPEC_FIELDS, "test_knob", dataclasses.fields(extra)[-1])
@@ -347,3 +347,25 @@ def test_no_blank_lines_with_no_progress(syn, tmp_path, capsys):
     assert cli.main(["run", *syn, "--epochs", "2", "--log-every", "1", "--cpu", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "" not in out and "Finished Training" in out and sum(line.startswith("[epoch=") for line in out) == 4
+
+
+def test_a_run_validates_its_spec_once_and_builds_its_model_once(syn, tmp_path, monkeypatch):
+    """The plan is resolved once: `run`'s header is printed from the model that trains."""
+    from dlstudio_aspp import model, spec
+
+    checks, builds = [], []
+    check, init = spec.RunSpec._check, model.mUNetASPP.__init__
+    monkeypatch.setattr(spec.RunSpec, "_check", lambda self, names: (checks.append((len(list(names)), self.max_iters)),
+                                                                     check(self, names))[1])
+    monkeypatch.setattr(model.mUNetASPP, "__init__", lambda self, *a, **k: (builds.append(1), init(self, *a, **k))[1])
+    assert cli.main(["run", *syn, "--max-iters", "1", "--cpu", "--out", str(tmp_path / "r")]) == 0
+    full = len(spec.SPEC_FIELDS)  # the parser's defaults are a spec of their own (max_iters None)
+    assert checks.count((full, 1)) == 1 and len(builds) == 1, (checks, builds)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(syn, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["run", *syn, "--max-iters", "3", "--cpu", "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "learnable parameters:" in printed and "3 iterations (2 epochs of 8 images at batch 4)" in printed
+    assert f"writing {out}/; nothing was written" in printed and not out.exists()

@@ -62,7 +62,7 @@ def test_deterministic_caps(fake_coco, tmp_path):
 @pytest.mark.parametrize("case,exc,match", [
     ("unknown", ValueError, "did you mean dog"), ("no-ann", FileNotFoundError, "no --coco-root folder holds annotations/instances_train2017.json"),
     ("no-images", FileNotFoundError, "image folder"), ("bad-json", ValueError, "not valid JSON"),
-    ("threshold", ValueError, r"smaller side 210\); choose other --classes or add a --coco-root folder with larger ones \(--min-size lower than 200"), ("size", ValueError, "multiple of 8"),
+    ("threshold", ValueError, r"smaller side 210\); --min-size 210 keeps the largest \(--min-size 200 is the homework's rule\)"), ("size", ValueError, "multiple of 8"),
     ("no-categories", ValueError, "has no 'categories' list"), ("no-bbox", ValueError, "annotation 100 has no 'bbox'"),
     ("no-segmentation", ValueError, "annotation 100 has no 'segmentation'"),
     ("bad-image-id", ValueError, "names image id 999, which is not in its 'images' list"),
@@ -452,7 +452,7 @@ def test_one_folder_per_split_and_the_training_rule_admits_smaller_instances_to_
     assert held.indices == [0, 2] and rest.indices == [1]  # Subset index 1 is ds[2], id 70: it never validates
     strict = B.build_coco([fake_coco, export], tmp_path / "strict", **kw)
     assert 70 not in {e["coco_id"] for e in strict["splits"]["train"]}
-    with pytest.raises(ValueError, match="none of the .* at least 300x300 .*lower --train-min-size"):
+    with pytest.raises(ValueError, match="none of the .* at least 300x300 .*--train-min-size 250 keeps the largest"):
         B.build_coco([fake_coco, export], tmp_path / "none", train_min_size=300, **kw)
 
 

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from dlstudio_aspp import cli
-from dlstudio_aspp.documents import parse, plain, table_cells, write_document
+from dlstudio_aspp.documents import write_document
+from dlstudio_aspp.markdown import parse, plain, table_cells
 
 from conftest import SYN_FILES as FILES
 

@@ -54,7 +54,10 @@ def test_the_layers():
     g = import_graph()
     assert g["dlstudio_aspp.masks"] <= {"dlstudio_aspp.errors"}  # the mask rule is a leaf
     # options and the closed sets import neither torch nor the package's heavy modules
-    assert g["dlstudio_aspp.spec"] <= {"dlstudio_aspp.errors", "dlstudio_aspp.registry"}
+    assert g["dlstudio_aspp.spec"] <= {"dlstudio_aspp.errors", "dlstudio_aspp.registry", "dlstudio_aspp.recipes",
+                                       "dlstudio_aspp.checks"}
+    assert g["dlstudio_aspp.checks"] == set()
+    assert g["dlstudio_aspp.recipes"] == set()
     assert g["dlstudio_aspp.registry"] <= {"dlstudio_aspp.errors", "dlstudio_aspp.data.wrappers"}
     below_card = [m for m in g if m.startswith("dlstudio_aspp.data") or m in ("dlstudio_aspp.metrics",
                                                                             "dlstudio_aspp.floors", "dlstudio_aspp.sam")]

@@ -18,28 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import MissingFileError, UserError
-
-
-SPLITS = {"train": "train2017", "test": "val2017"}
-
-
-INDEX = "index.json"
-
-
-#: The most classes a mask PNG stores (one bit per class, 16-bit pixels).
-MAX_CLASSES = 16
-
-
-def inside(root: Path, relative: str, what: str) -> Path:
-    """``root / relative``, refusing a path that leaves ``root`` (``..``, an absolute path, a link outside)."""
-    root = Path(root)
-    rel = Path(str(relative))
-    if rel.is_absolute() or not str(relative):
-        raise UserError(f"{what} {relative!r} is not a path inside {root}; the file names there must be relative")
-    path = root / rel
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise UserError(f"{what} {relative!r} leads outside {root}; refusing to read it")
-    return path
+from .coco_layout import INDEX, SPLITS, inside
 
 
 def decode_bits(path: Path, n: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from ..atomic import save_image, write_json
 from ..masks import mask_values_for
 from ..errors import UnfinishedError, UserError
 from ..spec import COCO_MIN_SIZE
-from .coco import INDEX, MAX_CLASSES, SPLITS
+from .coco_layout import INDEX, MAX_CLASSES, SPLITS
 from .coco_select import Candidate, apply_caps, candidates, explain_empty, open_sources, source_class_ids, take_once
 
 

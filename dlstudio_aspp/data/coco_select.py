@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from ..atomic import sha256_of
 from ..errors import MissingFileError, UserError
 from ..spec import COCO_MIN_SIZE
-from .coco import SPLITS, inside
+from .coco_layout import SPLITS, inside
 
 
 #: The largest image side the builder accepts from a COCO JSON (COCO's own images are at most 640).
@@ -148,7 +148,8 @@ def explain_empty(sources: List[tuple], class_ids: List[list], classes, min_size
         return f"{where} has no non-crowd instance of {list(classes)}; choose other --classes"
     return (f"{where}: none of the {len(sizes)} non-crowd instances of {list(classes)} has a bbox of at least "
             f"{min_size:g}x{min_size:g} (the largest has its smaller side {max(sizes):.0f}); " + (
-                f"lower {flag} (down to {COCO_MIN_SIZE:g}, the homework's rule)" if min_size > COCO_MIN_SIZE else
+                f"{flag} {int(max(sizes))} keeps the largest ({flag} {COCO_MIN_SIZE:g} is the homework's rule)"
+                if min_size > COCO_MIN_SIZE and max(sizes) >= COCO_MIN_SIZE else
                 f"choose other --classes or add a --coco-root folder with larger ones ({flag} lower than "
                 f"{COCO_MIN_SIZE:g} would leave the homework's {COCO_MIN_SIZE:g}x{COCO_MIN_SIZE:g} rule)"))
 
