@@ -58,7 +58,8 @@ PRESET_LIST: List[Preset] = [
                     "the modern recipe, 400 iterations, depth 8",
            dict(recipe="modern", max_iters=400, lr=3e-3, depth=8, seeds=[0, 1, 2], losses=DEFAULT_LOSSES,
                 test_subset=200, log_every=50),
-           cost=None),  # QUICK-COST-PENDING
+           cost=Cost(41, "one CPU core", "24 runs of 400 iterations and the report, one thread, beside other work",
+                     "2026-12-05", "368dde5", "The quick preset: the homework's four losses on one CPU core")),
     Preset("coco-quick", "a build-coco --data set, the coco recipe (depth 4), one run: run's COCO default",
            dict(recipe="coco", dataset="coco", seeds=[0], aspp=[True], losses=["bce+dice"]), cost=COCO_COST),
     Preset("coco", "the homework's 256x256 (--coco-root builds at 256) and depth 16, 150 epochs, ASPP on and off, "

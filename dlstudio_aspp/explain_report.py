@@ -155,9 +155,9 @@ def run_section(folder: Path, relative: Callable[[Path], str]) -> List[str]:
 
 def _radius_rows(explained: Dict) -> List[str]:
     """ASPP on − off in the centre pixel's effective radius, seed by seed, per loss."""
-    by = {(r["loss"], r["aspp"], r["seed"]): e["receptive_field"]["centre"]["radius_mean"] for r, e in explained}
+    by = {(r["label"], r["aspp"], r["seed"]): e["receptive_field"]["centre"]["radius_mean"] for r, e in explained}
     rows = ["| loss | per-seed radius on − off (px) | mean | 95% interval |", "|---|---|---|---|"]
-    for loss in dict.fromkeys(r["loss"] for r, _ in explained):
+    for loss in dict.fromkeys(r["label"] for r, _ in explained):
         seeds = sorted(s for (l_, a, s) in by if l_ == loss and a and (loss, False, s) in by)
         if seeds:
             res = paired_interval([by[(loss, True, s)] - by[(loss, False, s)] for s in seeds])
@@ -171,7 +171,7 @@ def _grid_branch_rows(explained: Dict) -> List[str]:
     changes = defaultdict(list)
     for r, e in explained:
         for b in (e.get("branches") or {}).get("branches", []):
-            changes[(r["loss"], b["branch"])].append(b["difference"])
+            changes[(r["label"], b["branch"])].append(b["difference"])
     rows = ["| loss | branch off | per-seed mIoU change | mean | 95% interval over seeds |", "|---|---|---|---|---|"]
     for (loss, branch), diffs in changes.items():
         res = paired_interval(diffs)

@@ -25,8 +25,8 @@ def by_setting(runs):
     """(loss, aspp) -> runs, in grid order: losses as first seen, ASPP on before off."""
     g = defaultdict(list)
     for r in runs:
-        g[(r["loss"], r["aspp"])].append(r)
-    losses = list(dict.fromkeys(r["loss"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
+        g[(r["label"], r["aspp"])].append(r)
+    losses = list(dict.fromkeys(r["label"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
     return {k: g[k] for k in sorted(g, key=lambda k: (losses.index(k[0]), not k[1]))}
 
 
@@ -67,7 +67,7 @@ def plot_best_worst(runs, out: Path) -> List[Path]:
     w = _window(runs)
     groups = by_setting(runs)
     paths = []
-    for loss in dict.fromkeys(r["loss"] for r in runs):
+    for loss in dict.fromkeys(r["label"] for r in runs):
         settings = [a for a in (True, False) if (loss, a) in groups]
         fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
         for ax, aspp in zip(axes[0], settings):
@@ -104,7 +104,7 @@ def plot_overlay(runs, out: Path) -> Path:
 def plot_aspp(runs, out: Path) -> Path:
     """Test mIoU per loss, ASPP on against off (mean and std over seeds)."""
     plt = _plt()
-    losses = list(dict.fromkeys(r["loss"] for r in runs))
+    losses = list(dict.fromkeys(r["label"] for r in runs))
     groups = by_setting(runs)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(losses)), 4))
     width = 0.38
@@ -127,7 +127,7 @@ def plot_qualitative(runs, out: Path) -> Path:
     plt = _plt()
     chosen = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
-        chosen.setdefault((r["loss"], r["aspp"]), r)
+        chosen.setdefault((r["label"], r["aspp"]), r)
     grid_order = list(by_setting(runs))
     keys = sorted(chosen, key=lambda k: (not k[1], grid_order.index(k)))
     samples = {k: np.load(chosen[k]["card"].samples_file) for k in keys}

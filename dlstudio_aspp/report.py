@@ -27,8 +27,8 @@ from .stats import HELPS, HURTS, paired_interval
 def load_runs(folder: GridFolder) -> List[dict]:
     """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each.
 
-    In a grid with axes besides loss, ASPP and seed (``--lr 1e-3,3e-3``), a run's ``loss`` is its variant's
-    label, ``'mse (lr 0.003)'``: the report then draws, tabulates and pairs each variant as it does a loss;
+    ``label`` names what the report draws, tabulates and pairs as one setting: the loss, or in a grid with
+    axes besides loss, ASPP and seed (``--lr 1e-3,3e-3``) the loss with its variant, ``'mse (lr 0.003)'``;
     ``variant`` is (loss, ((axis, value), ...)), so that only variants one setting apart are compared."""
     settings = folder.read_settings()
     order, extra = settings.get("cells") or [], list(settings.get("axes") or {})
@@ -40,8 +40,7 @@ def load_runs(folder: GridFolder) -> List[dict]:
                    folder=folder.run_folder(name), order=order.index(name) if name in order else len(order))
         setting = tuple((k, show_value(k, card.spec.get(k))) for k in extra)
         run["variant"] = (run["loss"], setting)
-        if setting:
-            run["loss"] = f"{run['loss']} ({', '.join(f'{k} {v}' for k, v in setting)})"
+        run["label"] = run["loss"] + (f" ({', '.join(f'{k} {v}' for k, v in setting)})" if setting else "")
         runs.append(run)
     if not runs:
         raise MissingFileError(f"no finished runs under {folder.runs_dir}; run `dlstudio-aspp experiments --out "
@@ -115,8 +114,8 @@ def _apart(a, b) -> int:
 
 def paired_tables(runs) -> str:
     """ASPP on − off per loss, and each pair of losses, paired by seed (and ASPP setting)."""
-    by_key = {(r["loss"], r["aspp"], r["seed"]): r for r in runs}
-    losses = list(dict.fromkeys(r["loss"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
+    by_key = {(r["label"], r["aspp"], r["seed"]): r for r in runs}
+    losses = list(dict.fromkeys(r["label"] for r in sorted(runs, key=lambda r: r.get("order", 0))))
     seeds = sorted({r["seed"] for r in runs})
     pairs = lambda a, b: [(by_key[a + (s,)], by_key[b + (s,)]) for s in seeds  # noqa: E731
                           if a + (s,) in by_key and b + (s,) in by_key]
@@ -128,7 +127,7 @@ def paired_tables(runs) -> str:
             res = _paired(found)
             aspp_rows.append(_fmt_pair(f"{loss}: ASPP on − off", res,
                                        {"helps": "ASPP helps", "hurts": "ASPP hurts"}.get(res["verdict"], res["verdict"])))
-    variant = {r["loss"]: r.get("variant", (r["loss"], ())) for r in runs}
+    variant = {r["label"]: r["variant"] for r in runs}
     loss_rows = []
     for i, a in enumerate(losses):
         for b in losses[i + 1:]:
@@ -260,7 +259,7 @@ def _scale_section(folder: GridFolder, runs) -> List[str]:
            "rounding error in the total.")
     return ["## Dice scale factor: measured magnitudes of the two terms", "",
             "Mean over the first and last 20 iterations. 'Dice share' is scale·Dice / (MSE + scale·Dice): "
-            "how much of the total loss the Dice term makes up. " + why, "", scale_table(runs)]
+            "how much of the total loss the Dice term makes up. " + why, "", scale_table(runs), ""]
 
 
 def _failures_section(folder: GridFolder, runs) -> List[str]:

@@ -15,7 +15,7 @@ def test_running_mean():
 
 
 def _run(seed, losses, loss="mse", aspp=True):
-    return {"seed": seed, "loss": loss, "aspp": aspp, "history": {"loss": losses}}
+    return {"seed": seed, "loss": loss, "label": loss, "aspp": aspp, "history": {"loss": losses}}
 
 
 def test_best_and_worst_are_the_lowest_and_highest_final_running_loss():
