@@ -29,7 +29,7 @@ from .recipes import COCO_COST
 from .errors import UserError, debug
 from .registry import DATASETS
 from . import spec as spec_module
-from .spec import COCO_MIN_SIZE, DEFAULT_SHAPES_DATA, RECIPES, RunSpec, check_rates, flag, parse_ints, show_value
+from .spec import DEFAULT_SHAPES_DATA, RECIPES, RunSpec, check_rates, flag, parse_ints, show_value
 
 __all__ = ["build_parser", "main", "parse_ints", "add_spec_options"]
 
@@ -164,6 +164,9 @@ def _experiments_parser(sub) -> None:
     p.add_argument("--out", default=None, help="the grid's folder (default: outputs/experiments)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS), help="(default: quick)")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.add_argument("--dry-run", action="store_true", help="check the settings, open the data and print the grid's "
+                   "plan (its runs, the first run's images, iterations and model, where it would write), then stop: "
+                   "nothing is written")
     p.add_argument("--executor", default="serial", choices=["serial", "ray"],
                    help="serial (one run after another) or ray (one Ray task per run) (default: serial)")
     p.add_argument("--address", default=None, help="ray: join a running cluster (auto or HOST:PORT) (default: a local Ray)")
@@ -199,9 +202,6 @@ def _data_parsers(sub) -> None:
                                    "--size and store images, masks and index.json under --out. Re-runs skip finished images.")
     _coco_build_options(p, run=False)
     p.add_argument("--out", required=True, help="the set's folder")
-    p.add_argument("--max-per-split", type=int, default=None, help="cap on images per split (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="picks the images when a cap applies (default: 0)")
-    p.add_argument("--splits", default="train,test", help="train (COCO train2017) and/or test (val2017) (default: train,test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func="build_coco")
 
@@ -215,19 +215,16 @@ def _coco_build_options(p, run: bool) -> None:
                         "one or more COCO folders, each with annotations/instances_{train,val}2017.json and "
                         "{train,val}2017/ (either split or both); categories are matched by name, and an image in two "
                         "folders is taken once")
-    classes = ["person"] if run else ["cake", "dog", "motorcycle"]
-    p.add_argument("--classes", nargs="+", default=None if run else classes,
-                   help=f"{when}COCO category names (default: {' '.join(classes)})")
-    p.add_argument("--min-size", type=float, default=COCO_MIN_SIZE, help=f"{when}smallest bbox side that qualifies an image "
-                   f"for the test split, and so for validation (default: {COCO_MIN_SIZE}, the homework's)")
-    p.add_argument("--train-min-size", type=float, default=None, help=f"{when}the same for the training split, to "
-                   "admit smaller instances there (default: --min-size)")
-    p.add_argument("--max-per-class", type=int, default=None, help=f"{when}cap on images per class and split, to bound "
-                   "a full COCO download's minutes (default: none)")
-    default_size = f"{commands.COCO_RUN_SIZE}, where the coco recipe takes {COCO_COST.short()}; the coco preset's 256 on a GPU" \
-        if run else "256, the homework's"
-    p.add_argument("--size", type=int, default=None if run else 256,
-                   help=f"{when}side of the stored images and masks (default: {default_size})")
+    from .data.coco_options import BUILD_OPTIONS
+
+    for o in BUILD_OPTIONS:
+        if run and not o.run:
+            continue
+        shown = o.shown_default()
+        if run and o.name == "size":  # run's own default: the size the coco recipe was measured at
+            shown = f"{commands.COCO_RUN_SIZE}, where the coco recipe takes {COCO_COST.short()}; the coco preset's 256 on a GPU"
+        p.add_argument(o.flag, type=o.type, nargs=o.nargs, metavar=o.metavar, default=None if run else o.default,
+                       help=f"{when}{o.help} (default: {shown})")
 
 
 def _sam_parser(sub) -> None:

@@ -125,9 +125,9 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> Optional[RunSp
         raise UserError("--classes needs --coco-root: the COCO folder to build the set from")
     from .data.coco import INDEX
     from .data.coco_build import build_coco as build, build_settings, check_settings, default_coco_folder
+    from .data.coco_options import build_options
 
-    options = dict(classes=args.classes or ["person"], size=args.size or size or COCO_RUN_SIZE,
-                   min_size=args.min_size, train_min_size=args.train_min_size, max_per_class=args.max_per_class)
+    options = build_options(dict(_build_values(args, run=True), size=args.size or size or COCO_RUN_SIZE))
     data = Path(spec.data or default_coco_folder(args.coco_root, **options))
     if (data / INDEX).is_file():  # built before: it must be the same build
         check_settings(data, build_settings(args.coco_root, **options), "--data")
@@ -140,6 +140,14 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> Optional[RunSp
         with FolderLock(data, "dlstudio-aspp run (build-coco)"):
             build(args.coco_root, data, progress=spec.progress, out_flag="--data", **options)
     return spec.replace(data=str(data))
+
+
+def _build_values(args, run: bool) -> dict:
+    """The COCO builder's options on the command line (None: not given); ``run`` and ``experiments`` have
+    those marked ``run`` (their --seed is the training seed, not the builder's)."""
+    from .data.coco_options import BUILD_OPTIONS
+
+    return {o.name: getattr(args, o.name) for o in BUILD_OPTIONS if o.run or not run}
 
 
 def _check_restart(layout, args) -> None:
@@ -201,9 +209,19 @@ def experiments(args) -> int:
         elif values:
             given[name] = values[0]
     cfg = GridConfig.from_preset(args.preset, **axes, extra=extra, **given).validate()
-    cfg = dataclasses.replace(cfg, spec=_coco_set(cfg.spec, args, cfg.size))  # --coco-root: the set is built first
     if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
         raise UserError("--address and --gpus-per-run need --executor ray")
+    coco_spec = _coco_set(cfg.spec, args, cfg.size)  # --coco-root: the set is built first
+    if coco_spec is None:  # a dry run that would build the COCO set first
+        return 0
+    cfg = dataclasses.replace(cfg, spec=coco_spec)
+    if args.dry_run:
+        from .experiments import plan_grid
+
+        plan = plan_grid(cfg, out)
+        print(plan.describe())
+        print(f"dry run: would write {out}/ (grid.json, runs/, the report); nothing was written")
+        return 0
     with FolderLock(out, "dlstudio-aspp experiments"):
         if args.executor == "ray":
             from .ray_executor import run_grid_ray
@@ -325,9 +343,7 @@ def build_coco(args) -> int:
     from .data.coco_build import build_coco as build
 
     with FolderLock(args.out, "dlstudio-aspp build-coco"):
-        build(args.coco_root, args.out, classes=args.classes, min_size=args.min_size, size=args.size,
-              train_min_size=args.train_min_size, max_per_class=args.max_per_class, max_per_split=args.max_per_split, seed=args.seed,
-              splits=[s.strip() for s in args.splits.split(",") if s.strip()], progress=not args.no_progress)
+        build(args.coco_root, args.out, progress=not args.no_progress, **_build_values(args, run=False))
     print(f"COCO set ready in {args.out} (index.json)")
     return 0
 

@@ -16,6 +16,7 @@ stock layers are identical whether ASPP is on or off.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,10 @@ PRESETS: Mapping[str, dict] = ByName(lambda: PRESET_LIST, lambda p: dict(p.value
 PRESET_HELP: Mapping[str, str] = ByName(lambda: PRESET_LIST, Preset.help)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GridConfig:
-    """A grid: the base spec (every option but the axes) and the axes' values."""
+    """A grid: the base spec (every option but the axes) and the axes' values. Frozen: :meth:`validate`
+    and :func:`plan_grid` return resolved copies."""
 
     spec: RunSpec = field(default_factory=RunSpec)
     losses: List[str] = field(default_factory=lambda: list(DEFAULT_LOSSES))
@@ -105,10 +107,18 @@ class GridConfig:
         return cls(spec=spec, preset=name, extra=dict(extra or {}), size=size, **axes)
 
     def validate(self) -> "GridConfig":
-        """Check every setting and that no two cells are the same run, before anything is written."""
+        """Check every setting and that no two cells are the same run, before anything is written; return the
+        checked grid, its losses in their canonical spelling (checked once: a checked grid returns itself)."""
+        if self.__dict__.get("_checked"):
+            return self
         if not self.seeds or not self.losses or not self.aspp:
             raise UserError("the grid needs at least one loss, one ASPP setting and one seed")
-        self.losses = [normalize_loss(loss) for loss in self.losses]
+        checked = dataclasses.replace(self, losses=[normalize_loss(loss) for loss in self.losses])
+        checked._check_axes()
+        object.__setattr__(checked, "_checked", True)
+        return checked
+
+    def _check_axes(self) -> None:
         for name, values in self.extra.items():
             if name in AXES or name not in SPEC_FIELDS or not SPEC_FIELDS[name].metadata["axis"]:
                 axes = [n for n, f in SPEC_FIELDS.items() if f.metadata["axis"] and n not in AXES]
@@ -123,7 +133,6 @@ class GridConfig:
                 raise UserError(f"{axis} lists {', '.join(dup)} more than once; each cell of the grid must be a different run")
         for spec in self.cell_specs():
             spec.validate()
-        return self
 
     def cell_specs(self) -> List[RunSpec]:
         extra = [dict(zip(self.extra, values)) for values in itertools.product(*self.extra.values())]
@@ -163,28 +172,63 @@ def check_grid_folder(cfg: GridConfig, folder: GridFolder) -> None:
                         "use another folder")
 
 
-def prepare_grid(cfg: GridConfig, out) -> Tuple[GridFolder, object, object]:
-    """Check every setting, the folder and the data, then write ``grid.json``; return (folder, train, test).
+@dataclass(frozen=True)
+class GridPlan:
+    """A grid resolved once: its settings with the data folder and the ASPP rates made concrete, its folder,
+    the data (opened once for every run) and whether the data is synthetic."""
 
-    Nothing is written before all checks pass, so a typo leaves the folder as it was.
-    """
+    cfg: GridConfig
+    folder: GridFolder
+    train: Any
+    test: Any
+    synthetic: bool
+
+    def todo(self) -> List[Tuple[str, RunSpec]]:
+        """(name, spec) of the runs not finished yet, in grid order."""
+        return [(name, spec) for name, spec in self.cfg.cells() if not self.folder.is_finished(name)]
+
+    def describe(self) -> str:
+        """The runs, what each trains (the first run's plan: images, iterations, model) and where they go."""
+        from .runner import plan_run
+
+        cfg, cells, todo = self.cfg, self.cfg.cells(), self.todo()
+        axes = [f"{len(cfg.losses)} losses ({', '.join(cfg.losses)})", f"ASPP {'/'.join('on' if a else 'off' for a in cfg.aspp)}",
+                f"seeds {', '.join(map(str, cfg.seeds))}"] + [f"{flag(k)} {', '.join(show_value(k, v) for v in vs)}"
+                                                               for k, vs in cfg.extra.items()]
+        lines = [f"{len(cells)} runs: " + " x ".join(axes) + f"; {len(cells) - len(todo)} finished already"]
+        if todo:
+            name, spec = todo[0]
+            lines += [f"first to train, {name}:", plan_run(spec, self.folder.run_folder(name), data=(self.train, self.test),
+                                                           load_seconds=0.0).describe()]
+        return "\n".join(lines)
+
+
+def plan_grid(cfg: GridConfig, out) -> GridPlan:
+    """Check every setting, the folder and the data, and resolve the grid; nothing is written."""
     from .data.open import dataroot, dataset_shape, is_synthetic, open_datasets
 
-    cfg.validate()
+    cfg = cfg.validate()
     folder = GridFolder(out)
-    cfg.spec = cfg.spec.replace(data=dataroot(cfg.spec))
+    cfg = dataclasses.replace(cfg, spec=cfg.spec.replace(data=dataroot(cfg.spec)))
     train, test = open_datasets(cfg.spec)
-    cfg.spec = cfg.spec.for_images(dataset_shape(train)[1])  # --rates auto made concrete, as each run records it
+    # --rates auto made concrete, as each run records it
+    cfg = dataclasses.replace(cfg, spec=cfg.spec.for_images(dataset_shape(train)[1])).validate()
     check_grid_folder(cfg, folder)
-    synthetic = is_synthetic(cfg.spec)
-    if synthetic:
+    return GridPlan(cfg, folder, train, test, is_synthetic(cfg.spec))
+
+
+def prepare_grid(cfg: GridConfig, out) -> GridPlan:
+    """:func:`plan_grid`, then write ``grid.json``; nothing is written before all checks pass, so a typo leaves
+    the folder as it was."""
+    plan = plan_grid(cfg, out)
+    if plan.synthetic:
         from .data.sources import SYNTHETIC_NOTE
 
-        print(f"NOTE: {cfg.spec.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
+        print(f"NOTE: {plan.cfg.spec.data} holds SYNTHETIC data: {SYNTHETIC_NOTE}")
     from .provenance import provenance
 
-    folder.write_settings(dict(cfg.to_json(), synthetic=synthetic, provenance=provenance()))
-    return folder, train, test
+    plan.folder.write_settings(dict(plan.cfg.to_json(), synthetic=plan.synthetic, provenance=provenance()))
+    return plan
 
 
 def run_grid(cfg: GridConfig, out) -> List[Path]:
@@ -195,8 +239,8 @@ def run_grid(cfg: GridConfig, out) -> List[Path]:
     """
     from .runner import train_and_score
 
-    folder, train, test = prepare_grid(cfg, out)
-    cells = cfg.cells()
+    plan = prepare_grid(cfg, out)
+    folder, cells = plan.folder, plan.cfg.cells()
     failed: Dict[str, str] = {}
     try:
         for k, (name, spec) in enumerate(cells, 1):
@@ -205,7 +249,7 @@ def run_grid(cfg: GridConfig, out) -> List[Path]:
                 continue
             print(f"[{k}/{len(cells)}] {name}")
             try:
-                train_and_score(spec, folder.run_folder(name), data=(train, test))
+                train_and_score(spec, folder.run_folder(name), data=(plan.train, plan.test))
                 crash.point("grid-between-runs")
             except NonFiniteLossError as exc:
                 print(f"[{k}/{len(cells)}] {name} failed ({exc}); recorded as failed, the grid goes on")

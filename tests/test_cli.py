@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 import subprocess
@@ -227,6 +228,29 @@ def test_experiments_command_ends_with_the_grid_outcome(syn, tmp_path, capsys):
     assert f"1 of 1 runs finished in {out}/runs\n" in capsys.readouterr().out
     assert not (out / "report.md").exists()
     assert json.loads((out / "grid.json").read_text())["spec"]["optimizer"] == "adam"  # run options reach the grid
+
+
+def test_experiments_dry_run_prints_the_grid_plan_and_writes_nothing(syn, tmp_path, capsys):
+    out = tmp_path / "grid"
+    rc = cli.main(["experiments", "--out", str(out), "--preset", "smoke", *syn, "--losses", "mse,dice", "--seed", "0",
+                   "--max-iters", "2", "--cpu", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and not out.exists()
+    assert "4 runs: 2 losses (mse, dice) x ASPP on/off x seeds 0; 0 finished already" in printed
+    assert "first to train, mse__aspp-on__seed-0:" in printed and "learnable parameters:" in printed
+    assert "2 iterations (1 epoch of 8 images at batch 4)" in printed
+    assert f"dry run: would write {out}/ (grid.json, runs/, the report); nothing was written" in printed
+
+
+def test_a_grid_config_is_checked_once_and_never_changed():
+    from dlstudio_aspp.experiments import GridConfig
+
+    given = GridConfig(losses=["MSE", "Dice"])
+    checked = given.validate()
+    assert given.losses == ["MSE", "Dice"] and checked.losses == ["mse", "dice"]  # the caller's grid is as it was
+    assert checked.validate() is checked
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.losses = ["mse"]
 
 
 def test_experiments_refuses_duplicate_cells(syn, tmp_path, capsys):

@@ -567,3 +567,22 @@ def test_experiments_build_from_several_folders_first(coco_tiny, tmp_path, capsy
     assert index["summary"]["train"]["folders"][str(extra.resolve())] == 6
     card = json.loads(next((tmp_path / "grid" / "runs").glob("*/saved_model.json")).read_text())
     assert card["data"]["train"]["rule"].endswith("100x100 px") and card["spec"]["data"].rstrip("/") == str(data)
+
+
+def test_the_builder_options_are_declared_once(fake_coco):
+    """build-coco, run --coco-root and build_settings() read one declaration: one default class rule, stated
+    in both --help texts, and run offers only the options it can pass on."""
+    from dlstudio_aspp import cli
+    from dlstudio_aspp.data.coco_options import BUILD_DEFAULTS, BUILD_OPTIONS
+
+    assert B.build_settings(fake_coco)["classes"] == list(BUILD_DEFAULTS["classes"]) == ["person"]
+    assert {k: v for k, v in B.build_settings(fake_coco).items() if k in BUILD_DEFAULTS} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in BUILD_DEFAULTS.items()} | {"train_min_size": 200}
+    subs = cli.build_parser()._subparsers._group_actions[0].choices
+    for command in ("build-coco", "run", "experiments"):
+        text = " ".join(subs[command].format_help().split())
+        assert "COCO category names, one mask channel each (default: person)" in text, command
+        flags = {a.dest for a in subs[command]._actions}
+        offered = {o.name for o in BUILD_OPTIONS if o.run or command == "build-coco"}
+        assert offered <= flags, (command, offered - flags)
+    assert subs["run"].parse_args(["--seed", "3"]).seed == 3  # run's --seed stays the training seed

@@ -37,6 +37,7 @@ from ..atomic import save_image, write_json
 from ..masks import mask_values_for
 from ..errors import UnfinishedError, UserError
 from ..spec import COCO_MIN_SIZE
+from .coco_options import build_options
 from .coco_layout import INDEX, MAX_CLASSES, SPLITS
 from .coco_select import Candidate, apply_caps, candidates, explain_empty, open_sources, source_class_ids, take_once
 
@@ -143,17 +144,19 @@ def split_rule(classes: Sequence[str], side: float) -> str:
     return f"a non-crowd {' or '.join(classes)} of at least {side:g}x{side:g} px"
 
 
-def build_settings(coco_root, classes: Sequence[str] = ("cake", "dog", "motorcycle"), min_size: float = COCO_MIN_SIZE,
-                   size: int = 256, max_per_class: Optional[int] = None, max_per_split: Optional[int] = None,
-                   seed: int = 0, splits: Sequence[str] = ("train", "test"), train_min_size: Optional[float] = None) -> dict:
-    """The settings a build records (``build_settings.json``), checked; its folders resolved, in the order given."""
+def build_settings(coco_root, **given) -> dict:
+    """The settings a build records (``build_settings.json``): the builder's defaults
+    (:data:`~dlstudio_aspp.data.coco_options.BUILD_DEFAULTS`) with ``given`` on top, checked; its folders
+    resolved, in the order given."""
+    o = build_options(given)
+    classes, min_size, size, splits, train_min_size = o["classes"], o["min_size"], o["size"], o["splits"], o["train_min_size"]
     roots = [Path(r) for r in ([coco_root] if isinstance(coco_root, (str, Path)) else coco_root)]
     classes = list(classes)
     _check_build_options(classes, splits, size)
     if not roots or len({r.resolve() for r in roots}) != len(roots):
         raise UserError(f"--coco-root needs one or more distinct folders, got {[str(r) for r in roots]}")
     return dict(classes=classes, min_size=min_size, train_min_size=min_size if train_min_size is None else train_min_size,
-                size=size, max_per_class=max_per_class, max_per_split=max_per_split, seed=seed, splits=list(splits),
+                size=size, max_per_class=o["max_per_class"], max_per_split=o["max_per_split"], seed=o["seed"], splits=list(splits),
                 coco_roots=[str(r.resolve()) for r in roots])
 
 
@@ -299,8 +302,9 @@ def _bounded_pixels():
         Image.MAX_IMAGE_PIXELS = old
 
 
-def default_coco_folder(roots, classes, size, min_size, train_min_size, max_per_class) -> str:
-    """Where `run --coco-root` builds when --data is not given: a name that tells its settings apart."""
+def default_coco_folder(roots, classes, size, min_size, train_min_size, max_per_class, **_) -> str:
+    """Where `run --coco-root` builds when --data is not given: a name that tells its settings apart (from the
+    options ``run`` offers; the others keep their defaults there)."""
     name = f"data/coco_{'-'.join(c.replace(' ', '_') for c in classes)}_{size}"
     if min_size != COCO_MIN_SIZE:
         name += f"_min{min_size:g}"
