@@ -25,6 +25,7 @@ import json, sys, time, torch
 threads, workers, iters, depth, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(threads)
 from dlstudio_aspp.card import RunCard
+from dlstudio_aspp.run_files import RunFiles
 from dlstudio_aspp.data.open import open_datasets
 from dlstudio_aspp.data.sources import cache_dir
 from dlstudio_aspp.losses import get_loss
@@ -37,7 +38,7 @@ loader = torch.utils.data.DataLoader(tr, batch_size=4, shuffle=True, num_workers
 net = build_model(spec, 5)
 def train(n, seed):
     s = spec.replace(max_iters=n, seed=seed)
-    card = RunCard.for_training(RunCard.weights_in(out), net, tr, [64, 64], s, get_loss(s.loss))
+    card = RunCard.for_training(RunFiles.at(out).weights, net, tr, [64, 64], s, get_loss(s.loss))
     fit(s, card, net, loader, torch.device("cpu"), perf_file=out + "/perf.txt")
 train(5, 0)  # warm-up
 t = time.perf_counter()

@@ -1,9 +1,10 @@
 """The run card: the one record of a run folder.
 
 A run is the file ``path_saved_model`` (the weights, as stock DLStudio saves them) and
-its siblings. :class:`RunCard` knows them all and is the only reader and writer of
-``<stem>.json``; training, evaluation, experiments, the report and ``sam-compare`` all
-take a card instead of deciding these facts again::
+its siblings, named by :class:`~dlstudio_aspp.run_files.RunFiles` (``card.files``).
+:class:`RunCard` is the run's record, the only reader and writer of ``<stem>.json``;
+training, evaluation, experiments, the report and ``sam-compare`` all take a card instead
+of deciding these facts again::
 
     <stem>                  weights (state_dict), written atomically with the card
     <stem>.json             the card: model config, classes, mask convention, recipe, options
@@ -44,12 +45,11 @@ from .atomic import sha256_of, write_json
 from .data.wrappers import dataset_labels, split_summary
 from .errors import MissingFileError, UserError
 from .masks import binarize, mask_truth, mask_values_for
+from .run_files import RunFiles
 from .spec import RECIPE_WHY, RECIPES
 
 CARD_VERSION = 3
 OUTPUT_KINDS = ("raw", "logits")
-#: The weights file's name in a run folder (DLStudio's ``path_saved_model`` there).
-WEIGHTS_NAME = "saved_model"
 @dataclass
 class RunCard:
     """Everything known about one run; see the module docstring for the layout.
@@ -106,19 +106,13 @@ class RunCard:
         if not self.class_names:
             self.class_names = [str(k) for k in range(len(self.mask_values))]
         if len(self.class_names) != len(self.mask_values):
-            raise UserError(f"{len(self.class_names)} class names for {len(self.mask_values)} mask values in {self.file}")
+            raise UserError(f"{len(self.class_names)} class names for {len(self.mask_values)} mask values in {self.files.file}")
 
-    # ---- the file layout -------------------------------------------------------
-    # One property per file, on purpose: these lines are the layout this class exists to name.
-    @classmethod
-    def weights_in(cls, folder) -> Path:
-        """The weights file of the run folder ``folder``."""
-        return Path(folder) / WEIGHTS_NAME
-
-    @classmethod
-    def in_folder(cls, folder) -> "RunCard":
-        """A card naming the files of the run folder ``folder`` (nothing read from disk)."""
-        return cls(weights=cls.weights_in(folder))
+    # ---- where its files are ----------------------------------------------------------
+    @property
+    def files(self) -> RunFiles:
+        """The run folder's file layout (:class:`~dlstudio_aspp.run_files.RunFiles`) around these weights."""
+        return RunFiles(self.weights)
 
     @property
     def folder(self) -> Path:
@@ -137,71 +131,6 @@ class RunCard:
         recipe = RECIPES.get(self.recipe, {})
         return {name: reason for name, reason in RECIPE_WHY.get(self.recipe, {}).items()
                 if name in self.spec and self.spec[name] == recipe.get(name)}
-
-    def _sibling(self, suffix: str) -> Path:
-        return self.weights.with_name(self.weights.name + suffix)
-
-    @staticmethod
-    def stock_perf_file(epochs: int) -> str:
-        """Where stock DLStudio writes its running averages: the working directory."""
-        return f"performance_numbers_{epochs}.txt"
-
-    @property
-    def perf_file(self) -> Path:
-        return self.folder / "performance_numbers.txt"
-
-    @property
-    def samples_file(self) -> Path:
-        return self.folder / "samples.npz"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.folder / "tensorboard"
-
-    @property
-    def summary_file(self) -> Path:
-        return self.folder / "summary.json"
-
-    def own_files(self) -> List[Path]:
-        """Every file of this run that exists (weights, card, checkpoint, history, metrics, ...)."""
-        names = [self.weights, self.file, self.checkpoint, self.previous_checkpoint, self.history_json,
-                 self.history_csv, self.metrics_file, self.image_counts_file, self.test_grid, self.perf_file,
-                 self.samples_file, self.summary_file]
-        return [p for p in names if p.exists()]
-
-    @property
-    def file(self) -> Path:
-        return self._sibling(".json")
-
-    @property
-    def checkpoint(self) -> Path:
-        return self._sibling(".ckpt")
-
-    @property
-    def previous_checkpoint(self) -> Path:
-        """The checkpoint before the newest, kept until the newest is durable (see :mod:`.checkpoint`)."""
-        return self._sibling(".ckpt.prev")
-
-    @property
-    def history_json(self) -> Path:
-        return self._sibling(".history.json")
-
-    @property
-    def history_csv(self) -> Path:
-        return self._sibling(".history.csv")
-
-    @property
-    def metrics_file(self) -> Path:
-        return self._sibling(".metrics.json")
-
-    @property
-    def image_counts_file(self) -> Path:
-        """(N, C, 3) tp, fp, fn of every test image, in test order: what ``compare`` pairs two runs on."""
-        return self._sibling(".image_counts.npy")
-
-    @property
-    def test_grid(self) -> Path:
-        return self._sibling(".test_grid.png")
 
     # ---- the mask convention -----------------------------------------------------
     @property
@@ -248,7 +177,7 @@ class RunCard:
         from .model import mUNetASPP
 
         if self.model.get("class") not in (None, "mUNetASPP", "mUNet", "mUnet"):
-            raise UserError(f"{self.file} describes a {self.model['class']}, which dlstudio-aspp cannot rebuild")
+            raise UserError(f"{self.files.file} describes a {self.model['class']}, which dlstudio-aspp cannot rebuild")
         return mUNetASPP(**mUNetASPP.config_kwargs(self.model))
 
     def load_weights(self, net):
@@ -268,7 +197,7 @@ class RunCard:
                      for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
         if problems:
             key = problems[0].split("'")[1]
-            raise UserError(f"the weights at {self.weights} do not fit the model in {self.file.name}: "
+            raise UserError(f"the weights at {self.weights} do not fit the model in {self.files.file.name}: "
                             f"{problems[0]} ({_likely_setting(key)})")
         net.load_state_dict(state)
         return net
@@ -282,9 +211,9 @@ class RunCard:
         None when the run's weights are its last ones or it has no checkpoint."""
         from . import checkpoint
 
-        if not self.checkpoint.is_file():
+        if not self.files.checkpoint.is_file():
             return None
-        return checkpoint.last_model(self.checkpoint)
+        return checkpoint.last_model(self.files.checkpoint)
 
     def save_weights(self, net) -> None:
         """Weights, then the card naming them (sha256, size), both atomically.
@@ -292,7 +221,7 @@ class RunCard:
         Files that described earlier weights (metrics, image counts, test grid, samples, summary) are
         removed first; if the card's write fails, the old card no longer matches the new
         weights and :meth:`load` refuses the pair."""
-        for stale in (self.metrics_file, self.image_counts_file, self.test_grid, self.samples_file, self.summary_file):
+        for stale in (self.files.metrics_file, self.files.image_counts_file, self.files.test_grid, self.files.samples_file, self.files.summary_file):
             stale.unlink(missing_ok=True)
         from . import checkpoint
 
@@ -305,7 +234,7 @@ class RunCard:
         if self.weights_sha256 is None or not self.weights.is_file():
             return
         if self.weights.stat().st_size != self.weights_size or sha256_of(self.weights) != self.weights_sha256:
-            raise UserError(f"{self.weights} is not the weights file {self.file.name} describes (its sha256 or size "
+            raise UserError(f"{self.weights} is not the weights file {self.files.file.name} describes (its sha256 or size "
                             "differs: replaced, or a save was cut short); retrain, or restore the run folder as a whole")
 
     # ---- reading and writing -------------------------------------------------------------
@@ -318,7 +247,7 @@ class RunCard:
         return d
 
     def save(self) -> Path:
-        return write_json(self.file, self.to_json())
+        return write_json(self.files.file, self.to_json())
 
     @classmethod
     def from_json(cls, weights, data: Dict) -> "RunCard":
@@ -332,7 +261,7 @@ class RunCard:
         """The card beside ``weights`` (a ``path_saved_model``, or a run folder holding ``saved_model``)."""
         weights = Path(weights)
         if weights.is_dir():
-            weights = cls.weights_in(weights)
+            weights = RunFiles.at(weights).weights
         file = weights.with_name(weights.name + ".json")
         if not file.is_file():
             raise MissingFileError(f"{file} is missing: pass a run folder written by `dlstudio-aspp run` or `experiments`")

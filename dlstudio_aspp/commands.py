@@ -49,10 +49,11 @@ def card_spec(config: str) -> dict:
     """The spec a run card records (``config``: the card's file, or the run folder holding it)."""
     import json
 
-    from .card import RunCard, data_spec
+    from .card import data_spec
+    from .run_files import RunFiles
 
     path = Path(config)
-    path = RunCard.in_folder(path).file if path.is_dir() else path
+    path = RunFiles.at(path).file if path.is_dir() else path
     if not path.is_file():
         raise MissingFileError(f"--config {config}: no run card there; give RUN/saved_model.json or the RUN folder")
     try:
@@ -86,8 +87,8 @@ def make_shapes(args) -> int:
 
 
 def run(args) -> int:
-    from .card import RunCard
     from .data.open import dataroot
+    from .run_files import RunFiles
 
     spec = run_spec(given_values(args), args.config)
     out = Path(args.out)
@@ -95,7 +96,7 @@ def run(args) -> int:
         raise UserError(f"--out {out} is a file; give a folder")
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite starts it afresh; give one of them")
-    layout = RunCard.in_folder(out)
+    layout = RunFiles.at(out)
     if args.resume and not layout.checkpoint.is_file():
         raise MissingFileError(f"--resume: there is no checkpoint at {layout.checkpoint}; run without --resume to start afresh")
     spec = _coco_set(spec, args)
@@ -265,14 +266,14 @@ def predict(args) -> int:
 
 def _report_folder(folder: Path) -> str:
     """'grid' or 'run': what ``folder`` holds, or one line naming what it is not (and the folders inside it)."""
-    from .card import RunCard
     from .grid import GridFolder
+    from .run_files import RunFiles
 
     if GridFolder(folder).exists():
         return "grid"
-    if RunCard.in_folder(folder).file.is_file():
+    if RunFiles.at(folder).has_card():
         return "run"
-    inside = sorted(p for p in folder.glob("*") if p.is_dir() and (GridFolder(p).exists() or RunCard.in_folder(p).file.is_file()))
+    inside = sorted(p for p in folder.glob("*") if p.is_dir() and (GridFolder(p).exists() or RunFiles.at(p).has_card()))
     if inside:
         listed = ", ".join(p.name for p in inside[:20]) + (f" and {len(inside) - 20} more" if len(inside) > 20 else "")
         raise UserError(f"{folder} holds {len(inside)} run or experiments folders ({listed}), not one; report one "

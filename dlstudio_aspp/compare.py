@@ -23,8 +23,8 @@ from .metrics import bootstrap_miou, class_scores, bootstrap_per_class, miou_fro
 
 def run_counts(card: RunCard, device="cpu", progress: bool = False) -> np.ndarray:
     """(N, C, 3) tp, fp, fn of each test image of a run: from its folder, else scored again from its ``card``."""
-    if card.image_counts_file.is_file():
-        return np.load(card.image_counts_file, allow_pickle=False)
+    if card.files.image_counts_file.is_file():
+        return np.load(card.files.image_counts_file, allow_pickle=False)
     import torch
 
     from .data.open import open_datasets

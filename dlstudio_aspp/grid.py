@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .atomic import relative_path, write_json
-from .card import RunCard
+from .run_files import RunFiles
 from .errors import UserError
 from .spec import loss_label
 
@@ -57,9 +57,9 @@ class GridFolder:
     def run_folder(self, name: str) -> Path:
         return self.runs_dir / name
 
-    def layout_card(self, name: str) -> RunCard:
-        """A card object naming the files of run ``name`` (not read from disk)."""
-        return RunCard.in_folder(self.run_folder(name))
+    def run_files(self, name: str) -> RunFiles:
+        """The files of run ``name``."""
+        return RunFiles.at(self.run_folder(name))
 
     @classmethod
     def of_run(cls, run_folder) -> Optional["GridFolder"]:
@@ -73,16 +73,16 @@ class GridFolder:
         return self.settings_file.is_file()
 
     def is_finished(self, name: str) -> bool:
-        return self.layout_card(name).summary_file.is_file()
+        return self.run_files(name).summary_file.is_file()
 
     def has_started_runs(self) -> bool:
-        return any(self.layout_card(f.name).own_files() for f in self.runs_dir.glob("*") if f.is_dir())
+        return any(self.run_files(f.name).own_files() for f in self.runs_dir.glob("*") if f.is_dir())
 
     def finished_names(self) -> List[str]:
         return sorted(f.name for f in self.runs_dir.glob("*") if f.is_dir() and self.is_finished(f.name))
 
     def read_summary(self, name: str) -> dict:
-        return read_json(self.layout_card(name).summary_file)
+        return read_json(self.run_files(name).summary_file)
 
     def read_settings(self) -> dict:
         return read_json(self.settings_file) if self.exists() else {}

@@ -130,7 +130,7 @@ def plot_qualitative(runs, out: Path) -> Path:
         chosen.setdefault((r["label"], r["aspp"]), r)
     grid_order = list(by_setting(runs))
     keys = sorted(chosen, key=lambda k: (not k[1], grid_order.index(k)))
-    samples = {k: np.load(chosen[k]["card"].samples_file) for k in keys}
+    samples = {k: np.load(chosen[k]["card"].files.samples_file) for k in keys}
     first = samples[keys[0]]
     rows = len(first["indices"])
     cols = 2 + len(keys)

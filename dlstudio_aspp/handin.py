@@ -51,13 +51,13 @@ class Part:
     @property
     def kind(self) -> Optional[str]:
         """'grid', 'run', or None when the folder is not given or holds neither."""
-        from .card import RunCard
         from .grid import GridFolder
+        from .run_files import RunFiles
 
         if self.path is None:
             return None
         folder = Path(self.path)
-        return "grid" if GridFolder(folder).exists() else "run" if RunCard.in_folder(folder).file.is_file() else None
+        return "grid" if GridFolder(folder).exists() else "run" if RunFiles.at(folder).has_card() else None
 
 
 def _missing(p: Part) -> List[str]:
@@ -100,13 +100,14 @@ def part(p: Part, name: str) -> None:
 
 def _cards(p: Part) -> list:
     from .card import RunCard
+    from .run_files import RunFiles
     from .grid import GridFolder
 
     if p.kind == "run":
         return [RunCard.load(p.path)]
     if p.kind == "grid":
         runs = GridFolder(p.path).runs_dir
-        return [RunCard.load(f) for f in sorted(runs.iterdir()) if RunCard.in_folder(f).file.is_file()]
+        return [RunCard.load(f) for f in sorted(runs.iterdir()) if RunFiles.at(f).has_card()]
     return []
 
 

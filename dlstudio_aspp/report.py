@@ -14,6 +14,7 @@ import numpy as np
 
 from .atomic import write_text
 from .card import RunCard
+from .run_files import RunFiles
 from .errors import MissingFileError, UserError
 from .documents import key_value_table
 from .grid_plots import best_worst_lines, by_setting, plot_aspp, plot_best_worst, plot_overlay, plot_qualitative
@@ -36,7 +37,7 @@ def load_runs(folder: GridFolder) -> List[dict]:
     for name in folder.finished_names():
         run = folder.read_summary(name)
         card = RunCard.load(folder.run_folder(name))
-        run.update(card=card, history=_read_json(card.history_json), metrics=_read_json(card.metrics_file),
+        run.update(card=card, history=_read_json(card.files.history_json), metrics=_read_json(card.files.metrics_file),
                    folder=folder.run_folder(name), order=order.index(name) if name in order else len(order))
         setting = tuple((k, show_value(k, card.spec.get(k))) for k in extra)
         run["variant"] = (run["loss"], setting)
@@ -96,7 +97,7 @@ def _paired(pairs: List[tuple]) -> dict:
         return dict(res, over=f"{len(pairs)} seeds (t)")
     from .metrics import bootstrap_miou
 
-    files = [r["card"].image_counts_file for r in pairs[0]]
+    files = [r["card"].files.image_counts_file for r in pairs[0]]
     if not all(f.is_file() for f in files):
         return dict(res, over="1 seed (per-image counts not kept)")
     a, b = (np.load(f, allow_pickle=False) for f in files)
@@ -305,7 +306,7 @@ SECTIONS: Dict[str, Callable[[GridFolder, list], List[str]]] = {
 def grid_runs(root) -> Tuple[GridFolder, List[dict]]:
     """(the grid folder, its finished runs) of the experiments folder ``root``, its figures folder made."""
     folder = GridFolder(root)
-    if not folder.exists() and RunCard.load_if_present(RunCard.weights_in(folder.root)) is not None:
+    if not folder.exists() and RunCard.load_if_present(RunFiles.at(folder.root).weights) is not None:
         raise UserError(f"{folder.root} is a single run's folder; `report` reads an experiments folder "
                         f"(`dlstudio-aspp experiments --out DIR`)")
     runs = load_runs(folder)

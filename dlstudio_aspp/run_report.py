@@ -127,15 +127,15 @@ def _metrics_section(card: RunCard, metrics: dict) -> List[str]:
 
 
 def _training_section(card: RunCard, metrics: dict) -> List[str]:
-    training = plot_training(read_json(card.history_json), card.folder / FIGURES / "training.png")
+    training = plot_training(read_json(card.files.history_json), card.folder / FIGURES / "training.png")
     return ["## Training", "", f"![training]({_rel(card, training)})", ""]
 
 
 def _images_section(card: RunCard, metrics: dict) -> List[str]:
-    if not card.test_grid.is_file():
+    if not card.files.test_grid.is_file():
         return []
     return ["## Test images", "", "Input, ground truth, the maximum over the output channels, then each class "
-            "binarised; the legend names each class's colour.", "", f"![test grid]({_rel(card, card.test_grid)})", ""]
+            "binarised; the legend names each class's colour.", "", f"![test grid]({_rel(card, card.files.test_grid)})", ""]
 
 
 def _flag(name: str) -> str:
@@ -179,12 +179,12 @@ def section(name: str, folder) -> List[str]:
     if name not in SECTIONS:
         raise UserError(f"no run report section {name!r}; the sections are {', '.join(SECTIONS)}")
     card = RunCard.load(folder)
-    return SECTIONS[name](card, read_json(card.metrics_file))
+    return SECTIONS[name](card, read_json(card.files.metrics_file))
 
 
 def make_run_report(folder) -> Path:
     """Write ``report.md`` (and its figures) for the run in ``folder``; return its path."""
     card = RunCard.load(folder)
-    metrics = read_json(card.metrics_file)
+    metrics = read_json(card.files.metrics_file)
     parts = [line for fn in SECTIONS.values() for line in fn(card, metrics)]
     return write_text(card.folder / REPORT_NAME, "\n".join(parts) + "\n")

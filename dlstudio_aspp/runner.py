@@ -22,6 +22,7 @@ from . import crash
 from .accel import pick_device, quiet_worker
 from .atomic import write_json, write_with
 from .card import RunCard
+from .run_files import RunFiles
 from .dlstudio_glue import default_num_workers
 from .errors import UserError
 from .evaluation import evaluate, save_grid
@@ -102,23 +103,23 @@ def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUN
     t0 = time.perf_counter()
     metrics = evaluate(net.to(device), loader, card, device, keep=grid_images, progress=progress, compile=compile)
     samples = metrics.pop("samples", [])
-    write_with(card.image_counts_file, lambda f: np.save(f, metrics.pop("image_counts")))
+    write_with(card.files.image_counts_file, lambda f: np.save(f, metrics.pop("image_counts")))
     if samples:
-        path = grid_path or card.test_grid
+        path = grid_path or card.files.test_grid
         metrics["grid"] = str(save_grid(samples, card.thresholds(), card.class_names, path,
                                         title=f"{card.weights.name}: mIoU {metrics['miou']:.3f}"))
     metrics["model"] = card.model
     if floors is not None:
         metrics["floors"] = floors
-    write_json(card.metrics_file, metrics)
-    if card.file.is_file() and card.weights_sha256:  # the card of these weights gains the test time
+    write_json(card.files.metrics_file, metrics)
+    if card.files.file.is_file() and card.weights_sha256:  # the card of these weights gains the test time
         card.seconds["test"] = round(time.perf_counter() - t0, 2)
         card.save()
     print(format_table(metrics))
     if floors is not None:
         print("floors (predictors that never look at the image): " + "; ".join(
             f"{n}: every pixel {a:.3f}, fixed mask {f:.3f}" for n, a, f in zip(card.class_names, floors["all"], floors["fixed"])))
-    print(f"scored {metrics['num_images']} test images; metrics in {card.metrics_file.name}")
+    print(f"scored {metrics['num_images']} test images; metrics in {card.files.metrics_file.name}")
     metrics["samples"] = samples
     return metrics
 
@@ -182,11 +183,11 @@ def plan_run(spec: RunSpec, folder, *, data=None, resume: Optional[bool] = None,
     epochs, iterations = spec.iterations(len(split[0]))
     net = build_model(spec, num_classes, image_size)
     loss_fn = get_loss(spec.loss)
-    card = RunCard.for_training(RunCard.weights_in(folder), net, train_set, image_size, spec, loss_fn)
+    card = RunCard.for_training(RunFiles.at(folder).weights, net, train_set, image_size, spec, loss_fn)
     card.seconds["load"] = round(load_seconds, 2)
     return RunPlan(spec, Path(folder), train_set, test_set, split, epochs, iterations, tuple(image_size), net, loss_fn,
                    card, torch.device(device) if device is not None else device_for(spec),
-                   card.checkpoint.is_file() if resume is None else resume, load_seconds)
+                   card.files.checkpoint.is_file() if resume is None else resume, load_seconds)
 
 
 def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
@@ -200,7 +201,7 @@ def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
     trained, history = fit(spec, card, plan.net, loader, plan.device, loss_fn=plan.loss_fn, resume=plan.resume,
-                           perf_file=card.perf_file, command=command, split=plan.split)
+                           perf_file=card.files.perf_file, command=command, split=plan.split)
     metrics = score(card, trained, plan.test_set, plan.device, progress=spec.progress, workers=spec.workers,
                     compile=spec.compile, floors=floors_for(plan.train_set, plan.test_set))
     save_samples(metrics.pop("samples"), card)
@@ -211,7 +212,7 @@ def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
                "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
                "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
     crash.point("run-weights-saved")  # the weights and metrics are written; summary.json marks the run finished
-    write_json(card.summary_file, summary)
+    write_json(card.files.summary_file, summary)
     return summary
 
 
@@ -249,7 +250,7 @@ def save_samples(samples, card: RunCard) -> None:
     """The (image, mask, output) triples of the first test images, for the reports."""
     if not samples:
         return
-    write_with(card.samples_file, lambda p: np.savez_compressed(
+    write_with(card.files.samples_file, lambda p: np.savez_compressed(
         p, indices=np.arange(len(samples)), images=torch.stack([s[0] for s in samples]).numpy().astype(np.uint8),
         masks=torch.stack([s[1] for s in samples]).numpy(), outputs=torch.stack([s[2] for s in samples]).numpy()))
 

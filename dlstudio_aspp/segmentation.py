@@ -140,7 +140,7 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
                                  class_names=getattr(self.dl_studio, "class_labels", ()))
         if load_saved:
             card.load_weights(net)
-        grid_path = Path(save_to) / card.test_grid.name if save_to else self.out_dir / card.test_grid.name
+        grid_path = Path(save_to) / card.files.test_grid.name if save_to else self.out_dir / card.files.test_grid.name
         metrics = score(card, net, dataset, self._device(), grid_images=grid_images, progress=progress,
                         batch_size=batch_size or self.test_dataloader.batch_size,
                         workers=self.test_dataloader.num_workers, grid_path=grid_path,

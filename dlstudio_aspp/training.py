@@ -29,6 +29,7 @@ from .augment import augment_batch, transform_for
 from . import checkpoint, crash
 from .atomic import write_text
 from .card import RunCard
+from .run_files import RunFiles
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
 from .errors import DiskFullError, NonFiniteLossError, UserError
@@ -97,7 +98,7 @@ class _Run:
         try:
             self._write_checkpoint()
         except DiskFullError as exc:
-            kept = (f"the last good checkpoint is {self.card.checkpoint} (iteration {self.saved_at}); free space, "
+            kept = (f"the last good checkpoint is {self.card.files.checkpoint} (iteration {self.saved_at}); free space, "
                     "then run the same command with --resume" if self.own_checkpoint
                     else "this run wrote no checkpoint yet")
             raise DiskFullError(f"{exc}; {kept}") from None
@@ -118,7 +119,7 @@ class _Run:
         return bool(every) and self.it % every == 0 and _clock() - self.last_save >= self.spec.checkpoint_seconds
 
     def resume(self) -> None:
-        ck, path, skipped = checkpoint.newest_good([self.card.checkpoint, self.card.previous_checkpoint])
+        ck, path, skipped = checkpoint.newest_good([self.card.files.checkpoint, self.card.files.previous_checkpoint])
         for note in skipped:
             print(f"{note}; going on from the checkpoint before it, {path.name}")
         differ = checkpoint.differences(ck, self.spec.result_values(), self.card.model, self.data)
@@ -216,7 +217,7 @@ class _Run:
         return losses
 
     def _non_finite(self, value: float, it: int, epoch: int, batch: int) -> None:
-        kept = (f"the last good checkpoint is {self.card.checkpoint}" if self.own_checkpoint
+        kept = (f"the last good checkpoint is {self.card.files.checkpoint}" if self.own_checkpoint
                 else "this run wrote no checkpoint yet")
         raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {it} "
                                  f"(epoch {epoch}, batch {batch}); {kept}. Lower the learning rate or check the data.")
@@ -234,7 +235,7 @@ def open_board(card: RunCard):
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
                         "(or pip install -e \".[tensorboard]\")") from None
-    return SummaryWriter(log_dir=str(card.tensorboard_dir))
+    return SummaryWriter(log_dir=str(card.files.tensorboard_dir))
 
 
 def _clock() -> float:
@@ -272,7 +273,7 @@ def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time:
         if run.stop.requested is not None:
             run.save_checkpoint()
             name = signal.Signals(run.stop.requested).name
-            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
+            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.files.checkpoint}")
         if due:
             run.save_checkpoint()
         if last:
@@ -356,7 +357,7 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
     except KeyboardInterrupt:  # not through StopRequests: save only if no step was cut in half
         if run.it and not run.in_step:
             run.save_checkpoint()
-            print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {run.card.checkpoint}")
+            print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {run.card.files.checkpoint}")
         raise
     finally:
         if bar is not None:
@@ -424,7 +425,7 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     run.data = data_identity(dataset)
     if resume:
         run.resume()
-    perf_path = perf_file or RunCard.stock_perf_file(epochs)
+    perf_path = perf_file or RunFiles.stock_perf_file(epochs)
 
     def perf() -> None:  # the whole file, atomically: stock's running averages so far
         write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))

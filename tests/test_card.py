@@ -29,11 +29,11 @@ def test_mask_convention_in_one_place():
 def test_layout_and_round_trip(tmp_path):
     card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4, head="dense").config, class_names=list("abcde"),
                    output="logits", input_scale=0.5, spec={"recipe": "modern", "loss": "bce+dice"}, iterations=3)
-    assert card.checkpoint.name == "saved_model.ckpt" and card.metrics_file.name == "saved_model.metrics.json"
+    assert card.files.checkpoint.name == "saved_model.ckpt" and card.files.metrics_file.name == "saved_model.metrics.json"
     card.save_weights(card.build_model())
     back = RunCard.load(tmp_path)
     assert back == card and back.load_model().head == "dense"
-    assert json.loads(card.file.read_text())["thresholds"] == [0.0] * 5
+    assert json.loads(card.files.file.read_text())["thresholds"] == [0.0] * 5
     assert back.recipe == "modern" and back.iterations == 3
 
 
@@ -55,7 +55,7 @@ def test_a_version_2_card_still_loads(tmp_path):
     data = card.to_json()
     data.pop("spec")
     data.update(version=2, recipe="modern", train={"loss": "bce+dice", "subset": None})
-    card.file.write_text(json.dumps(data))
+    card.files.file.write_text(json.dumps(data))
     assert RunCard.load(tmp_path).spec == {"loss": "bce+dice", "subset": None, "recipe": "modern"}
 
 
@@ -106,10 +106,10 @@ def test_a_card_whose_weights_were_replaced_is_refused(tmp_path):
 
 def test_saving_new_weights_removes_what_described_the_old_ones(tmp_path):
     card = RunCard(tmp_path / "saved_model", model=mUNetASPP(depth=4).config)
-    for stale in (card.metrics_file, card.test_grid, card.summary_file, card.samples_file):
+    for stale in (card.files.metrics_file, card.files.test_grid, card.files.summary_file, card.files.samples_file):
         stale.write_text("old")
     card.save_weights(card.build_model())
-    assert not any(p.exists() for p in (card.metrics_file, card.test_grid, card.summary_file, card.samples_file))
+    assert not any(p.exists() for p in (card.files.metrics_file, card.files.test_grid, card.files.summary_file, card.files.samples_file))
 
 
 def test_the_card_records_provenance_and_phase_times(synthetic_shapes, tmp_path):

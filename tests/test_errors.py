@@ -1,7 +1,6 @@
 """The error classes and the one-line hook of the stock-like scripts."""
 import sys
 
-import pytest
 
 from dlstudio_aspp import errors
 

@@ -114,7 +114,7 @@ def test_compare_pairs_two_runs_like_the_grid_report(synthetic_shapes, tmp_path,
     assert [c["class"] for c in result["classes"]] == RunCard.load(on).class_names
     assert out.count("\n| ") == 1 + 5  # the header row and one row per class
     assert compare_runs(on, on)["ci95"] == [0.0, 0.0]  # a run against itself: every resample agrees
-    RunCard.load(off).image_counts_file.unlink()  # an older run: scored again from its card, the same counts
+    RunCard.load(off).files.image_counts_file.unlink()  # an older run: scored again from its card, the same counts
     assert compare_runs(on, off)["ci95"] == result["ci95"]
     other = tmp_path / "other"
     assert cli.main(["run", "--data", synthetic_shapes, "--train-file", SYN_FILES[0], "--test-file", SYN_FILES[1],
@@ -122,4 +122,4 @@ def test_compare_pairs_two_runs_like_the_grid_report(synthetic_shapes, tmp_path,
                      str(other)]) == 0
     assert cli.main(["compare", str(on), str(other)]) == 2
     assert "scored on 8 test images and" in capsys.readouterr().err
-    assert np.load(RunCard.load(other).image_counts_file).shape == (4, 5, 3)
+    assert np.load(RunCard.load(other).files.image_counts_file).shape == (4, 5, 3)

@@ -18,7 +18,7 @@ def trained(trained_run):
 
 def test_predict_gives_the_masks_evaluation_computed(trained, tmp_path):
     """The first test images, saved as PNG and predicted, give the masks evaluation made of them."""
-    samples = np.load(RunCard.load(trained).samples_file)
+    samples = np.load(RunCard.load(trained).files.samples_file)
     card = RunCard.load(trained)
     files = []
     for k, image in enumerate(samples["images"]):
@@ -98,7 +98,7 @@ def test_predict_on_real_photographs_matches_evaluation(coco_run, coco_tiny, tmp
     run's input normalisation; original COCO JPEGs of any size come back at their own size."""
     card = RunCard.load(coco_run)
     assert card.mean is not None and card.output == "logits"
-    samples = np.load(card.samples_file)
+    samples = np.load(card.files.samples_file)
     files = []
     for k, image in enumerate(samples["images"]):
         files.append(tmp_path / f"test{k}.png")
@@ -157,5 +157,5 @@ def test_the_figures_that_colour_classes_carry_a_legend(trained):
     """The test grid (numpy and PIL) ends in a strip with each class's colour."""
     from dlstudio_aspp.evaluation import class_colours
 
-    grid = np.asarray(Image.open(RunCard.load(trained).test_grid).convert("RGB"))
+    grid = np.asarray(Image.open(RunCard.load(trained).files.test_grid).convert("RGB"))
     assert all(_has_colour(grid[-22:], c, 0) for c in class_colours(5))

@@ -110,7 +110,7 @@ def test_the_last_weights_tool_copies_a_run_with_its_last_weights(syn, tmp_path,
     tool.main([str(out), str(tmp_path / "last")])
     copy = RunCard.load(tmp_path / "last")
     assert all(torch.equal(v, last[k]) for k, v in copy.load_model().state_dict().items())
-    assert not copy.metrics_file.exists() and RunCard.load(out).metrics_file.exists()
+    assert not copy.files.metrics_file.exists() and RunCard.load(out).files.metrics_file.exists()
     assert cli.main(["compare", str(tmp_path / "last"), str(out)]) == 0
     with pytest.raises(SystemExit, match="exists; name a new folder"):
         tool.save_last(out, tmp_path / "last")

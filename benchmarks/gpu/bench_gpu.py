@@ -85,6 +85,7 @@ def loop(side: int, classes: int, device, compiled: bool, iters: int, warmup: in
     that a fallback is reported as such and not timed as the compiled loop."""
     from dlstudio_aspp import training
     from dlstudio_aspp.card import RunCard
+    from dlstudio_aspp.run_files import RunFiles
     from dlstudio_aspp.losses import get_loss
     from dlstudio_aspp.runner import build_model, fit
     from dlstudio_aspp.spec import RunSpec
@@ -94,7 +95,7 @@ def loop(side: int, classes: int, device, compiled: bool, iters: int, warmup: in
                          checkpoint_every=0, log_every=10 ** 6).validate()
     net = build_model(spec, classes)
     folder = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
-    card = RunCard.for_training(RunCard.weights_in(folder), net, data, [side, side], spec, get_loss(spec.loss))
+    card = RunCard.for_training(RunFiles.at(folder).weights, net, data, [side, side], spec, get_loss(spec.loss))
     stamps, real = [], training._Run.step
 
     def step(self, batch):
