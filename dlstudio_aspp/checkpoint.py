@@ -139,7 +139,7 @@ def save_run(run) -> Path:
         "card": run.card.to_json(), "data": run.data,
         "validation": run.validator.state_dict() if run.validator is not None else None,
         "loss_state": run.loss_fn.extra_state() if hasattr(run.loss_fn, "extra_state") else None,
-        "last_model": run.last_weights}, run.card.checkpoint, run.card.previous_checkpoint)
+        "last_model": run.last_weights}, run.card.files.checkpoint, run.card.files.previous_checkpoint)
 
 
 def history_csv(history: dict) -> str:
@@ -154,8 +154,8 @@ def history_csv(history: dict) -> str:
 
 def write_history(history: dict, card) -> None:
     """The history beside a checkpoint: JSON (what the reports read) and CSV (for a spreadsheet)."""
-    write_json(card.history_json, history, indent=None)
-    write_text(card.history_csv, history_csv(history))
+    write_json(card.files.history_json, history, indent=None)
+    write_text(card.files.history_csv, history_csv(history))
 
 
 def differences(ck: dict, options: dict, model: dict, data: dict) -> str:
