@@ -29,6 +29,7 @@ needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c+
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_compiled_step_matches_the_eager_step(synthetic_shapes, tmp_path):
     """torch.compile (inductor on CPU) gives the same losses and weights to float tolerance.
 
@@ -82,6 +83,7 @@ def _compile_with(monkeypatch, fw=None, bw=None) -> dict:
     return compiled
 
 
+@pytest.mark.slow
 def test_the_backward_compiler_raising_falls_back_to_the_eager_step(synthetic_shapes, tmp_path, monkeypatch):
     """Bug (on a card): only the first forward call was guarded; the backward pass, compiled lazily on the first
     backward, crashed the run (inductor's assert_size_stride in convolution_backward). Now the whole first step
@@ -102,6 +104,7 @@ def test_the_backward_compiler_raising_falls_back_to_the_eager_step(synthetic_sh
     assert card["provenance"]["compile_fallback"] == "RuntimeError: backward compiler broke"
 
 
+@pytest.mark.slow
 def test_a_compiled_step_failing_later_falls_back_there(synthetic_shapes, tmp_path, monkeypatch):
     """CUDA graphs are recorded on a later call than the one that compiles: a failure on the second call (here the
     compiled forward raising as inductor's stride assertion does) falls back there and the run finishes."""
@@ -124,6 +127,7 @@ def test_a_compiled_step_failing_later_falls_back_there(synthetic_shapes, tmp_pa
     assert h["iteration"] == [1, 2, 3, 4] and all(math.isfinite(v) for v in h["loss"])
 
 
+@pytest.mark.slow
 def test_the_auto_dice_scale_is_measured_outside_the_compiled_step(synthetic_shapes, tmp_path, monkeypatch):
     """Bug: dice+mse:auto read its terms with float() inside the compiled step: a graph break, and a guard on the
     scale that changed every warm-up step, so dynamo recompiled until it gave up. The 20 calibration steps now run
@@ -136,6 +140,7 @@ def test_the_auto_dice_scale_is_measured_outside_the_compiled_step(synthetic_sha
     assert len(set(h["components"]["dice_scale"][19:])) == 1  # frozen after the 20th step
 
 
+@pytest.mark.slow
 def test_a_serial_grid_compiles_each_run_afresh(synthetic_shapes, tmp_path, monkeypatch):
     """Each (loss, ASPP) variant is another graph: without a reset between runs, a serial grid of more than 8
     variants passed dynamo's recompile limit and the later runs stopped compiling."""
@@ -154,6 +159,7 @@ def test_a_serial_grid_compiles_each_run_afresh(synthetic_shapes, tmp_path, monk
     assert len(resets) == 2
 
 
+@pytest.mark.slow
 def test_the_loop_makes_no_per_step_host_sync_or_copy(synthetic_shapes, tmp_path, monkeypatch):
     """Reads of a tensor's value and copies made by this package's code do not grow with the steps, on the path
     CUDA takes (batches drawn on the device) and with the input normalised by mean and std: 3 and 6 steps make the
@@ -211,6 +217,7 @@ def test_device_batches_equal_the_dataloader_batches(synthetic_shapes, tmp_path)
     assert len(list(accel.device_batches(accel.device_tensors(dataset, torch.device("cpu")), order, 4, drop_last=True))) == 2
 
 
+@pytest.mark.slow
 def test_a_run_drawing_batches_on_the_device_trains_the_same(synthetic_shapes, tmp_path, monkeypatch):
     """The device-resident path (used on CUDA) forced on CPU: the same losses and weights as the DataLoader path."""
     base, w_base = _train(synthetic_shapes, tmp_path / "loader", max_iters=8)

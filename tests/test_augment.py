@@ -66,6 +66,7 @@ def test_augmentation_is_seeded_by_seed_and_iteration():
     assert not torch.equal(a["image"], c["image"])
 
 
+@pytest.mark.slow
 def test_resume_under_augmentation_equals_the_uninterrupted_run(synthetic_shapes, tmp_path):
     from test_training import _crash_loader
 

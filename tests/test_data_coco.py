@@ -175,6 +175,7 @@ def test_real_coco_tiny(coco_tiny, tmp_path):
         C.COCOSegmentationDataset(train_or_test="train", root=tmp_path / "tiny", image_size=[64, 64])
 
 
+@pytest.mark.slow
 def test_the_segmenter_trains_and_scores_on_real_photographs(coco_tiny_3, tmp_path):
     """The stock-like API on a set built from real COCO photographs: COCO's defaults, the loss falls on the
     training photographs, the test split is scored against the floors. (Whether it learns is scored on
@@ -227,6 +228,7 @@ def _run_example(repo: Path, where: Path, replace: dict):
     return proc
 
 
+@pytest.mark.slow
 def test_the_coco_example_builds_its_set_from_several_folders(coco_tiny, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     extra = _tiny_extra(tmp_path)

@@ -152,6 +152,7 @@ def test_malicious_pickle_runs_nothing(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["PurdueShapes5MultiObject-10000-train.gz", "PurdueShapes5MultiObject-1000-test.gz",
                                   "PurdueShapes5MultiObject-20-train.gz", "PurdueShapes5MultiObject-20-test.gz"])
+@pytest.mark.slow
 def test_real_files_pass_the_safe_unpickler(real_shapes, name):
     from pathlib import Path
 

@@ -89,6 +89,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.slow
 def test_a_run_that_cannot_fit_its_second_checkpoint_stops_in_one_line_and_resumes_exactly(syn, tmp_path, tmpfs,
                                                                                           capsys):
     args = ["run", *syn, "--seed", "5", "--max-iters", "6", "--cpu", "--checkpoint-every", "2",

@@ -90,6 +90,7 @@ def run_folder(trained_run):
     return trained_run
 
 
+@pytest.mark.slow
 def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):
     assert cli.main(["report", str(run_folder)]) == 0
     md = (run_folder / "report.md").read_text()
@@ -115,6 +116,7 @@ def test_report_of_a_single_run_as_md_html_pdf(run_folder, capsys):
     assert pdf_images == 3 and pages >= 2
 
 
+@pytest.mark.slow
 def test_the_grid_pdf_holds_every_figure_of_its_markdown(synthetic_shapes, tmp_path):
     """Bug: report.md puts the best/worst curves on consecutive lines (one paragraph) and the PDF dropped them:
     3 of the 4-loss smoke grid's 7 figures reached it. The Markdown's PDF and the notebook's PDF hold all 7."""

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from conftest import make_segmenter
@@ -86,6 +87,7 @@ def test_bootstrap_interval_contains_the_miou(synthetic_shapes, tmp_path):
     assert lo <= m["miou"] <= hi
 
 
+@pytest.mark.slow
 def test_compare_pairs_two_runs_like_the_grid_report(synthetic_shapes, tmp_path, capsys):
     """A one-seed grid, ASPP on and off: `compare` prints the same A − B as the report's comparison, with a paired
     bootstrap interval over the test images that contains it, and per class."""

@@ -38,6 +38,7 @@ def test_udiff_refuses_a_mismatch():
         udiff.apply("a\nb\n", "@@ -1,2 +1,2 @@\n a\n-c\n+d\n")
 
 
+@pytest.mark.slow
 def test_example_without_data_says_how_to_get_it(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "semantic_segmentation.py")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

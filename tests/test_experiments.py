@@ -32,6 +32,7 @@ def test_same_initial_weights_with_aspp_on_and_off():
     assert all(torch.equal(on[k], off[k]) for k in off)
 
 
+@pytest.mark.slow
 def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
     cfg = grid(synthetic_shapes)
     folders = run_grid(cfg, tmp_path)
@@ -120,6 +121,7 @@ def test_typo_leaves_no_grid_behind(synthetic_shapes, tmp_path):
     assert (out / "grid.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_recorded_and_the_grid_goes_on(synthetic_shapes, tmp_path, monkeypatch, capsys):
     """Bug: the serial grid stopped at the first run whose loss became NaN."""
     from dlstudio_aspp.errors import NonFiniteLossError
@@ -188,6 +190,7 @@ def test_coco_quick_is_runs_coco_default_and_coco_is_sized_for_a_gpu():
     assert (full.spec.depth, full.size, quick.size) == (16, 256, None)  # the homework's network and size on a GPU
 
 
+@pytest.mark.slow
 def test_any_axis_field_is_a_grid_axis(syn, tmp_path, capsys):
     """`experiments --lr 0.001,0.01` varies the learning rate: one folder per value after the homework's name, a report
     that pairs the two rates seed by seed, a re-run that skips them all; one value is a plain option."""
@@ -229,6 +232,7 @@ def test_every_preset_is_described_in_the_help(capsys):
     assert all(f"{name} (" in text for name in PRESETS)
 
 
+@pytest.mark.slow
 def test_the_installed_script_exits_0_2_or_1(syn, tmp_path):
     """The exit code a batch script or a scheduler sees: 0 when every run finished, 2 with one line for a user
     error, 1 when a run of the grid failed (its name on the last line)."""

@@ -32,6 +32,7 @@ class ToyL1(nn.Module):
         return loss
 
 
+@pytest.mark.slow
 def test_a_loss(registered, syn, tmp_path, capsys):
     registered(registry.LOSSES, "toy-l1", registry.Loss("Toy L1", ToyL1))
     with pytest.raises(SystemExit):
@@ -93,6 +94,7 @@ def test_a_dataset(registered, syn, tmp_path):
     assert registry.dataset_kind(torch.utils.data.Subset(train, [0])) == "toy-shapes"  # the most derived class
 
 
+@pytest.mark.slow
 def test_a_report_figure(syn, tmp_path, monkeypatch):
     from dlstudio_aspp import report
 

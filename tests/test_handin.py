@@ -51,6 +51,7 @@ def _answers(nb):
     return {c.metadata["dlstudio_aspp"]["answer"]: c for c in nb.cells if "answer" in c.metadata.get("dlstudio_aspp", {})}
 
 
+@pytest.mark.slow
 def test_handin_writes_the_homework_in_its_order_with_code_before_output(grid, trained_run, tmp_path, capsys):
     out = tmp_path / "handin"
     assert cli.main(["handin", "--shapes", str(grid), "--coco", str(trained_run), "--out", str(out)]) == 0
@@ -73,6 +74,7 @@ def test_handin_writes_the_homework_in_its_order_with_code_before_output(grid, t
     assert "hand in" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_answers_survive_handin_again_after_a_new_sam_compare(grid, trained_run, tmp_path, capsys):
     coco, out = tmp_path / "coco", tmp_path / "handin"
     shutil.copytree(trained_run, coco)
@@ -107,6 +109,7 @@ def test_answers_survive_handin_again_after_a_new_sam_compare(grid, trained_run,
     assert (out / "handin_files" / f"cell{sources.index(kept['munet'].source)}-sketch.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_missing_part_is_a_section_naming_its_command(grid, tmp_path):
     out = tmp_path / "handin"
     assert cli.main(["handin", "--shapes", str(grid), "--out", str(out)]) == 0
@@ -121,6 +124,7 @@ def test_a_folder_that_is_not_there_is_one_line(tmp_path, capsys):
     assert "--coco" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_pdf_only_renders_an_edited_notebook_without_running_it(grid, tmp_path):
     out = tmp_path / "handin"
     assert cli.main(["handin", "--shapes", str(grid), "--out", str(out)]) == 0

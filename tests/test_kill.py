@@ -84,6 +84,7 @@ def baseline(tmp_path_factory):
 
 
 @pytest.mark.parametrize("point,k", CASES)
+@pytest.mark.slow
 def test_a_kill_at_a_crash_point_resumes_to_the_same_weights(baseline, point, k, tmp_path):
     syn, expected = baseline
     out = tmp_path / "run"
@@ -141,6 +142,7 @@ def test_a_kill_in_build_coco_rebuilds_the_same_set(coco_tiny, point, k, tmp_pat
 
 
 @pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.slow
 def test_a_kill_between_grid_runs_finishes_the_same_grid(baseline, k, tmp_path):
     syn, _ = baseline
     argv = ["experiments", "--preset", "smoke", *syn, "--loss", "mse", "--aspp", "both", "--seed", "0", "--max-iters",
@@ -155,6 +157,7 @@ def test_a_kill_between_grid_runs_finishes_the_same_grid(baseline, k, tmp_path):
     assert not list((tmp_path / "killed").rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_report_is_written_leaves_the_old_documents_and_writes_the_same_again(baseline, tmp_path):
     syn, _ = baseline
     run = tmp_path / "run"

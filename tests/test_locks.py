@@ -12,6 +12,7 @@ from dlstudio_aspp import cli
 from dlstudio_aspp.locks import LOCK_NAME, FolderLock
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_refused_and_the_first_finishes(syn, tmp_path, capsys):
     out = tmp_path / "o"
     first = subprocess.Popen([sys.executable, "-m", "dlstudio_aspp.cli", "run", *syn, "--out", str(out),

@@ -30,6 +30,7 @@ def _check_executed(nb):
                for c in shows for o in _outputs(c)), "a table among the outputs"
 
 
+@pytest.mark.slow
 def test_the_run_notebook_is_executed_where_the_run_is_with_no_data(trained_run, tmp_path, capsys):
     run = tmp_path / "moved" / "run"
     shutil.copytree(trained_run, run)  # away from its data: the notebook reads only the run's files
@@ -53,6 +54,7 @@ def test_the_run_notebook_is_executed_where_the_run_is_with_no_data(trained_run,
     _check_executed(nb)
 
 
+@pytest.mark.slow
 def test_the_grid_notebook_asks_the_homeworks_questions_under_their_sections(synthetic_shapes, tmp_path):
     from dlstudio_aspp.experiments import GridConfig, run_grid
 
@@ -89,6 +91,7 @@ def test_show_displays_text_as_markdown_and_figures_as_images(trained_run, monke
     assert "## Test images" not in shown[0].data and shown[1].data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_cell_that_fails_is_one_line_naming_the_folder(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -97,6 +100,7 @@ def test_a_cell_that_fails_is_one_line_naming_the_folder(trained_run, tmp_path):
         make_notebook(run)
 
 
+@pytest.mark.slow
 def test_an_answer_in_report_ipynb_survives_report_again_after_a_new_sam_compare(trained_run, tmp_path, capsys):
     """Bug: `report` after `sam-compare` rewrote report.ipynb from scratch and the answers typed in it were gone."""
     from pypdf import PdfReader

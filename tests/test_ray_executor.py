@@ -27,6 +27,7 @@ def smoke(data, **kw):
                                                        aspp=[True], seeds=[0], max_iters=2, progress=False, cpu=True), **kw))
 
 
+@pytest.mark.slow
 def test_grid_finishes_and_the_report_lists_every_run(local_ray, synthetic_shapes, tmp_path):
     cfg = smoke(synthetic_shapes, aspp=[True, False])
     results = run_grid_ray(cfg, tmp_path, cpus_per_run=1)

@@ -7,6 +7,7 @@ from dlstudio_aspp.experiments import GridConfig  # noqa: E402
 from dlstudio_aspp.ray_executor import run_grid_ray  # noqa: E402
 
 
+@pytest.mark.slow
 def test_ray_address_in_the_environment_is_not_joined(synthetic_shapes, tmp_path, monkeypatch):
     if ray.is_initialized():
         ray.shutdown()

@@ -3,6 +3,7 @@ the fingerprints an earlier commit made (tests/reference/small.json, see tests/r
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from reference_runs import make
@@ -10,6 +11,7 @@ from reference_runs import make
 REFERENCE = Path(__file__).parent / "reference" / "small.json"
 
 
+@pytest.mark.slow
 def test_a_small_run_and_grid_equal_the_committed_reference(tmp_path):
     threads = torch.get_num_threads()
     try:

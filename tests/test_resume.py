@@ -108,6 +108,7 @@ def uninterrupted(request, tmp_path_factory):
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 @pytest.mark.parametrize("point", POINTS)
+@pytest.mark.slow
 def test_a_signal_anywhere_in_a_step_resumes_bit_for_bit(uninterrupted, recipe, point, tmp_path, monkeypatch):
     """Bug: SIGTERM became KeyboardInterrupt wherever it landed; between the optimizer step and the iteration
     count, the checkpoint said iteration 2 and held the weights after 3 steps. Bug: a stop on a validation
@@ -156,6 +157,7 @@ def _cli_run(args, out, monkeypatch=None, point=None):
 
 
 @pytest.mark.parametrize("kind", ["modern", "coco"])
+@pytest.mark.slow
 def test_run_interrupted_and_resumed_from_the_command_line_ends_as_if_never_stopped(kind, syn, coco_tiny_person,
                                                                                    tmp_path, monkeypatch):
     """`run` (modern: dice+mse:auto and a validation split; coco: its recipe on real photographs), stopped by
@@ -202,6 +204,7 @@ def test_resume_with_other_data_of_the_same_size_is_refused(tmp_path):
                                                               progress=False)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_path, monkeypatch, capsys):
     """Bug (on a card): checkpoints were read with map_location set to the run's device, so on CUDA the CPU
     generator's state came back as a CUDA tensor and every resume crashed (TypeError: RNG state must be a
@@ -240,6 +243,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_pa
 
 
 @pytest.mark.parametrize("damage", ["cut in half", "one byte flipped"])
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(damage, syn, tmp_path, monkeypatch, capsys):
     """The checkpoint written when SIGTERM stopped the run is damaged; `--resume` says so in one line, goes on from
     the previous checkpoint and ends on the uninterrupted run's weights."""

@@ -11,6 +11,7 @@ from dlstudio_aspp.training import NonFiniteLossError
 TRAIN, TEST = "PurdueShapes5MultiObject-20-train.gz", "PurdueShapes5MultiObject-20-test.gz"
 
 
+@pytest.mark.slow
 def test_mse_default_matches_stock_loop(real_shapes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     DLStudio = load_dlstudio()
@@ -100,6 +101,7 @@ def _crash_loader(seg, at_item):
     return loader
 
 
+@pytest.mark.slow
 def test_resume_after_crash_gives_same_weights(synthetic_shapes, tmp_path):
     torch.manual_seed(0)
     net = mUNetASPP(depth=4, aspp_dropout=0.2)

@@ -80,6 +80,7 @@ def test_a_validation_split_of_few_images_warns():
         split_for_validation(list(range(200)), 0.1)  # 20 images: no warning
 
 
+@pytest.mark.slow
 def test_the_last_weights_tool_copies_a_run_with_its_last_weights(syn, tmp_path, monkeypatch, capsys):
     """tools/last_weights.py: the copy's weights are the checkpoint's last_model and its old scores are gone, so
     `compare` scores it afresh; the run itself is unchanged; a run with no last_model is one line."""
