@@ -1,7 +1,7 @@
 """Threads and DataLoader workers of the training loop, alone and with two runs side by side.
 
 Each row trains mUNet+ASPP (depth 16, dense head, modern recipe) for N iterations of
-batch 4 on real PurdueShapes images through ``runner.fit`` (the loop every run uses), in a fresh
+batch 4 on real PurdueShapes images through ``runner.train_run`` (the loop every run uses), in a fresh
 process with the given torch threads and DataLoader workers, and reports images/s.
 "two at once" starts two such processes together (as two runs of a grid would) and
 reports their combined images/s. The ratio column is against the first row (this
@@ -29,7 +29,7 @@ from dlstudio_aspp.run_files import RunFiles
 from dlstudio_aspp.data.open import open_datasets
 from dlstudio_aspp.data.sources import cache_dir
 from dlstudio_aspp.losses import get_loss
-from dlstudio_aspp.runner import build_model, fit
+from dlstudio_aspp.runner import build_model, train_run
 from dlstudio_aspp.spec import RunSpec
 spec = RunSpec.build("modern", data=str(cache_dir() / "shapes"), depth=depth, seed=0, progress=False, cpu=True,
                      workers=workers, checkpoint_every=0, log_every=10**6)
@@ -39,7 +39,7 @@ net = build_model(spec, 5)
 def train(n, seed):
     s = spec.replace(max_iters=n, seed=seed)
     card = RunCard.for_training(RunFiles.at(out).weights, net, tr, [64, 64], s, get_loss(s.loss))
-    fit(s, card, net, loader, torch.device("cpu"), perf_file=out + "/perf.txt")
+    train_run(s, card, net, loader, torch.device("cpu"), perf_file=out + "/perf.txt")
 train(5, 0)  # warm-up
 t = time.perf_counter()
 train(iters, 1)

@@ -129,14 +129,13 @@ def newest_good(paths: Sequence[Path]) -> Tuple[dict, Path, List[str]]:
 
 def save_run(run) -> Path:
     """The checkpoint of a training run (``training._Run``): weights, optimizer, schedule, AMP scaler, position,
-    history, random generators, the options and card it trains under, the training data's identity, the
+    history, random generators, the card it trains under (its spec: the run's options), the training data's identity, the
     validation state, the loss's state and, when validation kept others, the last weights."""
     return save_checkpoint({
         "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(), "iteration": run.it, "epoch": run.epoch, "batch": run.batch,
-        "history": run.history, **rng_state(run.device), "options": run.spec.result_values(),
-        "card": run.card.to_json(), "data": run.data,
+        "history": run.history, **rng_state(run.device), "card": run.card.to_json(), "data": run.data,
         "validation": run.validator.state_dict() if run.validator is not None else None,
         "loss_state": run.loss_fn.extra_state() if hasattr(run.loss_fn, "extra_state") else None,
         "last_model": run.last_weights}, run.card.files.checkpoint, run.card.files.previous_checkpoint)
@@ -158,10 +157,20 @@ def write_history(history: dict, card) -> None:
     write_text(card.files.history_csv, history_csv(history))
 
 
+def saved_options(ck: dict) -> dict:
+    """The result options (:meth:`RunSpec.result_values`) of the run that wrote ``ck``: read from the spec of
+    the card it carries (the spec's one copy); checkpoints before that kept them under ``options``."""
+    if "options" in ck:
+        return dict(ck["options"])
+    from .spec import RunSpec
+
+    return RunSpec.from_json((ck.get("card") or {}).get("spec") or {}).result_values()
+
+
 def differences(ck: dict, options: dict, model: dict, data: dict) -> str:
     """What differs between the run that wrote ``ck`` and one with these result ``options``, ``model`` config
     and training ``data`` identity, in words ('' when nothing does)."""
-    saved, now = dict(ck.get("options", {})), dict(options)
+    saved, now = saved_options(ck), dict(options)
     saved.update({f"model.{k}": v for k, v in ((ck.get("card") or {}).get("model") or {}).items()})
     now.update({f"model.{k}": v for k, v in model.items()})
     saved.update({f"data.{k}": v for k, v in (ck.get("data") or {}).items()})

@@ -132,7 +132,7 @@ def _coco_set(spec: RunSpec, args, size: Optional[int] = None) -> Optional[RunSp
     data = Path(spec.data or default_coco_folder(args.coco_root, **options))
     if (data / INDEX).is_file():  # built before: it must be the same build
         check_settings(data, build_settings(args.coco_root, **options), "--data")
-    elif getattr(args, "dry_run", False):
+    elif args.dry_run:
         print(f"dry run: would build the COCO set for {', '.join(options['classes'])} in {data} first, then plan the "
               "run on it; nothing was written")
         return None

@@ -118,6 +118,14 @@ class GridConfig:
         object.__setattr__(checked, "_checked", True)
         return checked
 
+    def with_spec(self, spec: RunSpec) -> "GridConfig":
+        """This grid on another base spec, still checked: the axes' checks do not depend on the base, and a
+        replaced spec has re-checked the fields that changed."""
+        moved = dataclasses.replace(self, spec=spec)
+        if self.__dict__.get("_checked"):
+            object.__setattr__(moved, "_checked", True)
+        return moved
+
     def _check_axes(self) -> None:
         for name, values in self.extra.items():
             if name in AXES or name not in SPEC_FIELDS or not SPEC_FIELDS[name].metadata["axis"]:
@@ -209,10 +217,10 @@ def plan_grid(cfg: GridConfig, out) -> GridPlan:
 
     cfg = cfg.validate()
     folder = GridFolder(out)
-    cfg = dataclasses.replace(cfg, spec=cfg.spec.replace(data=dataroot(cfg.spec)))
+    cfg = cfg.with_spec(cfg.spec.replace(data=dataroot(cfg.spec)))
     train, test = open_datasets(cfg.spec)
     # --rates auto made concrete, as each run records it
-    cfg = dataclasses.replace(cfg, spec=cfg.spec.for_images(dataset_shape(train)[1])).validate()
+    cfg = cfg.with_spec(cfg.spec.for_images(dataset_shape(train)[1]))
     check_grid_folder(cfg, folder)
     return GridPlan(cfg, folder, train, test, is_synthetic(cfg.spec))
 

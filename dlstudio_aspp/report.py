@@ -26,7 +26,8 @@ from .stats import HELPS, HURTS, paired_interval
 
 
 def load_runs(folder: GridFolder) -> List[dict]:
-    """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each.
+    """Finished runs of the grid: summary, card, history, metrics, folder and grid order of each, with the
+    card's loss, ASPP setting, seed, recipe and head (its spec, the options' one copy).
 
     ``label`` names what the report draws, tabulates and pairs as one setting: the loss, or in a grid with
     axes besides loss, ASPP and seed (``--lr 1e-3,3e-3``) the loss with its variant, ``'mse (lr 0.003)'``;
@@ -37,6 +38,7 @@ def load_runs(folder: GridFolder) -> List[dict]:
     for name in folder.finished_names():
         run = folder.read_summary(name)
         card = RunCard.load(folder.run_folder(name))
+        run.update({k: card.spec.get(k) for k in ("loss", "aspp", "seed", "recipe", "head")})
         run.update(card=card, history=_read_json(card.files.history_json), metrics=_read_json(card.files.metrics_file),
                    folder=folder.run_folder(name), order=order.index(name) if name in order else len(order))
         setting = tuple((k, show_value(k, card.spec.get(k))) for k in extra)

@@ -2,8 +2,8 @@
 
 ``dlstudio-aspp run``, the serial grid, the Ray grid and
 :class:`~dlstudio_aspp.segmentation.SemanticSegmentationASPP` all go through the
-functions here: :func:`build_model` (the spec's network, seeded), :func:`fit` (train,
-then save the weights with their card) and :func:`score` (the whole test set, the
+functions here: :func:`build_model` (the spec's network, seeded), :func:`train_run` (train,
+then save the weights with their card) and :func:`score_run` (the whole test set, the
 metrics file and the test grid). :func:`train_and_score` chains them for a run folder
 and writes its ``summary.json`` last. Nothing here reads the command line or calls back
 into the segmenter.
@@ -62,8 +62,8 @@ def _output_channels(net) -> Optional[int]:
     return getattr(head, "out_channels", None)
 
 
-def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None,
-        command: Optional[str] = None, split: Optional[tuple] = None):
+def train_run(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resume: bool = False, perf_file=None,
+              command: Optional[str] = None, split: Optional[tuple] = None):
     """Train ``net`` on ``loader`` under ``spec``; save the weights and ``card``; return (trained net, history).
 
     ``command``: what made the run, for the card's provenance (default: this process's command line)."""
@@ -87,9 +87,9 @@ def fit(spec: RunSpec, card: RunCard, net, loader, device, *, loss_fn=None, resu
     return trained, history
 
 
-def score(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUNT, progress: bool = True,
-          batch_size: int = 32, workers: Optional[int] = None, grid_path=None, compile: bool = False,
-          floors: Optional[dict] = None) -> dict:
+def score_run(card: RunCard, net, dataset, device, *, grid_images: int = SAMPLE_COUNT, progress: bool = True,
+              batch_size: int = 32, workers: Optional[int] = None, grid_path=None, compile: bool = False,
+              floors: Optional[dict] = None) -> dict:
     """Score ``net`` on every image of ``dataset`` with the card's input scaling and thresholds.
 
     Writes the metrics file and a test grid of the first ``grid_images`` images (at
@@ -200,17 +200,18 @@ def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
     loader = torch.utils.data.DataLoader(plan.train_set, batch_size=spec.batch_size, shuffle=True,
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
-    trained, history = fit(spec, card, plan.net, loader, plan.device, loss_fn=plan.loss_fn, resume=plan.resume,
+    trained, history = train_run(spec, card, plan.net, loader, plan.device, loss_fn=plan.loss_fn, resume=plan.resume,
                            perf_file=card.files.perf_file, command=command, split=plan.split)
-    metrics = score(card, trained, plan.test_set, plan.device, progress=spec.progress, workers=spec.workers,
+    metrics = score_run(card, trained, plan.test_set, plan.device, progress=spec.progress, workers=spec.workers,
                     compile=spec.compile, floors=floors_for(plan.train_set, plan.test_set))
     save_samples(metrics.pop("samples"), card)
     if spec.tensorboard:
         log_test_metrics(card, metrics, len(history["loss"]))
-    summary = {"loss": spec.loss, "aspp": spec.aspp, "seed": spec.seed, "iterations": len(history["loss"]),
+    # the run's results only: its options are the card's spec (the one copy), which the grid report reads
+    summary = {"iterations": len(history["loss"]),
                "final_running_loss": float(np.mean(history["loss"][-50:])), "train_seconds": time.perf_counter() - t0,
                "miou": metrics["miou"], "mean_dice": metrics["mean_dice"], "miou_ci95": metrics.get("miou_ci95"),
-               "magnitudes": magnitudes(history), "recipe": spec.recipe, "head": spec.head}
+               "magnitudes": magnitudes(history, spec.loss)}
     crash.point("run-weights-saved")  # the weights and metrics are written; summary.json marks the run finished
     write_json(card.files.summary_file, summary)
     return summary
@@ -234,7 +235,7 @@ def floors_for(train_set, test_set) -> Optional[dict]:
 
 def log_test_metrics(card: RunCard, metrics: dict, step: int) -> None:
     """The test mIoU, mean Dice and each class's IoU into the run's TensorBoard log."""
-    from .training import open_board
+    from .hooks import open_board
 
     board = open_board(card)
     try:
@@ -255,8 +256,8 @@ def save_samples(samples, card: RunCard) -> None:
         masks=torch.stack([s[1] for s in samples]).numpy(), outputs=torch.stack([s[2] for s in samples]).numpy()))
 
 
-def magnitudes(history: dict, window: int = 20) -> dict:
-    """Mean MSE and Dice terms over the first and last ``window`` iterations, and their ratios."""
+def magnitudes(history: dict, loss: str, window: int = 20) -> dict:
+    """Mean MSE and Dice terms over the first and last ``window`` iterations of a run of ``loss``, and their ratios."""
     comp = history.get("components", {})
     if "mse" not in comp or "dice" not in comp:
         return {}
@@ -267,5 +268,5 @@ def magnitudes(history: dict, window: int = 20) -> dict:
         out[where] = {"mse": mse, "dice": dice, "scaled_dice": scale * dice, "mse_over_dice": mse / max(dice, 1e-12),
                       "dice_share": scale * dice / max(mse + scale * dice, 1e-12)}
     out["dice_scale"] = float(comp["dice_scale"][-1])
-    out["auto_scale"] = str(history.get("options", {}).get("loss", "")).endswith("auto")
+    out["auto_scale"] = loss.endswith("auto")
     return out

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .checks import int_at_least as _int_at_least, number as _number, one_of as _one_of, probability as _probability
+from .checks import int_at_least, number, one_of, probability
 from .errors import UserError
 from .recipes import RECIPE_WHY, RECIPES, note_deeper_budget  # noqa: F401 (RECIPE_WHY: re-exported)
 from .registry import AUGMENTS, DATASETS, HEADS, LOSSES, loss_help, parse_loss
@@ -130,7 +130,7 @@ def option(default, help, *, group: str, check: Optional[Callable] = None, choic
         fixed = tuple(choices)
         choices = lambda: fixed  # noqa: E731
     if choices is not None and check is None:
-        check = _one_of(choices)
+        check = one_of(choices)
     meta = dict(help=help, group=group, check=check, choices=choices, result=result,
                 off=off, axis=axis, kind=kind, applies=applies, metavar=metavar, none=none)
     if isinstance(default, (list, dict)):
@@ -143,14 +143,14 @@ class RunSpec:
     """Everything that makes a run. The defaults are stock DLStudio's loop; see :data:`RECIPES`."""
 
     # ---- model ----
-    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=_int_at_least(4, MAX_DEPTH), axis=True)
+    depth: int = option(16, "mUNet depth (stock: 16)", group="model", check=int_at_least(4, MAX_DEPTH), axis=True)
     aspp: bool = option(True, "ASPP at the bottleneck (off: stock mUNet's)", group="model", kind="onoff", axis=True)
     rates: Optional[Tuple[int, ...]] = option(None, "ASPP dilation rates; auto: by the bottleneck (H/8): 2,4,6 up to "
                                                     "16x16 (128x128 images), above it DeepLab's 6,12,18 scaled to the "
                                                     "bottleneck (6,12,18 at 256x256)", group="model",
                                               check=_rates_check, kind="ints", applies=lambda s: s.aspp, none="auto", axis=True)
     aspp_dropout: float = option(0.0, "dropout after the ASPP projection (DeepLabv3's: 0.5)", group="model",
-                                 check=_number(0, strict=False, high=1), applies=lambda s: s.aspp, axis=True)
+                                 check=number(0, strict=False, high=1), applies=lambda s: s.aspp, axis=True)
     head: str = option("stock", lambda: "output layer: " + HEADS.help(), group="model", choices=lambda: tuple(HEADS), axis=True)
     # ---- data ----
     dataset: str = option("shapes", DATASETS.help, group="data", choices=lambda: tuple(DATASETS))
@@ -167,64 +167,64 @@ class RunSpec:
                           group="data", choices=lambda: ("auto",) + tuple(AUGMENTS), axis=True)
     copy_paste: float = option(0.0, "probability that a training image gets the objects of another image of its "
                                     "batch pasted onto it (copy-paste augmentation; 0: off)", group="data",
-                               check=_probability, axis=True)
+                               check=probability, axis=True)
     normalize: str = option("auto", lambda: "input normalisation: none (the recipe's --input-scale) | dataset (mean "
                                             "and std of the training images) | imagenet; auto: the dataset's ("
                                     + ", ".join(f"{d.auto_normalize} for {n}" for n, d in DATASETS.items()) + ")",
                             group="data", choices=("auto", "none", "dataset", "imagenet"), axis=True)
     val_split: Optional[float] = option(None, "hold out this fraction of the training images, score them every "
                                               "--val-every iterations and keep the best weights (off: train on all)",
-                                        group="data", off=True, check=_number(0, strict=True, high=0.5))
+                                        group="data", off=True, check=number(0, strict=True, high=0.5))
     val_every: Optional[int] = option(None, "iterations between validations (none: at the end of each epoch)",
-                                      group="data", check=_int_at_least(1), applies=lambda s: s.val_split is not None)
+                                      group="data", check=int_at_least(1), applies=lambda s: s.val_split is not None)
     train_subset: Optional[int] = option(None, "train on the first N images only (none: all)", group="data",
-                                         check=_int_at_least(1), metavar="N")
+                                         check=int_at_least(1), metavar="N")
     test_subset: Optional[int] = option(None, "score the first N test images only (none: all)", group="data",
-                                        check=_int_at_least(1), metavar="N")
+                                        check=int_at_least(1), metavar="N")
     # ---- recipe and training ----
     recipe: str = option("stock", lambda: "a named set of the options below (explicit options win): "
                          + " | ".join(RECIPES),
                          group="train", choices=lambda: tuple(RECIPES))
     loss: str = option("mse", loss_help, group="train", check=_loss_check, axis=True)
     optimizer: str = option("sgd", "sgd | adam | adamw", group="train", choices=OPTIMIZERS, axis=True)
-    lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=_number(0, strict=True), axis=True)
-    momentum: float = option(0.9, "SGD momentum", group="train", check=_number(0, strict=False, high=1),
+    lr: float = option(1e-4, "learning rate (the peak for onecycle)", group="train", check=number(0, strict=True), axis=True)
+    momentum: float = option(0.9, "SGD momentum", group="train", check=number(0, strict=False, high=1),
                              applies=lambda s: s.optimizer == "sgd")
     weight_decay: float = option(0.0, "L2 (sgd, adam) or decoupled (adamw) weight decay", group="train",
-                                 check=_number(0, strict=False), axis=True)
+                                 check=number(0, strict=False), axis=True)
     schedule: str = option("constant", "learning-rate schedule: constant | cosine | onecycle", group="train",
                            choices=SCHEDULES, axis=True)
     warmup: int = option(0, "iterations of linear warm-up (onecycle: 0 means 10% of the run)", group="train",
-                         check=_int_at_least(0))
+                         check=int_at_least(0))
     grad_clip: Optional[float] = option(None, "clip the gradients' global norm to this (off: no clipping)", group="train", off=True,
-                                        check=_number(0, strict=True), axis=True)
+                                        check=number(0, strict=True), axis=True)
     input_scale: float = option(1.0, "factor on the 0..255 images (1/255 gives [0, 1])", group="train",
-                                check=_number(0, strict=True))
+                                check=number(0, strict=True))
     normalize_masks: bool = option(False, "train a raw-output loss against {0,1} masks instead of 0/50(k+1)",
                                    group="train", kind="switch")
     epochs: Optional[int] = option(None, "epochs (none: 1, or as many as --max-iters needs)", group="train",
-                                   check=_int_at_least(1), axis=True)
+                                   check=int_at_least(1), axis=True)
     max_iters: Optional[int] = option(None, "iterations in all (wins over --epochs)", group="train",
-                                      check=_int_at_least(1), axis=True)
-    batch_size: int = option(4, "images per iteration", group="train", check=_int_at_least(1, MAX_BATCH), axis=True)
+                                      check=int_at_least(1), axis=True)
+    batch_size: int = option(4, "images per iteration", group="train", check=int_at_least(1, MAX_BATCH), axis=True)
     seed: Optional[int] = option(None, "seeds the initial weights and the data order (off: stock's order)",
-                                 group="train", check=_int_at_least(0), off=True, axis=True)
+                                 group="train", check=int_at_least(0), off=True, axis=True)
     amp: bool = option(False, "mixed precision (CUDA only)", group="train", kind="switch")
     compile: bool = option(False, "compile the training step and evaluation (CUDA graphs on CUDA, inductor on CPU; "
                                   "the last partial batch of an epoch is dropped)", group="train", kind="switch")
     # ---- how it runs (does not change the result) ----
     cpu: bool = option(False, "do not use a GPU even when there is one", group="run", kind="switch", result=False)
     workers: Optional[int] = option(None, "DataLoader workers (none: cores - 2, at most 4)", group="run",
-                                    check=_int_at_least(0), result=False)
+                                    check=int_at_least(0), result=False)
     log_every: int = option(500, "iterations per printed line and performance_numbers entry", group="run",
-                            check=_int_at_least(1), result=False)
+                            check=int_at_least(1), result=False)
     checkpoint_every: int = option(500, "iterations between checkpoints (0: only at the end); each carries its "
                                         "sha256, and the one before it is kept as <stem>.ckpt.prev (disk: at most one "
                                         "checkpoint more) for --resume to fall back on", group="run",
-                                   check=_int_at_least(0), result=False)
+                                   check=int_at_least(0), result=False)
     checkpoint_seconds: float = option(60.0, "at least this many seconds between two checkpoints (0: no limit; "
                                              "the last iteration and Ctrl-C/SIGTERM always save)", group="run",
-                                       check=_number(0, strict=False), result=False)
+                                       check=number(0, strict=False), result=False)
     progress: bool = option(True, "show progress bars", group="run", kind="switch", result=False)
     tensorboard: bool = option(False, "also log the loss, its components, the learning rate and the test metrics for "
                                       "TensorBoard, in RUN/tensorboard/ (pip install tensorboard)", group="run",

@@ -14,9 +14,7 @@ exact resume, and a stop on NaN/inf.
 from __future__ import annotations
 
 import copy
-import functools
 import math
-import signal
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional
@@ -27,16 +25,16 @@ import torch
 from .accel import Compiled, device_batches, device_tensors, quiet_worker
 from .augment import augment_batch, transform_for
 from . import checkpoint, crash
-from .atomic import write_text
 from .card import RunCard
+from .hooks import HistoryRecorder, Hooks, NonFiniteGuard, PerfFile, Progress, Row, StopOnSignal, TensorBoard
 from .run_files import RunFiles
 from .data.open import data_identity
 from .dlstudio_glue import default_num_workers
-from .errors import DiskFullError, NonFiniteLossError, UserError
+from .errors import DiskFullError, UserError
 from .losses import get_loss
 from .optim import clipped_step, make_optimizer, make_scheduler
 from .spec import SEED_MIX, RunSpec, loss_title
-from .stopping import Interrupted, StopRequests
+from .stopping import Interrupted
 from .validation import Validator, cpu_weights, split_for_validation
 
 
@@ -59,9 +57,10 @@ class _Run:
     """The mutable state of one training run: network, optimizer, schedule, position, history.
 
     A step leaves its loss and the loss's components on the device (``pending``);
-    :meth:`flush` reads them all with one host sync, checks them for NaN/inf and appends
-    them to the history. It runs at log points, before every checkpoint and every
-    :data:`FLUSH_EVERY` iterations, so the loop never waits for the device per step.
+    :meth:`flush` reads them all with one host sync and hands each to the hooks
+    (:mod:`dlstudio_aspp.hooks`: the NaN/inf guard, the history, TensorBoard). It runs at log
+    points, before every checkpoint and every :data:`FLUSH_EVERY` iterations, so the loop
+    never waits for the device per step.
     """
 
     def __init__(self, net, spec: RunSpec, card: RunCard, device, total: int, loss_fn) -> None:
@@ -76,8 +75,7 @@ class _Run:
         self.saved_at = 0  # the iteration of that checkpoint
         self.last_save = -math.inf
         self.device_arrays = None  # PurdueShapes' arrays on a CUDA device, when batches are drawn there
-        self.stop = StopRequests()
-        self.board = open_board(card) if spec.tensorboard else None  # a TensorBoard SummaryWriter
+        self.hooks = Hooks([NonFiniteGuard(), HistoryRecorder()])  # train() adds the rest
         self.augment = transform_for(spec.augment_level(), tuple(card.image_size))
         self.validator: Optional[Validator] = None
         self.last_weights: Optional[dict] = None  # the last iteration's, kept when validation chose others
@@ -88,7 +86,7 @@ class _Run:
         self.probe: Optional[Callable[[str], None]] = None  # tests: called at named points inside a step
         self.pending: List[tuple] = []  # (iteration, epoch, batch, lr, stacked device values, names, float parts)
         self.history: Dict[str, Any] = {"iteration": [], "epoch": [], "loss": [], "lr": [], "components": {}, "running": [],
-                                        "options": spec.to_json(), "loss_name": loss_title(spec.loss)}
+                                        "loss_name": loss_title(spec.loss)}
         self.compiled = Compiled(self._forward_loss, device, "training step", module=net) if spec.compile else None
 
     def save_checkpoint(self) -> None:
@@ -199,28 +197,11 @@ class _Run:
         rows = torch.stack([p[4] for p in self.pending]).tolist() if len({len(p[5]) for p in self.pending}) == 1 \
             else [p[4].tolist() for p in self.pending]
         pending, self.pending = self.pending, []
-        h, losses = self.history, []
         for (it, epoch, batch, lr, _, names, floats), row in zip(pending, rows):
-            if not math.isfinite(row[0]):
-                self._non_finite(row[0], it, epoch, batch)
-            parts = list(zip(names, row[1:])) + list(floats.items())
-            h["iteration"].append(it)
-            h["epoch"].append(epoch)
-            h["loss"].append(row[0])
-            h["lr"].append(lr)
-            for k, v in parts:
-                h["components"].setdefault(k, []).append(v)
-            if self.board is not None:
-                for k, v in [("loss", row[0]), ("lr", lr)] + parts:
-                    self.board.add_scalar(f"train/{k}", v, it)
-            losses.append(row[0])
+            self.hooks("on_row", self, Row(it, epoch, batch, lr, row[0], list(zip(names, row[1:])) + list(floats.items())))
+        losses = [row[0] for row in rows]
+        self.hooks("on_flush", self, losses)
         return losses
-
-    def _non_finite(self, value: float, it: int, epoch: int, batch: int) -> None:
-        kept = (f"the last good checkpoint is {self.card.files.checkpoint}" if self.own_checkpoint
-                else "this run wrote no checkpoint yet")
-        raise NonFiniteLossError(f"{self.history['loss_name']} loss became {value} at iteration {it} "
-                                 f"(epoch {epoch}, batch {batch}); {kept}. Lower the learning rate or check the data.")
 
 
 def _on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
@@ -228,52 +209,31 @@ def _on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
 
 
-def open_board(card: RunCard):
-    """A TensorBoard ``SummaryWriter`` in the run's folder (imported only when asked for)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                        "(or pip install -e \".[tensorboard]\")") from None
-    return SummaryWriter(log_dir=str(card.files.tensorboard_dir))
-
-
 def _clock() -> float:
     return time.monotonic()
 
 
-def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time: float) -> bool:
+def train_one_epoch(run: _Run, batches) -> bool:
     """Run the batches of one epoch from ``run.batch`` on; True when the run's last iteration is done.
 
     A stop requested during a step (SIGINT, SIGTERM, SIGHUP) takes effect after that iteration's
-    log line, validation and checkpoint, so a resumed run repeats none of them and misses none.
+    log line and validation, with its checkpoint, so a resumed run repeats none of them and misses none.
     """
     log_every = run.spec.log_every
     for data in batches:
         run.step(data)
         i = run.batch
         run.batch += 1
-        if bar is not None:
-            bar.update(1)
+        run.hooks("on_step", run)
         logs, due = i % log_every == log_every - 1, run.checkpoint_due()
-        if logs or due or run.it % FLUSH_EVERY == 0 or run.it >= run.total or run.stop.requested is not None:
-            losses = run.flush()
-            if bar is not None and losses:
-                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        if logs or due or run.it % FLUSH_EVERY == 0 or run.it >= run.total:
+            run.flush()
         if logs:  # stock's running average: the last log_every iterations, all within this epoch
-            avg = sum(run.history["loss"][-log_every:]) / float(log_every)
-            elapsed = time.perf_counter() - start_time
-            say("[epoch=%d/%d, iter=%4d  elapsed_time=%3d secs]   %s loss: %.3f" % (run.epoch + 1, epochs, i + 1, elapsed,
-                                                                                     run.history["loss_name"], avg))
-            run.history["running"].append([run.it, avg])
-            perf()
+            run.hooks("on_log", run, i, sum(run.history["loss"][-log_every:]) / float(log_every))
         last = run.it >= run.total
         if run.validator is not None and run.validator.due(run.it, end_of_epoch=False) and not last:
-            _validate(run, say)
-        if run.stop.requested is not None:
-            run.save_checkpoint()
-            name = signal.Signals(run.stop.requested).name
-            raise Interrupted(f"{name}: stopped at iteration {run.it}; checkpoint saved to {run.card.files.checkpoint}")
+            _validate(run)
+        run.hooks("before_checkpoint", run)  # a stop request saves the checkpoint and raises here
         if due:
             run.save_checkpoint()
         if last:
@@ -282,14 +242,11 @@ def train_one_epoch(run: _Run, batches, epochs: int, say, bar, perf, start_time:
     return False
 
 
-def _validate(run: _Run, say) -> None:
+def _validate(run: _Run) -> None:
     """Score the held-out images now; the network goes back to training mode."""
     miou = run.validator.run(run.net, run.it)
     run.net.train()
-    best = run.validator.best
-    say(f"[validation at iteration {run.it}] mIoU {miou:.3f} (best {best['miou']:.3f} at iteration {best['iteration']})")
-    if run.board is not None:
-        run.board.add_scalar("val/miou", miou, run.it)
+    run.hooks("on_validation", run, miou)
 
 
 def _seed_everything(seed: int) -> None:
@@ -330,27 +287,18 @@ def _epoch_batches(run: _Run, loader, dataset, epoch: int, start_batch: int):
     return torch.utils.data.DataLoader(dataset, sampler=order, generator=gen, **kwargs)
 
 
-def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, start_time: float) -> None:
-    """Epochs from the run's position to its last iteration, with a progress bar; Ctrl-C saves a checkpoint."""
-    bar = None
-    if run.spec.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.total, initial=min(run.it, run.total), desc=f"train {run.history['loss_name']}", unit="it",
-                   mininterval=1.0, dynamic_ncols=True)
-    say = bar.write if bar is not None else functools.partial(print, flush=True)  # a log file shows each line at once
+def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int) -> None:
+    """Epochs from the run's position to its last iteration; Ctrl-C saves a checkpoint."""
     run.net.train()
     done = run.it >= run.total
     try:
         while not done and run.epoch < epochs:
-            if bar is not None:
-                say("")  # stock's blank line before each epoch; not in a log file (--no-progress)
-            batches = _epoch_batches(run, loader, dataset, run.epoch, run.batch)
-            done = train_one_epoch(run, batches, epochs, say, bar, perf, start_time)
+            run.hooks("on_epoch", run)
+            done = train_one_epoch(run, _epoch_batches(run, loader, dataset, run.epoch, run.batch))
             if run.batch >= per_epoch:
                 run.epoch, run.batch = run.epoch + 1, 0
                 if run.validator is not None and not done and run.validator.due(run.it, end_of_epoch=True):
-                    _validate(run, say)
+                    _validate(run)
     except Interrupted as exc:
         print(f"\n{exc}")
         raise
@@ -359,16 +307,13 @@ def _run_epochs(run: _Run, loader, dataset, epochs: int, per_epoch: int, perf, s
             run.save_checkpoint()
             print(f"\ninterrupted at iteration {run.it}; checkpoint saved to {run.card.files.checkpoint}")
         raise
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _finish_validation(run: _Run) -> None:
     """The last validation, then the best weights become the run's weights (recorded in the history and card);
     the checkpoint keeps the last iteration's as ``last_model`` (to score what the choice gained)."""
     if not run.validator.history or run.validator.history[-1][0] != run.it:
-        _validate(run, print)
+        _validate(run)
     if run.validator.best["iteration"] != run.it:  # the finished checkpoint keeps the last weights beside them
         run.last_weights = cpu_weights(run.net)
     run.net.load_state_dict(run.validator.best["state"])
@@ -425,21 +370,18 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
     run.data = data_identity(dataset)
     if resume:
         run.resume()
-    perf_path = perf_file or RunFiles.stock_perf_file(epochs)
-
-    def perf() -> None:  # the whole file, atomically: stock's running averages so far
-        write_text(perf_path, "".join("%.3f\n" % avg for _, avg in run.history["running"]))
-
-    start_time = run.started = time.perf_counter()
+    perf, stop = PerfFile(perf_file or RunFiles.stock_perf_file(epochs)), StopOnSignal()
+    board = [TensorBoard(card)] if spec.tensorboard else []
+    run.hooks.hooks += board + [Progress(run, epochs, bar=spec.progress), perf, stop]
+    run.started = time.perf_counter()
     try:
-        with run.stop:
-            _run_epochs(run, loader, dataset, epochs, per_epoch, perf, start_time)
+        with stop:
+            _run_epochs(run, loader, dataset, epochs, per_epoch)
+        perf.write(run)
+        if run.validator is not None:
+            _finish_validation(run)
     finally:
-        if run.board is not None:
-            run.board.close()
-    perf()
-    if run.validator is not None:
-        _finish_validation(run)
+        run.hooks.close()
     run.history["seconds"] = run.training_seconds()
     run.history["epochs"] = epochs
     if hasattr(loss_fn, "extra_state"):

@@ -284,6 +284,7 @@ def test_device_tensors_look_through_nested_subsets(synthetic_shapes, tmp_path):
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_scoring_with_compile_gives_the_eager_scores(trained_run):
     """`--compile` scoring (inductor on CPU) counts the same pixels as eager scoring, to a few pixels of float noise."""
     from dlstudio_aspp.card import RunCard

@@ -119,3 +119,14 @@ def test_the_previous_checkpoint_is_kept_and_the_newest_good_one_wins(tmp_path):
 def test_a_checkpoint_from_before_digests_still_loads(tmp_path):
     path = checkpoint.save(_ck(1.0, 1), tmp_path / "old")
     assert checkpoint.load_checkpoint(path)["iteration"] == 1
+
+
+def test_a_checkpoints_options_come_from_its_cards_spec_or_from_the_older_options_key():
+    from dlstudio_aspp.spec import RunSpec
+
+    spec = RunSpec(lr=0.01)
+    ck = {"card": {"spec": spec.to_json()}}
+    assert checkpoint.saved_options(ck) == spec.result_values()
+    assert checkpoint.differences(ck, spec.result_values(), {}, {}) == ""
+    old = {"options": dict(spec.result_values(), lr=0.5), "card": {"spec": spec.to_json()}}  # before the spec was stored once
+    assert checkpoint.differences(old, spec.result_values(), {}, {}) == "lr: checkpoint 0.5, now 0.01"

@@ -253,6 +253,19 @@ def test_a_grid_config_is_checked_once_and_never_changed():
         checked.losses = ["mse"]
 
 
+def test_plan_grid_checks_the_axes_once(syn, tmp_path, monkeypatch):
+    """Bug: plan_grid checked every cell a second time after making the data folder and rates concrete."""
+    from dlstudio_aspp import experiments
+
+    calls = []
+    real = experiments.GridConfig._check_axes
+    monkeypatch.setattr(experiments.GridConfig, "_check_axes", lambda self: (calls.append(1), real(self))[1])
+    cfg = experiments.GridConfig.from_preset("smoke", data=syn[1], train_file=syn[3], test_file=syn[5],
+                                             losses=["mse", "dice"])
+    plan = experiments.plan_grid(cfg, tmp_path / "g")
+    assert len(calls) == 1 and plan.cfg.spec.data and plan.cfg.validate() is plan.cfg
+
+
 def test_experiments_refuses_duplicate_cells(syn, tmp_path, capsys):
     assert cli.main(["experiments", "--out", str(tmp_path / "g"), *syn, "--losses", "mse,MSE"]) == 2
     assert "--loss lists mse more than once" in capsys.readouterr().err and not (tmp_path / "g").exists()

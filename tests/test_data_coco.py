@@ -546,7 +546,7 @@ def test_the_coco_preset_builds_at_the_homeworks_256_unless_size_is_given(coco_t
 
     cfg = GridConfig.from_preset("coco")
     args = Namespace(coco_root=[str(coco_tiny)], classes=["person"], size=None, min_size=200, train_min_size=None,
-                     max_per_class=None)
+                     max_per_class=None, dry_run=False)
     monkeypatch.chdir(tmp_path)  # the default folder is data/coco_<classes>_<size> in the working directory
     spec = _coco_set(cfg.spec.replace(progress=False), args, cfg.size)
     assert spec.data == "data/coco_person_256" and C.read_index(spec.data)["settings"]["size"] == 256

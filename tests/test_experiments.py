@@ -40,6 +40,7 @@ def test_grid_runs_resumes_and_reports(synthetic_shapes, tmp_path, capsys):
     assert {f.name for f in folders} >= {run_name("dice+mse:auto", True, 1), run_name("mse", False, 0)}
     s = json.loads((tmp_path / "runs" / run_name("dice+mse:auto", True, 0) / "summary.json").read_text())
     assert s["magnitudes"]["auto_scale"] and s["magnitudes"]["dice_scale"] > 1
+    assert not set(s) & {"loss", "aspp", "seed", "recipe", "head"}  # the options are the card's, stored once
     assert set(s["magnitudes"]["start"]) >= {"mse", "dice", "mse_over_dice"}
     capsys.readouterr()
     # finished runs are skipped; a removed summary is redone from its checkpoint
@@ -89,10 +90,11 @@ def test_bad_preset_and_loss():
 
 
 def test_magnitudes():
-    h = {"components": {"mse": [100.0] * 30, "dice": [0.5] * 30, "dice_scale": [20.0] * 30}, "options": {"loss": "dice+mse:20"}}
-    m = magnitudes(h)
+    h = {"components": {"mse": [100.0] * 30, "dice": [0.5] * 30, "dice_scale": [20.0] * 30}}
+    m = magnitudes(h, "dice+mse:20")
     assert m["start"]["mse_over_dice"] == 200 and m["start"]["dice_share"] == pytest.approx(10 / 110)
-    assert not m["auto_scale"] and magnitudes({"components": {}}) == {}
+    assert not m["auto_scale"] and magnitudes({"components": {}}, "mse") == {}
+    assert magnitudes(h, "dice+mse:auto")["auto_scale"]
 
 
 def test_grid_and_report_on_a_built_coco_set(coco_tiny_3, tmp_path):

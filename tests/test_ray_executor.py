@@ -40,6 +40,7 @@ def test_grid_finishes_and_the_report_lists_every_run(local_ray, synthetic_shape
         assert json.loads((tmp_path / "runs" / name / "summary.json").read_text())["iterations"] == 2
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_retried_then_recorded(local_ray, synthetic_shapes, tmp_path):
     counter = tmp_path / "attempts"
     counter.mkdir()
@@ -65,6 +66,7 @@ def test_a_failing_run_is_retried_then_recorded(local_ray, synthetic_shapes, tmp
     assert "## Failed runs" in report and bad in report
 
 
+@pytest.mark.slow
 def test_rerun_after_cancellation_skips_finished_runs(local_ray, synthetic_shapes, tmp_path, capsys):
     cfg = smoke(synthetic_shapes, seeds=[0, 1])
 

@@ -40,8 +40,9 @@ def signal_inside_step(monkeypatch, point: str, step: int, sig=signal.SIGTERM) -
     monkeypatch.setattr(training._Run, "__init__", init)
 
 
-def assert_same_run(a_folder, b_folder) -> None:
-    """Two finished run folders hold bit-equal weights, optimizer and schedule state, validation and history."""
+def assert_same_run(a_folder, b_folder, history_extra=()) -> None:
+    """Two finished run folders hold bit-equal weights, optimizer and schedule state, validation and history
+    (but its time, and ``history_extra``: keys only an older format wrote)."""
     a = torch.load(a_folder / "saved_model.ckpt", weights_only=True)
     b = torch.load(b_folder / "saved_model.ckpt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
@@ -50,7 +51,8 @@ def assert_same_run(a_folder, b_folder) -> None:
     assert a["scheduler"] == b["scheduler"] and a["scaler"] == b["scaler"] and a["loss_state"] == b["loss_state"]
     assert _tensors_equal(a["validation"], b["validation"]), "validation record differs"
     ha, hb = dict(a["history"]), dict(b["history"])
-    ha.pop("seconds"), hb.pop("seconds")
+    for key in ("seconds",) + tuple(history_extra):
+        ha.pop(key, None), hb.pop(key, None)
     assert ha == hb
     final_a = torch.load(a_folder / "saved_model", weights_only=True)
     final_b = torch.load(b_folder / "saved_model", weights_only=True)
@@ -240,6 +242,32 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_pa
     out = capsys.readouterr().out
     assert "resumed from" in out and "the checkpoint was written on a GPU and this run trains on the CPU" in out
     assert_same_run(full, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_in_the_format_that_copied_the_options_resumes(uninterrupted, tmp_path, monkeypatch):
+    """Checkpoints before the spec was stored once carried the result options under ``options`` and the whole
+    spec in the history: such a checkpoint resumes to the uninterrupted run's weights."""
+    from dlstudio_aspp.checkpoint import DIGEST, digest
+    from dlstudio_aspp.spec import RunSpec
+
+    data, net, full = uninterrupted["modern"]
+    opts = dict(recipe="modern", seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES["modern"])
+    part = _segmenter("modern", data, tmp_path)
+    signal_inside_step(monkeypatch, "end", step=4)
+    with pytest.raises(stopping.Interrupted):
+        part.run_code_for_training_for_semantic_segmentation(net, **opts)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "saved_model.ckpt"
+    ck = torch.load(path, weights_only=True)
+    assert "options" not in ck and "options" not in ck["history"]  # today's format: the card's spec only
+    spec = ck["card"]["spec"]
+    ck["options"], ck["history"]["options"] = RunSpec.from_json(spec).result_values(), dict(spec)
+    ck[DIGEST] = digest(ck)
+    torch.save(ck, path)
+    part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)
+    assert_same_run(full, tmp_path, history_extra=("options",))
 
 
 @pytest.mark.parametrize("damage", ["cut in half", "one byte flipped"])

@@ -6,7 +6,7 @@ import torch
 from conftest import loss_turning, make_dls, make_segmenter
 from dlstudio_aspp.dlstudio_glue import load_dlstudio
 from dlstudio_aspp.model import mUNetASPP
-from dlstudio_aspp.training import NonFiniteLossError
+from dlstudio_aspp.errors import NonFiniteLossError
 
 TRAIN, TEST = "PurdueShapes5MultiObject-20-train.gz", "PurdueShapes5MultiObject-20-test.gz"
 

@@ -6,7 +6,7 @@ dense head, AdamW, BCE+Dice (the main job's model and recipe):
 - bare eager: zero_grad, forward, loss, backward, optimizer step, nothing else;
 - bare CUDA graphs: the same with forward+loss under ``torch.compile(mode="reduce-overhead")``
   (inductor's default mode on CPU), as ``--compile`` does;
-- run's loop, eager and with ``compile=True``: :func:`dlstudio_aspp.runner.fit` on
+- run's loop, eager and with ``compile=True``: :func:`dlstudio_aspp.runner.train_run` on
   random data of that shape (device-resident batches on CUDA, as ``run`` uses them).
 
 Every row is timed over ``--iters`` steps after ``--warmup`` steps; the ratio columns are
@@ -81,13 +81,13 @@ def bare(side: int, classes: int, device, compiled: bool, iters: int, warmup: in
 
 
 def loop(side: int, classes: int, device, compiled: bool, iters: int, warmup: int, depth: int) -> float:
-    """run's loop (:func:`dlstudio_aspp.runner.fit`) in it/s; raises when ``--compile`` fell back to eager, so
+    """run's loop (:func:`dlstudio_aspp.runner.train_run`) in it/s; raises when ``--compile`` fell back to eager, so
     that a fallback is reported as such and not timed as the compiled loop."""
     from dlstudio_aspp import training
     from dlstudio_aspp.card import RunCard
     from dlstudio_aspp.run_files import RunFiles
     from dlstudio_aspp.losses import get_loss
-    from dlstudio_aspp.runner import build_model, fit
+    from dlstudio_aspp.runner import build_model, train_run
     from dlstudio_aspp.spec import RunSpec
 
     data = RandomSet(4 * (warmup + iters), side, classes)
@@ -106,7 +106,7 @@ def loop(side: int, classes: int, device, compiled: bool, iters: int, warmup: in
 
     training._Run.step = step
     try:
-        _, history = fit(spec, card, net, torch.utils.data.DataLoader(data, batch_size=4), device,
+        _, history = train_run(spec, card, net, torch.utils.data.DataLoader(data, batch_size=4), device,
                          perf_file=str(folder / "perf.txt"))
     finally:
         training._Run.step = real
