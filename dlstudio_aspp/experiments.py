@@ -226,9 +226,13 @@ def plan_grid(cfg: GridConfig, out) -> GridPlan:
 
 
 def prepare_grid(cfg: GridConfig, out) -> GridPlan:
-    """:func:`plan_grid`, then write ``grid.json``; nothing is written before all checks pass, so a typo leaves
+    """:func:`plan_grid`, then :func:`record_grid`; nothing is written before all checks pass, so a typo leaves
     the folder as it was."""
-    plan = plan_grid(cfg, out)
+    return record_grid(plan_grid(cfg, out))
+
+
+def record_grid(plan: GridPlan) -> GridPlan:
+    """Write the planned grid's ``grid.json`` (its settings, whether the data is synthetic, its provenance)."""
     if plan.synthetic:
         from .data.sources import SYNTHETIC_NOTE
 

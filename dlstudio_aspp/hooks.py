@@ -153,8 +153,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
-            self.say = functools.partial(print, flush=True)
 
 
 class PerfFile:

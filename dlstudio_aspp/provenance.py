@@ -35,6 +35,11 @@ def _git_commit() -> Optional[str]:
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def command_line() -> str:
+    """This process's command line, as a run's provenance records it (the program's name, then its arguments)."""
+    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+
+
 def provenance(command: Optional[str] = None, device=None) -> Dict:
     """The command line (or the API call) and the folder it ran in, versions, CUDA/cuDNN, device and threads, now."""
     import torch
@@ -44,7 +49,7 @@ def provenance(command: Optional[str] = None, device=None) -> Dict:
     device = torch.device(device) if device is not None else torch.device("cpu")
     cuda = torch.cuda.is_available()
     return {
-        "command": command if command is not None else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": command if command is not None else command_line(),
         "dlstudio_aspp": __version__, "git_commit": _git_commit(),
         "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": _version("torchvision"),
         "DLStudio": _version("DLStudio"), "numpy": _version("numpy"),

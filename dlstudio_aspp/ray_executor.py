@@ -41,8 +41,9 @@ def _ray():
     return ray
 
 
-def grid_task(spec_json: dict, folder: str, threads: int) -> dict:
-    """What one Ray task runs: open the data on this node, train and score one run, return its summary."""
+def grid_task(spec_json: dict, folder: str, threads: int, command: Optional[str] = None) -> dict:
+    """What one Ray task runs: open the data on this node, train and score one run, return its summary.
+    ``command``: the grid's command line, for the run's card (the worker's own is Ray's)."""
     import torch
 
     from .runner import train_and_score
@@ -54,7 +55,7 @@ def grid_task(spec_json: dict, folder: str, threads: int) -> dict:
     if not Path(spec.data).is_dir():
         raise UserError(f"node {socket.gethostname()} cannot read --data {spec.data}: every node must see the data at "
                         "the same path (a shared file system, or the same copy on each node)")
-    return train_and_score(spec, Path(folder))
+    return train_and_score(spec, Path(folder), command=command)
 
 
 def default_gpus_per_run(cluster: Dict[str, float], cpu: bool) -> float:
@@ -97,12 +98,13 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
         task: the function a task runs (tests swap in one that fails on purpose).
         on_finish: called with (run name, summary) as each run ends.
     """
-    from .experiments import prepare_grid
+    from .experiments import plan_grid, record_grid
+    from .provenance import command_line
 
     ray = _ray()
     if cpus_per_run <= 0 or (gpus_per_run is not None and gpus_per_run < 0):
         raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus_per_run}, {gpus_per_run}")
-    plan = prepare_grid(cfg, Path(out).resolve())
+    plan = plan_grid(cfg, Path(out).resolve())  # grid.json once the cluster has taken the resources too
     folder, cfg = plan.folder, plan.cfg
     data = str(Path(cfg.spec.data).resolve()) + "/"
     threads = max(1, int(cpus_per_run))
@@ -115,10 +117,11 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     if not todo:
         return {}
     started_here, gpus_per_run = _start(ray, address, num_cpus, gpus_per_run, cfg.spec.cpu)
+    record_grid(plan)
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
 
     def submit(name, spec):
-        return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads)
+        return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads, command_line())
 
     from tqdm.auto import tqdm
 

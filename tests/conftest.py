@@ -11,6 +11,16 @@ from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``) each worker holds one torch thread, and so do the processes it starts:
+    two workers with two threads each on two cores run several times slower than one thread each."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 COCO_TINY = SHARED / "data" / "coco_tiny"
 COCO_PERSON = SHARED / "data" / "coco_person"

@@ -132,7 +132,9 @@ def test_the_card_records_provenance_and_phase_times(synthetic_shapes, tmp_path)
     assert prov["torchvision"] == version("torchvision") and prov["DLStudio"] == version("DLStudio")
     assert prov["numpy"] == numpy.__version__ and prov["threads"] == torch.get_num_threads()
     assert prov["device"].startswith("CPU") and prov["cuda"] is None and prov["cudnn"] is None  # spec.cpu
-    assert prov["command"].split()[0] in ("pytest", "__main__.py", "python -m pytest") or "pytest" in prov["command"]
+    from dlstudio_aspp.provenance import command_line
+
+    assert prov["command"] == command_line()  # this process's command line (pytest's, or an xdist worker's)
     head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:  # a git checkout: the commit the package ran from
         assert prov["git_commit"].split()[0] == head.stdout.strip()

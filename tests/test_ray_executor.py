@@ -46,14 +46,14 @@ def test_a_failing_run_is_retried_then_recorded(local_ray, synthetic_shapes, tmp
     counter.mkdir()
     bad = run_name("dice", True, 0)
 
-    def flaky(spec_json, folder, threads):
+    def flaky(spec_json, folder, threads, command):
         from pathlib import Path
 
         name = Path(folder).name
         (counter / f"{name}.{len(list(counter.glob(name + '.*')))}").touch()
         if name == bad:
             raise RuntimeError("injected failure")
-        return grid_task(spec_json, folder, threads)
+        return grid_task(spec_json, folder, threads, command)
 
     results = run_grid_ray(smoke(synthetic_shapes), tmp_path / "g", task=flaky)
     assert "injected failure" in results[bad]["error"] and results[bad]["attempts"] == 2
@@ -106,6 +106,10 @@ def test_experiments_executor_ray_from_the_command_line(local_ray, syn, tmp_path
     assert cli.main(base + ["--executor", "ray", "--cpus-per-run", "1"]) == 0
     assert calls[-1] == dict(address=None, cpus_per_run=1.0, gpus_per_run=None)  # decided from the cluster (below)
     assert json.loads((tmp_path / "g" / "runs" / run_name("mse", True, 0) / "summary.json").read_text())["iterations"] == 1
+    from dlstudio_aspp.provenance import command_line
+
+    card = json.loads((tmp_path / "g" / "runs" / run_name("mse", True, 0) / "saved_model.json").read_text())
+    assert card["provenance"]["command"] == command_line()  # the grid's command, not the Ray worker's
     assert cli.main(base + ["--executor", "ray", "--gpus-per-run", "-1"]) == 2
     assert "--gpus-per-run >= 0" in capsys.readouterr().err
     monkeypatch.setattr(ray_executor, "run_grid_ray", lambda cfg, out, **kw: calls.append(kw) or {})
@@ -140,4 +144,4 @@ def test_asking_for_gpus_the_cluster_lacks_is_refused_not_left_waiting(local_ray
     with pytest.raises(ValueError, match=r"--gpus-per-run 0.125 asks for more GPUs than the Ray cluster has \(0\); "
                                          r"lower it, or --gpus-per-run 0 to train on the CPUs"):
         run_grid_ray(smoke(synthetic_shapes), tmp_path, gpus_per_run=0.125)
-    assert not list(tmp_path.glob("runs/*/saved_model"))
+    assert not list(tmp_path.iterdir())  # refused before anything was written, grid.json included

@@ -206,12 +206,9 @@ def test_resume_with_other_data_of_the_same_size_is_refused(tmp_path):
                                                               progress=False)
 
 
-@pytest.mark.slow
-def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_path, monkeypatch, capsys):
-    """Bug (on a card): checkpoints were read with map_location set to the run's device, so on CUDA the CPU
-    generator's state came back as a CUDA tensor and every resume crashed (TypeError: RNG state must be a
-    torch.ByteTensor), and a checkpoint from a GPU could not be read without one. Here the stopped run's checkpoint
-    is rewritten as a GPU writes it: every storage tagged cuda:0, a CUDA generator's state beside the CPU's."""
+def _stopped_at_step_4(uninterrupted, tmp_path, monkeypatch):
+    """The modern run stopped by SIGTERM after its fourth step in ``tmp_path``: (a function that resumes it, the
+    uninterrupted run's folder, the checkpoint's path, the checkpoint read back)."""
     data, net, full = uninterrupted["modern"]
     opts = dict(recipe="modern", seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES["modern"])
     part = _segmenter("modern", data, tmp_path)
@@ -222,6 +219,16 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_pa
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "saved_model.ckpt"
     ck = torch.load(path, weights_only=True)
+    return (lambda: part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)), full, path, ck
+
+
+@pytest.mark.slow
+def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_path, monkeypatch, capsys):
+    """Bug (on a card): checkpoints were read with map_location set to the run's device, so on CUDA the CPU
+    generator's state came back as a CUDA tensor and every resume crashed (TypeError: RNG state must be a
+    torch.ByteTensor), and a checkpoint from a GPU could not be read without one. Here the stopped run's checkpoint
+    is rewritten as a GPU writes it: every storage tagged cuda:0, a CUDA generator's state beside the CPU's."""
+    resume, full, path, ck = _stopped_at_step_4(uninterrupted, tmp_path, monkeypatch)
     ck["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)
     from dlstudio_aspp.checkpoint import DIGEST, digest
 
@@ -237,7 +244,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_this_cpu(uninterrupted, tmp_pa
         return real_load(f, map_location=map_location, **kw)
 
     monkeypatch.setattr(torch, "load", onto_the_cpu_only)
-    part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)
+    resume()
     monkeypatch.setattr(torch, "load", real_load)
     out = capsys.readouterr().out
     assert "resumed from" in out and "the checkpoint was written on a GPU and this run trains on the CPU" in out
@@ -251,22 +258,13 @@ def test_a_checkpoint_in_the_format_that_copied_the_options_resumes(uninterrupte
     from dlstudio_aspp.checkpoint import DIGEST, digest
     from dlstudio_aspp.spec import RunSpec
 
-    data, net, full = uninterrupted["modern"]
-    opts = dict(recipe="modern", seed=3, max_iters=8, checkpoint_every=0, progress=False, **RECIPES["modern"])
-    part = _segmenter("modern", data, tmp_path)
-    signal_inside_step(monkeypatch, "end", step=4)
-    with pytest.raises(stopping.Interrupted):
-        part.run_code_for_training_for_semantic_segmentation(net, **opts)
-    monkeypatch.undo()
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "saved_model.ckpt"
-    ck = torch.load(path, weights_only=True)
+    resume, full, path, ck = _stopped_at_step_4(uninterrupted, tmp_path, monkeypatch)
     assert "options" not in ck and "options" not in ck["history"]  # today's format: the card's spec only
     spec = ck["card"]["spec"]
     ck["options"], ck["history"]["options"] = RunSpec.from_json(spec).result_values(), dict(spec)
     ck[DIGEST] = digest(ck)
     torch.save(ck, path)
-    part.run_code_for_training_for_semantic_segmentation(net, resume=True, **opts)
+    resume()
     assert_same_run(full, tmp_path, history_extra=("options",))
 
 
