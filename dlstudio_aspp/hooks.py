@@ -23,7 +23,7 @@ import functools
 import math
 import signal
 import time
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Sequence, Tuple
 
 from .atomic import write_text
 from .errors import NonFiniteLossError, UserError
@@ -114,11 +114,11 @@ class TensorBoard:
 
 
 class Progress:
-    """Stock's printed lines (one per log point, a blank line before each epoch) and, with ``bar``, a tqdm
-    progress bar that they are written above."""
+    """Stock's printed lines (one per log point, a blank line before each epoch; the time since ``run.started``)
+    and, with ``bar``, a tqdm progress bar that they are written above."""
 
     def __init__(self, run, epochs: int, bar: bool) -> None:
-        self.epochs, self.started = epochs, time.perf_counter()
+        self.epochs = epochs
         self.bar = None
         if bar:
             from tqdm.auto import tqdm
@@ -141,7 +141,7 @@ class Progress:
             self.bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
 
     def on_log(self, run, i: int, avg: float) -> None:
-        elapsed = time.perf_counter() - self.started
+        elapsed = time.perf_counter() - run.started
         self.say("[epoch=%d/%d, iter=%4d  elapsed_time=%3d secs]   %s loss: %.3f" % (run.epoch + 1, self.epochs, i + 1,
                                                                                  elapsed, run.history["loss_name"], avg))
 
@@ -182,10 +182,6 @@ class StopOnSignal:
 
     def __exit__(self, *exc) -> None:
         self.requests.__exit__(*exc)
-
-    @property
-    def requested(self) -> Optional[int]:
-        return self.requests.requested
 
     def before_checkpoint(self, run) -> None:
         if self.requests.requested is None:

@@ -119,9 +119,10 @@ def run_grid_ray(cfg, out, *, address: Optional[str] = None, cpus_per_run: float
     started_here, gpus_per_run = _start(ray, address, num_cpus, gpus_per_run, cfg.spec.cpu)
     record_grid(plan)
     remote = ray.remote(task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+    command = command_line()  # the grid's, for every run's card
 
     def submit(name, spec):
-        return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads, command_line())
+        return remote.remote(spec.to_json(), str(folder.run_folder(name)), threads, command)
 
     from tqdm.auto import tqdm
 

@@ -201,9 +201,9 @@ def execute(plan: RunPlan, command: Optional[str] = None) -> dict:
                                          num_workers=default_num_workers(spec.workers), worker_init_fn=quiet_worker)
     t0 = time.perf_counter()
     trained, history = train_run(spec, card, plan.net, loader, plan.device, loss_fn=plan.loss_fn, resume=plan.resume,
-                           perf_file=card.files.perf_file, command=command, split=plan.split)
+                                 perf_file=card.files.perf_file, command=command, split=plan.split)
     metrics = score_run(card, trained, plan.test_set, plan.device, progress=spec.progress, workers=spec.workers,
-                    compile=spec.compile, floors=floors_for(plan.train_set, plan.test_set))
+                        compile=spec.compile, floors=floors_for(plan.train_set, plan.test_set))
     save_samples(metrics.pop("samples"), card)
     if spec.tensorboard:
         log_test_metrics(card, metrics, len(history["loss"]))

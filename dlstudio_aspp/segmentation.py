@@ -114,8 +114,8 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
         loss_fn = get_loss(spec.loss)
         card = RunCard.for_training(dls.path_saved_model, net, self.train_dataloader.dataset, dls.image_size, spec,
                                     loss_fn, class_names=getattr(dls, "class_labels", ()))
-        self.trained_net, self.history = train_run(spec, card, net, self.train_dataloader, self._device(), loss_fn=loss_fn,
-                                             resume=resume, perf_file=perf_file)
+        self.trained_net, self.history = train_run(spec, card, net, self.train_dataloader, self._device(),
+                                                   loss_fn=loss_fn, resume=resume, perf_file=perf_file)
         self.card = card
         return self.history
 
@@ -142,10 +142,10 @@ class SemanticSegmentationASPP(DLStudio.SemanticSegmentation):
             card.load_weights(net)
         grid_path = Path(save_to) / card.files.test_grid.name if save_to else self.out_dir / card.files.test_grid.name
         metrics = score_run(card, net, dataset, self._device(), grid_images=grid_images, progress=progress,
-                        batch_size=batch_size or self.test_dataloader.batch_size,
-                        workers=self.test_dataloader.num_workers, grid_path=grid_path,
-                        compile=bool(card.spec.get("compile")),
-                        floors=floors_for(self._train_set(), dataset))
+                            batch_size=batch_size or self.test_dataloader.batch_size,
+                            workers=self.test_dataloader.num_workers, grid_path=grid_path,
+                            compile=bool(card.spec.get("compile")),
+                            floors=floors_for(self._train_set(), dataset))
         self.samples = metrics.pop("samples")
         self.metrics = metrics
         return metrics

@@ -372,8 +372,8 @@ def train(net: torch.nn.Module, loader, spec: RunSpec, card: RunCard, device=Non
         run.resume()
     perf, stop = PerfFile(perf_file or RunFiles.stock_perf_file(epochs)), StopOnSignal()
     board = [TensorBoard(card)] if spec.tensorboard else []
-    run.hooks.hooks += board + [Progress(run, epochs, bar=spec.progress), perf, stop]
     run.started = time.perf_counter()
+    run.hooks.hooks += board + [Progress(run, epochs, bar=spec.progress), perf, stop]
     try:
         with stop:
             _run_epochs(run, loader, dataset, epochs, per_epoch)

@@ -1,6 +1,7 @@
 """The training loop's hooks: each on its own, on a stand-in for the run (no network needed)."""
 import inspect
 import signal
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +15,7 @@ def _run(tmp_path, **kw):
     history = {"iteration": [], "epoch": [], "loss": [], "lr": [], "components": {}, "running": [], "loss_name": "MSE"}
     files = SimpleNamespace(checkpoint=tmp_path / "checkpoint.pt")
     return SimpleNamespace(history=history, card=SimpleNamespace(files=files), own_checkpoint=False, it=3, epoch=0,
-                           total=10, validator=None, **kw)
+                           total=10, validator=None, started=time.perf_counter(), **kw)
 
 
 def test_hooks_are_called_in_order_and_may_leave_out_events():
