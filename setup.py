@@ -17,6 +17,8 @@ setup(
         "matplotlib",
         "pillow",
         "tqdm",
+        # sam-compare --sam-masks: cut-outs and screenshots found in the exported images (template matching, SIFT)
+        "opencv-python-headless",
         # report.pdf: Markdown read by markdown-it-py, pages laid out by ReportLab (pip only: no browser, no LaTeX)
         "markdown-it-py",
         "reportlab",

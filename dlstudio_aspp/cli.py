@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__, commands
 from .documents import REPORT_FORMATS
+from .demo_files import KINDS as DEMO_KINDS
 from .recipes import COCO_COST
 from .errors import UserError, debug
 from .registry import DATASETS
@@ -231,9 +232,10 @@ def _sam_parser(sub) -> None:
     p = sub.add_parser("sam-compare", help="SAM masks next to mUNet's on a few test images, measured against ground truth",
                        description="Figure (one row per image: SAM overlay | mUNet overlay, ground-truth outlines) and "
                                    "metrics (IoU, boundary F1, completeness, FP/FN rates) as JSON and markdown. SAM masks "
-                                   "come from a local checkpoint (--sam-checkpoint) or from PNGs saved from the online demo "
-                                   "(--sam-masks DIR, files <index>.png or <index>_<class>.png); --export-demo first "
-                                   "writes the images to upload.")
+                                   "come from a local checkpoint (--sam-checkpoint) or from files saved from the online demo "
+                                   "(--sam-masks DIR: its cut-outs or screenshots, or masks; named <index>.png, "
+                                   "<index>_<class>.png, or as the demo saved them); --export-demo first writes the images "
+                                   "to upload and says what to save.")
     p.add_argument("--run", required=True, help="a run folder (saved_model + saved_model.json)")
     p.add_argument("--dataset", default=None, choices=list(DATASETS), help="(default: the run's, from its card)")
     p.add_argument("--data", default=None, help="data folder (default: the run's, from its card; for coco: the "
@@ -244,10 +246,14 @@ def _sam_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="pick --count images at random with this seed")
     p.add_argument("--sam-checkpoint", default=None, help="a SAM checkpoint you downloaded (never downloaded here)")
     p.add_argument("--sam-model", default="vit_b", choices=list(spec_module.SAM_MODELS), help="(default: vit_b; vit_t is MobileSAM)")
-    p.add_argument("--sam-masks", default=None, help="folder of PNG masks saved from the SAM online demo")
+    p.add_argument("--sam-masks", default=None, help="folder of files saved from the SAM online demo: cut-outs (\"Cut out "
+                   "object\"), screenshots of the image with its mask shown (PNG or JPEG), or whole-image masks; each "
+                   "is matched to its exported image by its name's <index> or by its content")
+    p.add_argument("--sam-kind", default="auto", choices=list(DEMO_KINDS),
+                   help="read every --sam-masks file as this kind (default: auto, told apart by content)")
     p.add_argument("--export-demo", action="store_true", help="write the chosen test images as OUT/demo_images/<index>.png "
                    "to upload to the SAM online demo (enlarged to about --sam-size), with index.md naming each one's "
-                   "source; save the demo's masks as <index>.png in a folder and give it to --sam-masks")
+                   "source and saying what to save from the demo (cut-outs or screenshots) for --sam-masks")
     p.add_argument("--everything", action="store_true", help="add a SamAutomaticMaskGenerator column")
     p.add_argument("--show-input", action="store_true", help="add a column with the input image")
     p.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels (default: 2)")

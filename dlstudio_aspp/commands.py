@@ -12,7 +12,7 @@ import time
 from typing import Optional
 
 from .documents import REPORT_FORMATS
-from .errors import MissingFileError, UserError
+from .errors import MissingFileError, UnfinishedError, UserError
 from .locks import FolderLock
 from .spec import RunSpec, given_values, parse_ints
 
@@ -374,16 +374,20 @@ def sam_compare(args) -> int:
                      indices=parse_ints(args.indices, "--indices"), seed=args.seed, sam_model=args.sam_model,
                      sam_checkpoint=args.sam_checkpoint, sam_masks=args.sam_masks, everything=args.everything,
                      show_input=args.show_input, tolerance=args.tolerance, sam_size=args.sam_size,
-                     points_per_side=args.points_per_side, device=device)
+                     points_per_side=args.points_per_side, device=device, sam_kind=args.sam_kind)
     print((out / f"sam_{spec.dataset}_metrics.md").read_text())
     print(f"figure: {out / result['figure']}")
+    if "files_figure" in result:
+        print(f"how each saved file was read: {out / result['files_figure']}")
+    if result.get("problems"):
+        raise UnfinishedError("\n".join(result["problems"]))
     return 0
 
 
 def _export_demo(args, run: Path, dataset, out: Path, dataset_name: str) -> int:
     """``sam-compare --export-demo``: the chosen test images as files to upload, and what to do next."""
     from .registry import DATASETS
-    from .sam_compare import export_demo, pick_indices
+    from .sam_compare import DEMO_STEPS, export_demo, pick_indices
 
     indices = pick_indices(len(dataset), args.count, parse_ints(args.indices, "--indices"), args.seed)
     folder = export_demo(dataset, out / "demo_images", indices, args.sam_size)
@@ -392,9 +396,9 @@ def _export_demo(args, run: Path, dataset, out: Path, dataset_name: str) -> int:
     side = dataset[indices[0]]["image"].shape[-1]
     original = DATASETS[dataset_name].demo_note
     print(f"{len(indices)} images in {folder}/, enlarged from {side} px to about {args.sam_size} px (as SAM gets them "
-          f"here).{original} Upload each to the SAM demo, prompt it with a box or points on the "
-          f"object, save the mask it shows as {masks}/<index>.png (or <index>_<class>.png), then:\n"
+          f"here).{original}\n{DEMO_STEPS}\nSave them in {masks}/, then:\n"
           f"  dlstudio-aspp sam-compare --run {run}" + (f" --data {args.data}" if args.data else "")
+          + (f" --sam-size {args.sam_size}" if args.sam_size != 1024 else "")
           + f" --indices {','.join(map(str, indices))} --sam-masks {masks}")
     return 0
 

@@ -215,9 +215,8 @@ DATASETS: Registry[Dataset] = Registry("--dataset", {
     "coco": Dataset("a build-coco folder", "data.coco:COCOSegmentationDataset", "data.open:open_coco",
                     "data.open:built_root", auto_augment="standard", auto_normalize="dataset", run_recipe="coco",
                     floors=True, from_coco=True,
-                    demo_note=" For COCO, the original photograph each row names (source_file) is sharper: upload it "
-                              "instead (SAM's mask saved at the photograph's size is scaled to the test image, as the "
-                              "set's image was).",
+                    demo_note=" For COCO, each row also names the original photograph (source_file); upload the "
+                              "exported image all the same: the files saved from the demo are found in it.",
                     after_run="to train longer, raise --max-iters (this run: {iterations} iterations); on a GPU, build the "
                               "set at the homework's size (build-coco --size 256) and try --epochs 150 (the coco preset)"),
 })

@@ -21,24 +21,17 @@ Two ways to get SAM masks:
       brought back by averaging every factor x factor block and keeping blocks that are
       at least half covered.
 
-(b) **Masks saved from the online demo**: ``--sam-masks DIR`` holding PNGs named by the
-    test image's dataset index: ``<index>.png`` is a class-agnostic mask for the whole
-    image (scored against the union of the classes), ``<index>_<class>.png`` or
-    ``<index>_<class>_<k>.png`` a mask of one object of that class (unioned per class).
-    A pixel is in the mask where the PNG's alpha channel is above 127 when the image has
-    a varying alpha, else where its grey level is above 127. Masks of another size are
-    resized to the image with nearest neighbour.
+(b) **Files saved from the online demo** (``--sam-masks DIR``): the demo has no mask download; its
+    cut-outs and screenshots (or whole-image masks) are read back by :mod:`dlstudio_aspp.demo_files`.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .masks import mask_truth
 from . import spec as _spec  # SAM_MODELS: the architectures --sam-model names
@@ -165,48 +158,3 @@ class SamRunner:
             if m["segmentation"].mean() <= self.everything_max_area:
                 keep |= m["segmentation"]
         return downscale_mask(keep, f)
-
-
-_NAME = re.compile(r"^(\d+)(?:_(.+?))?(?:_(\d+))?\.png$", re.IGNORECASE)
-
-
-def read_png_mask(path: Path, size) -> np.ndarray:
-    """A saved mask as (H, W) bool at ``size``; alpha when it varies, else grey level > 127."""
-    try:
-        im = Image.open(path)
-        im.load()
-    except (OSError, SyntaxError) as exc:  # PIL's errors for garbage, truncated or unreadable files
-        raise UserError(f"--sam-masks: {path} is not a readable PNG ({exc}); save the mask again from the demo") from None
-    with im:
-        if im.mode in ("RGBA", "LA") and np.ptp(np.array(im.getchannel("A"))) > 0:
-            grey = im.getchannel("A")
-        else:
-            grey = im.convert("L")
-        if grey.size != (size[1], size[0]):
-            grey = grey.resize((size[1], size[0]), Image.NEAREST)
-        return np.array(grey) > 127
-
-
-def masks_from_dir(folder, index: int, class_names: Sequence[str], size) -> Dict[str, Optional[np.ndarray]]:
-    """Saved masks of test image ``index``: ``{'classes': (C,H,W) or None, 'agnostic': (H,W) or None}``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingFileError(f"--sam-masks folder {folder} does not exist")
-    lookup = {n.lower(): k for k, n in enumerate(class_names)}
-    per_class = np.zeros((len(class_names), *size), bool)
-    found_class, agnostic = False, None
-    for p in sorted(folder.glob(f"{index}*.png")):
-        m = _NAME.match(p.name)
-        if not m or int(m.group(1)) != index:
-            continue
-        if m.group(2) is None:
-            agnostic = read_png_mask(p, size)
-            continue
-        name = m.group(2).lower()
-        if name not in lookup:
-            raise UserError(f"{p.name}: unknown class {m.group(2)!r}; expected <index>_<class>.png with class one of {list(class_names)}")
-        per_class[lookup[name]] |= read_png_mask(p, size)
-        found_class = True
-    if agnostic is None and not found_class:
-        raise MissingFileError(f"no mask for test image {index} in {folder}: expected {index}.png or {index}_<class>.png")
-    return {"classes": per_class if found_class else None, "agnostic": agnostic}

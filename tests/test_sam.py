@@ -1,5 +1,6 @@
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from dlstudio_aspp import cli
 from dlstudio_aspp.experiments import GridConfig, run_grid
 from dlstudio_aspp.report import make_report
 from conftest import build_tiny_sam
-from dlstudio_aspp.sam import downscale_mask, load_sam, masks_from_dir, read_png_mask
+from dlstudio_aspp.demo_files import DemoReader, kind_of, parse_name, whole_mask
+from dlstudio_aspp.sam import downscale_mask, load_sam
 
 TRAIN, TEST = "PurdueShapes5MultiObject-24-train.gz", "PurdueShapes5MultiObject-8-test.gz"
 
@@ -80,15 +82,25 @@ def test_saved_demo_masks(grid_run, synthetic_shapes, tmp_path):
 
 
 def test_mask_reading_rules(tmp_path):
-    Image.fromarray(np.array([[0, 200], [128, 127]], np.uint8)).save(tmp_path / "3_disk.png")
-    assert read_png_mask(tmp_path / "3_disk.png", (2, 2)).tolist() == [[False, True], [True, False]]
-    got = masks_from_dir(tmp_path, 3, ["rectangle", "disk"], (4, 4))
-    assert got["agnostic"] is None and got["classes"][1].all() == False and got["classes"][1].sum() == 8  # noqa: E712
+    grey = np.array([[0, 200], [128, 127]], np.uint8)
+    rgba = np.dstack([grey] * 3 + [np.full_like(grey, 255)])
+    binary = np.kron(np.array([[0, 255], [255, 0]], np.uint8), np.ones((8, 8), np.uint8))
+    assert kind_of(np.dstack([binary] * 3 + [np.full_like(binary, 255)])) == "mask"
+    assert whole_mask(rgba, (2, 2)).tolist() == [[False, True], [True, False]]
+    assert whole_mask(rgba, (4, 4)).sum() == 8  # brought to the test image's size
+    assert parse_name(Path("3_disk.png")) == (3, "disk") and parse_name(Path("3_dining table_2.png")) == (3, "dining table")
+    assert parse_name(Path("download (1).png")) == (None, None)
+    image = torch.zeros(3, 4, 4)
+    reader = DemoReader({3: image}, (4, 4), ["rectangle", "disk"], sam_size=4)
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "3_cube.png")
     with pytest.raises(ValueError, match="unknown class 'cube'"):
-        masks_from_dir(tmp_path, 3, ["rectangle", "disk"], (4, 4))
-    with pytest.raises(FileNotFoundError, match="no mask for test image 9"):
-        masks_from_dir(tmp_path, 9, ["disk"], (4, 4))
+        reader.read(tmp_path / "3_cube.png")
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "9.png")
+    with pytest.raises(ValueError, match="names test image 9, which is not among those compared"):
+        reader.read(tmp_path / "9.png")
+    (tmp_path / "3.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="3.png is not a readable image"):
+        reader.read(tmp_path / "3.png")
 
 
 def test_downscale_is_a_majority_vote():
@@ -161,8 +173,10 @@ def test_a_stock_munet_run_is_rebuilt_without_aspp(synthetic_shapes, tmp_path):
 
 def test_garbage_png_in_saved_masks(tmp_path):
     (tmp_path / "0_disk.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
-    with pytest.raises(ValueError, match=r"--sam-masks: .*0_disk\.png is not a readable PNG"):
-        masks_from_dir(tmp_path, 0, ["rectangle", "disk"], (4, 4))
+    reader = DemoReader({0: torch.zeros(3, 4, 4)}, (4, 4), ["rectangle", "disk"], sam_size=4)
+    readings, problems = reader.read_all(tmp_path)
+    assert readings == [] and len(problems) == 1
+    assert re.match(r"--sam-masks: 0_disk\.png is not a readable image \(.*\); save it again from the demo$", problems[0])
 
 
 def test_the_demo_path_end_to_end_on_real_photographs(coco_tiny_3, tmp_path, capsys):
@@ -192,11 +206,13 @@ def test_the_demo_path_end_to_end_on_real_photographs(coco_tiny_3, tmp_path, cap
         Image.fromarray(np.kron(gt, np.ones((4, 4))).astype(np.uint8) * 255).save(masks / f"{i}.png")
     assert cli.main(base + ["--sam-masks", str(masks)]) == 0
     res = json.loads((out / "sam_coco_metrics.json").read_text())
-    assert res["sam_column"] == "SAM (saved demo masks)" and res["sam_source"] == "saved demo masks from sam/demo_masks/"
+    assert res["sam_column"] == "SAM (files saved from the demo)"
+    assert res["sam_source"] == "files saved from the demo in sam/demo_masks/"
+    assert [(f["file"], f["index"], f["kind"]) for f in res["files"]] == [("1.png", 1, "mask"), ("3.png", 3, "mask")]
     assert all(r["scores"]["SAM (saved, vs union)"]["iou"] == 1.0 for r in res["images"])
     assert cli.main(["report", str(run), "--format", "md"]) == 0
     report = (run / "report.md").read_text()
-    assert "## SAM comparison" in report and "(saved demo masks from sam/demo_masks/)" in report
+    assert "## SAM comparison" in report and "(files saved from the demo in sam/demo_masks/)" in report
     assert "![sam_coco](sam/sam_coco.png)" in report and str(tmp_path) not in report.split("## Appendix")[0]
 
 
@@ -214,5 +230,5 @@ def test_export_demo_on_a_coco_run_needs_only_the_run(coco_tiny_3, tmp_path, mon
     assert cli.main(["sam-compare", "--run", str(run), "--export-demo", "--count", "2", "--sam-size", "128", "--cpu"]) == 0
     printed = capsys.readouterr().out
     assert "enlarged from 64 px to about 128 px" in printed and "original photograph" in printed
-    assert printed.strip().splitlines()[-1].split() == ["dlstudio-aspp", "sam-compare", "--run", str(run), "--indices",
-                                                       "0,1", "--sam-masks", str(tmp_path / "grid" / "sam" / "demo_masks")]
+    assert printed.strip().splitlines()[-1].split() == ["dlstudio-aspp", "sam-compare", "--run", str(run), "--sam-size",
+                                                       "128", "--indices", "0,1", "--sam-masks", str(tmp_path / "grid" / "sam" / "demo_masks")]
