@@ -182,6 +182,7 @@ class Placement:
     offset: Tuple[float, float] = (0.0, 0.0)
     in_file: Optional[np.ndarray] = None  # the recovered mask in the file's own frame, for the checking figure
     how: str = ""
+    frame: Optional[Tuple[int, int, int, int]] = None  # a screenshot: where the image is in it (x0, y0, x1, y1)
 
 
 @dataclass
@@ -195,6 +196,7 @@ class Reading:
     how: str
     in_file: np.ndarray
     pixels: np.ndarray = field(repr=False, default=None)  # the file as read (H, W, 4), for the checking figure
+    frame: Optional[Tuple[int, int, int, int]] = None
 
 
 def demo_files(folder: Path) -> List[Path]:
@@ -204,6 +206,13 @@ def demo_files(folder: Path) -> List[Path]:
     if not folder.is_dir():
         raise MissingFileError(f"--sam-masks folder {folder} does not exist")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def _frame(matrix, exported_shape, shot_shape) -> Tuple[int, int, int, int]:
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    x0, y0 = max(0, int(matrix[0, 2])), max(0, int(matrix[1, 2]))
+    return (x0, y0, min(shot_shape[1], int(matrix[0, 2] + exported_shape[1] * scale) + 1),
+            min(shot_shape[0], int(matrix[1, 2] + exported_shape[0] * scale) + 1))
 
 
 class DemoReader:
@@ -246,7 +255,8 @@ class DemoReader:
         mask = to_test_size(unshow(in_shot, matrix, self.exported[index].shape) >= 0.5, self.size)
         where = f"{count} matching features" if count else found
         return Placement(mask=mask, quality=explained, scale=scale, offset=(float(matrix[0, 2]), float(matrix[1, 2])),
-                         in_file=in_shot, how=f"screenshot, {how}, image at ({matrix[0, 2]:.0f}, {matrix[1, 2]:.0f}) "
+                         in_file=in_shot, frame=_frame(matrix, self.exported[index].shape, rgba.shape),
+                         how=f"screenshot, {how}, image at ({matrix[0, 2]:.0f}, {matrix[1, 2]:.0f}) "
                                               f"scale {scale:.3f} ({where}), {explained:.0%} of its pixels explained"), explained
 
     def read(self, path: Path) -> Reading:
@@ -282,7 +292,7 @@ class DemoReader:
                             f"rename it <index>.png (or <index>_<class>.png) to say which")
         placed = found[ranked[0]][0]
         return Reading(file=path.name, index=ranked[0], class_name=class_name, kind=kind, mask=placed.mask,
-                       how=placed.how, in_file=placed.in_file, pixels=rgba)
+                       how=placed.how, in_file=placed.in_file, pixels=rgba, frame=placed.frame)
 
     @staticmethod
     def _close(best: float, second: float, kind: str) -> bool:

@@ -71,7 +71,8 @@ def _empty(p: Part, name: str) -> List[str]:
     if name == "sam":
         run = f"{p.path}/runs/<a run>" if p.kind == "grid" else p.path
         return [f"*No SAM comparison in `{p.path}/sam` yet.* `dlstudio-aspp sam-compare --run {run}` writes it "
-                "there (with `--sam-checkpoint` for SAM's weights); then run `dlstudio-aspp handin` again."]
+                "there (with `--sam-checkpoint` for SAM's weights, or `--export-demo`, then `--sam-masks` with the "
+                "cut-outs or screenshots you saved from the online demo); then run `dlstudio-aspp handin` again."]
     return [f"*Nothing to show for “{name}” in `{p.path}`.*"]
 
 

@@ -290,7 +290,7 @@ def files_figure(readings, items: dict, records, path: Path) -> Path:
     fig, axes = plt.subplots(n, 2, figsize=(2 * PANEL_PX / 100 * 1.3, n * PANEL_PX / 100), dpi=100, squeeze=False)
     for ax, r, rec in zip(axes, readings, records):
         ax[0].imshow(_as_read(r), interpolation="nearest")
-        ax[0].set_title(f"{r.file} ({r.kind})", fontsize=6)
+        ax[0].set_title(f"{r.file} ({r.kind}" + (", the image's part of the page)" if r.frame else ")"), fontsize=6)
         image = items[r.index]["image"]
         shown = to_rgb(image).copy()
         gt = mask_truth(items[r.index]["mask_tensor"])
@@ -323,4 +323,7 @@ def _as_read(reading) -> np.ndarray:
     edge = boundary(torch.from_numpy(np.ascontiguousarray(reading.in_file))[None])[0].numpy()
     edge = torch.nn.functional.max_pool2d(torch.from_numpy(edge[None, None].astype(np.float32)), 3, 1, 1)[0, 0].numpy() > 0
     rgb[edge] = (1.0, 0.9, 0.0)
+    if reading.frame is not None:  # a screenshot: the image's part of the page
+        x0, y0, x1, y1 = reading.frame
+        rgb = rgb[y0:y1, x0:x1]
     return rgb
