@@ -49,14 +49,11 @@ def demo_image(image, sam_size: int) -> np.ndarray:
     """The exported image of a (3, H, W) test image: (H*f, W*f, 3) uint8, enlarged by the whole factor f that brings
     its long side to about ``sam_size`` (nearest neighbour, so every test pixel is an f x f block)."""
     from .evaluation import to_rgb
+    from .sam import upscale_factor
 
     rgb = (to_rgb(image) * 255).round().astype(np.uint8)
-    f = demo_factor(rgb.shape[:2], sam_size)
+    f = upscale_factor(max(rgb.shape[:2]), sam_size)  # the factor a local SAM's input is enlarged by
     return np.kron(rgb, np.ones((f, f, 1), np.uint8)) if f > 1 else rgb
-
-
-def demo_factor(shape, sam_size: int) -> int:
-    return max(1, round(sam_size / max(shape[:2])))
 
 
 def demo_shrink(shape) -> float:

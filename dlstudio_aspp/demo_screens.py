@@ -21,7 +21,7 @@ from .errors import UserError
 HOVER_COLOUR = (0, 114, 189)
 HOVER_OPACITY = 0.4
 #: Everything mode: each mask in one of detectron2's colours (its palette's start, HOVER_COLOUR first).
-PALETTE = ((0, 114, 189), (217, 83, 25), (237, 177, 32), (126, 47, 142), (119, 172, 48), (77, 190, 238),
+PALETTE = (HOVER_COLOUR, (217, 83, 25), (237, 177, 32), (126, 47, 142), (119, 172, 48), (77, 190, 238),
            (162, 20, 47), (77, 77, 77), (153, 153, 153), (255, 0, 0), (255, 128, 0), (191, 191, 0), (0, 255, 0),
            (0, 0, 255), (170, 0, 255), (85, 85, 0), (85, 170, 0), (85, 255, 0), (170, 85, 0), (170, 170, 0))
 #: After a click: the outside dimmed to DIM of its brightness, the outline and the click dots drawn over it.
@@ -164,11 +164,7 @@ def screenshot_mask(rgb: np.ndarray, exported: np.ndarray, matrix: np.ndarray) -
     explained = float((np.minimum(cost_in, cost_out) < _FIT).mean())
     if explained < 0.5 or not (label & known).any():
         return None
-    strength = np.zeros(len(s), np.float32)
-    if how.startswith("clicked"):
-        strength[line] = 1.0
-    mask = _flood(_grid(inside, label), _grid(inside, known), _grid(inside, line), inside, _grid(inside, strength), ref,
-                  how.startswith("clicked"))
+    mask = _flood(_grid(inside, label), _grid(inside, known), _grid(inside, line), inside, ref, how.startswith("clicked"))
     return mask, how, explained
 
 
@@ -184,10 +180,10 @@ def _grid(inside: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _flood(label, known, line, inside, strength, ref, clicked: bool) -> np.ndarray:
+def _flood(label, known, line, inside, ref, clicked: bool) -> np.ndarray:
     """The pixels left undecided (too dark to tell, or under the outline and the click dots) take the label of the
     decided ones that reach them first in a marker watershed (OpenCV's ``watershed``). After a click it floods over
-    the outline's strength, so that the outline, which runs along the mask's edge, is where the inside and the outside
+    the outline, so that the outline, which runs along the mask's edge, is where the inside and the outside
     meet, and undecided pixels joined to the frame's edge start as outside (a dark image's dimmed outside looks like itself);
     while hovering it floods over the image's own edges."""
     cv = cv2()
@@ -211,12 +207,10 @@ def _flood(label, known, line, inside, strength, ref, clicked: bool) -> np.ndarr
             if ins <= 0.5 * votes or walls >= 2 * ins or sizes[r] >= 0.5 * part.size:  # (or most of the image)
                 outside.append(r)
         markers[np.isin(parts, outside)] = 1  # undecided parts at the frame's edge, cut off from the inside
-        height = cv.GaussianBlur(crop(strength), (0, 0), 1.0)
+        height = cv.GaussianBlur(line.astype(np.float32), (0, 0), 1.0)
         relief = np.repeat((np.clip(height, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1)
     else:
         relief = np.clip(crop(ref), 0, 255).astype(np.uint8)
-    if not (markers == 1).any():
-        markers[~known] = 0
     cv.watershed(relief, markers)
     inner = markers == 2
     seam = markers == -1
